@@ -89,7 +89,10 @@ class _Unfolder:
         self.padded_hw = (self.height + 2 * padding[0], self.width + 2 * padding[1])
         self.like = like
         self.chunk = chunk
+        # Separate padded buffers for the input and for dX: the fold leaves sums in the border,
+        # the unfold relies on a border that stays zero.
         self._pad_buffer: Tensor | None = None
+        self._grad_pad_buffer: Tensor | None = None
         self._cols: Tensor | None = None
 
     def _padded(self, x: Tensor) -> Tensor:
@@ -134,9 +137,9 @@ class _Unfolder:
         ph, pw = self.padding
         padded = out if ph == 0 and pw == 0 else None
         if padded is None:
-            if self._pad_buffer is None:
-                self._pad_buffer = self.like.new_zeros((self.chunk, self.channels, *self.padded_hw))
-            padded = self._pad_buffer[:n]
+            if self._grad_pad_buffer is None:
+                self._grad_pad_buffer = self.like.new_empty((self.chunk, self.channels, *self.padded_hw))
+            padded = self._grad_pad_buffer[:n]
         # Pixels that no window touches (stride > 1 leftovers) must come out as zero.
         padded.zero_()
         cols6 = cols.view(n, self.channels, *self.kernel, *self.out_hw)

@@ -1,0 +1,192 @@
+"""Exactness of the hand-written im2col convolution against torch's own convolution.
+
+float64 `gradcheck` (numerical vs our analytical backward) over a grid of geometries, float32
+agreement with `F.conv2d` on larger shapes (outputs and every gradient), needs_input_grad
+handling, and nn.Conv2d <-> CustomConv2d state-dict compatibility. Shapes are kept small so
+the whole file runs in seconds on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import lit_vision.ops.conv as conv_module
+from lit_vision.ops.conv import CustomConv2d, conv2d
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """These shapes are tiny: with 2 intra-op threads each op pays an OpenMP fork/join that,
+    on a shared 2-core machine, costs more than the work. One thread keeps the file fast."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# (kernel, stride, padding, dilation, groups, bias, spatial size) — batch 1, odd sizes throughout.
+GRADCHECK_CASES = [
+    ((1, 1), 1, 0, 1, 1, True, (5, 7)),  # 1x1 fast path
+    ((1, 1), 2, 0, 1, 2, False, (7, 5)),  # 1x1 strided, grouped
+    ((1, 1), 3, 1, 1, 1, True, (7, 7)),  # 1x1 with padding goes through unfold
+    ((3, 3), 1, 1, 1, 1, True, (7, 5)),
+    ((3, 3), 2, 0, 1, 1, False, (9, 7)),
+    ((3, 3), 3, 2, 2, 2, True, (9, 9)),  # dilation + groups + stride that leaves pixels unused
+    ((3, 3), 1, 3, 1, 4, False, (5, 5)),  # padding larger than the kernel's reach
+    ((7, 7), 2, 3, 1, 1, True, (9, 11)),  # SimpleNet's stem geometry
+    ((7, 7), 1, 0, 1, 1, False, (7, 9)),
+    ((2, 3), 1, (1, 0), 1, 1, True, (5, 7)),  # non-square kernel and padding
+    ((3, 2), (2, 1), (0, 1), (2, 1), 2, True, (9, 5)),  # everything non-square
+]
+
+
+@pytest.mark.parametrize("kernel,stride,padding,dilation,groups,bias,size", GRADCHECK_CASES)
+def test_gradcheck_float64(kernel, stride, padding, dilation, groups, bias, size) -> None:
+    torch.manual_seed(0)
+    c_in, c_out = 4, 4
+    x = torch.randn(1, c_in, *size, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(c_out, c_in // groups, *kernel, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(c_out, dtype=torch.float64, requires_grad=True) if bias else None
+    inputs = (x, w, b) if bias else (x, w)
+
+    def fn(*args):
+        return conv2d(args[0], args[1], args[2] if bias else None, stride, padding, dilation, groups)
+
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-8, rtol=1e-6)
+    # And it is the same function as torch's.
+    expected = F.conv2d(x, w, b, stride, padding, dilation, groups)
+    torch.testing.assert_close(fn(*inputs), expected, rtol=1e-12, atol=1e-12)
+
+
+def _relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((actual - expected).norm() / expected.norm()).item()
+
+
+@pytest.mark.parametrize(
+    "c_in,c_out,kernel,stride,padding,dilation,groups,size",
+    [
+        (3, 16, 7, 2, 3, 1, 1, 33),  # stem-like
+        (16, 16, 1, 1, 0, 1, 1, 17),  # 1x1 fast path
+        (16, 32, 1, 2, 0, 1, 1, 17),  # strided 1x1
+        (16, 16, 3, 1, 1, 1, 1, 17),
+        (16, 24, 3, 2, 1, 2, 4, 19),
+        (24, 24, 3, 1, 1, 1, 24, 15),  # depthwise
+        (8, 12, (5, 3), (1, 2), (2, 1), 1, 1, 21),
+    ],
+)
+def test_float32_matches_conv2d(c_in, c_out, kernel, stride, padding, dilation, groups, size) -> None:
+    torch.manual_seed(1)
+    ref = nn.Conv2d(c_in, c_out, kernel, stride, padding, dilation, groups)
+    ours = CustomConv2d(c_in, c_out, kernel, stride, padding, dilation, groups)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(8, c_in, size, size, requires_grad=True)
+
+    y_ref, y = ref(x), ours(x)
+    grad_y = torch.randn_like(y_ref)
+    grads_ref = torch.autograd.grad(y_ref, (x, ref.weight, ref.bias), grad_y)
+    grads = torch.autograd.grad(y, (x, ours.weight, ours.bias), grad_y)
+
+    assert _relative_error(y, y_ref) < 1e-4
+    for name, got, want in zip(("input", "weight", "bias"), grads, grads_ref):
+        assert _relative_error(got, want) < 1e-4, name
+
+
+def test_chunking_does_not_change_the_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch split over several unfold chunks (including a ragged last one) is still exact."""
+    torch.manual_seed(2)
+    x = torch.randn(7, 4, 9, 9, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    one_sample = 4 * 9 * 9 * 9 * 8  # bytes of X_u for one sample
+    monkeypatch.setattr(conv_module, "CHUNK_BYTES", 3 * one_sample)
+    y = conv2d(x, w, b, 1, 1)
+    grads = torch.autograd.grad(y.square().sum(), (x, w, b))
+    y_ref = F.conv2d(x, w, b, 1, 1)
+    grads_ref = torch.autograd.grad(y_ref.square().sum(), (x, w, b))
+    torch.testing.assert_close(y, y_ref)
+    for got, want in zip(grads, grads_ref):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_needs_input_grad_is_respected(kernel: int) -> None:
+    """Only the requested gradients are computed; the others stay None."""
+    torch.manual_seed(3)
+    conv = CustomConv2d(4, 6, kernel, padding=kernel // 2)
+    conv.bias.requires_grad_(False)
+    x = torch.randn(2, 4, 7, 7)  # no grad: e.g. the image at the stem
+    conv(x).sum().backward()
+    assert conv.weight.grad is not None and conv.bias.grad is None and x.grad is None
+
+    conv.weight.requires_grad_(False)
+    x.requires_grad_(True)
+    conv(x).sum().backward()
+    assert x.grad is not None and x.grad.shape == x.shape
+
+
+def test_channels_last_and_non_contiguous_inputs() -> None:
+    torch.manual_seed(4)
+    ref = nn.Conv2d(4, 8, 3, padding=1)
+    ours = CustomConv2d(4, 8, 3, padding=1)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 4, 9, 9).to(memory_format=torch.channels_last).requires_grad_(True)
+    grad_y = torch.randn(2, 8, 9, 9).to(memory_format=torch.channels_last)
+    y = ours(x)
+    torch.testing.assert_close(y, ref(x), rtol=1e-4, atol=1e-5)
+    (gx,) = torch.autograd.grad(y, x, grad_y)
+    (gx_ref,) = torch.autograd.grad(ref(x), x, grad_y)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-4, atol=1e-5)
+
+
+def test_state_dict_loads_both_ways() -> None:
+    torch.manual_seed(5)
+    kwargs = dict(kernel_size=(3, 5), stride=2, padding=(1, 2), dilation=1, groups=2, bias=True)
+    ref = nn.Conv2d(4, 6, **kwargs)
+    ours = CustomConv2d(4, 6, **kwargs)
+    assert ours.state_dict().keys() == ref.state_dict().keys()
+    for key, value in ref.state_dict().items():
+        assert ours.state_dict()[key].shape == value.shape
+
+    ours.load_state_dict(ref.state_dict())  # torch -> ours (strict)
+    x = torch.randn(2, 4, 11, 13)
+    torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-5)
+
+    other = nn.Conv2d(4, 6, **kwargs)
+    other.load_state_dict(CustomConv2d(4, 6, **kwargs).state_dict())  # ours -> torch (strict)
+
+    # Same seed, same initial weights (initialisation is nn.Conv2d's).
+    torch.manual_seed(6)
+    a = nn.Conv2d(4, 6, 3)
+    torch.manual_seed(6)
+    b = CustomConv2d(4, 6, 3)
+    torch.testing.assert_close(a.weight, b.weight)
+    torch.testing.assert_close(a.bias, b.bias)
+    assert CustomConv2d(4, 6, 3, bias=False).bias is None
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_other_padding_modes_are_refused(mode: str) -> None:
+    with pytest.raises(ValueError, match="padding_mode"):
+        CustomConv2d(4, 6, 3, padding=1, padding_mode=mode)
+
+
+def test_string_padding_is_refused() -> None:
+    with pytest.raises(ValueError, match="padding"):
+        CustomConv2d(4, 6, 3, padding="same")
+
+
+def test_no_torch_convolution_is_called(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator must not fall back to any of torch's convolution functions."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a torch convolution function was called")
+
+    for name in ("conv2d", "conv_transpose2d", "convolution"):
+        monkeypatch.setattr(F, name, forbidden, raising=False)
+        monkeypatch.setattr(torch, name, forbidden, raising=False)
+    conv = CustomConv2d(4, 6, 3, padding=1)
+    x = torch.randn(2, 4, 7, 7, requires_grad=True)
+    conv(x).sum().backward()
+    assert x.grad is not None
