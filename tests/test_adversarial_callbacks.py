@@ -185,3 +185,46 @@ def test_evaluation_logs_adversarial_metrics_and_writes_files(tmp_path, inferenc
     assert picture.width > 300 and picture.height > 300
     assert os.path.dirname(callback.paths["png"]) == os.path.dirname(callback.paths["csv"])
     assert os.path.basename(callback.paths["csv"]) == f"{TABLE_NAME}.csv" and callback.paths["png"].endswith(PICTURE_NAME)
+
+
+# -------------------------------------------------------------------- CLI
+@pytest.mark.slow
+def test_adversarial_fit_and_checkpoint_evaluation_through_the_cli(tmp_path, monkeypatch):
+    """The documented commands: fit with configs/quickstart_adv.yaml, then
+    `lit-vision test --config … --config configs/adv_eval.yaml --ckpt_path …`."""
+    from lit_vision.cli import main
+
+    configs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+    monkeypatch.chdir(tmp_path)
+    tiny = [
+        "--data.data_dir", str(tmp_path / "standin"), "--data.num_classes", "4", "--model.init_args.num_classes", "4",
+        "--data.standin_train_per_class", "6", "--data.standin_val_per_class", "3", "--data.standin_test_images", "2",
+        "--data.batch_size", "8", "--data.num_workers", "0", "--data.resize_size", "36", "--data.crop_size", "32",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+    ]  # fmt: skip
+    main(["fit", "--config", f"{configs}/quickstart_adv.yaml", *tiny, "--trainer.max_epochs", "1"])
+    checkpoint = tmp_path / "checkpoints" / "quickstart_adv" / "last.ckpt"
+    assert checkpoint.exists()
+
+    # The shipped adv_eval.yaml, with a smaller sweep for speed.
+    with open(f"{configs}/adv_eval.yaml") as handle:
+        text = handle.read()
+    assert "inference_mode: false" in text and "AdversarialEvaluation" in text
+    text = text.replace("sweep_epsilons: [0.0039, 0.0113, 0.0226, 0.0314]", "sweep_epsilons: [0.0, 0.0314]")
+    text = text.replace("sweep_steps: [1, 10]", "sweep_steps: [2]").replace("num_steps: 10", "num_steps: 3")
+    (tmp_path / "adv_eval.yaml").write_text(text)
+    main(["test", "--config", f"{configs}/quickstart_adv.yaml", "--config", str(tmp_path / "adv_eval.yaml"), *tiny,
+          "--ckpt_path", str(checkpoint)])  # fmt: skip
+
+    (run_dir,) = [p for p in (tmp_path / "logs" / "quickstart_adv").iterdir() if (p / f"{TABLE_NAME}.csv").exists()]
+    with open(run_dir / f"{TABLE_NAME}.json") as handle:
+        rows = json.load(handle)["rows"]
+    assert [r["attack"] for r in rows] == ["clean", "least_likely"] + ["least_likely (sweep)"] * 2
+    assert rows[2]["epsilon"] == 0.0 and rows[2]["top1"] == pytest.approx(rows[0]["top1"])
+    assert (run_dir / PICTURE_NAME).stat().st_size > 10_000
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    assert "test/adversarial_examples" in events.Tags()["images"]
+    assert {"test/adv_top1", "test/adv_top5", "test/top1"} <= set(events.Tags()["scalars"])
