@@ -180,7 +180,9 @@ class Im2ColConv2dFunction(torch.autograd.Function):
         # W_u [G, Co/G, Ci/G*kh*kw]: a view, the weight is contiguous in exactly this order.
         w_u = weight.contiguous().view(groups, co // groups, cig * kh * kw)
         bias_u = None if bias is None else bias.view(groups, co // groups, 1)
-        y = x.new_empty((n, co, length))
+        # Allocated in its final shape and returned as is: returning a view of it would forbid
+        # in-place ops on the output (ReLU(inplace=True)) under autograd's custom-Function rules.
+        y = x.new_empty((n, co, ho, wo))
         pointwise = kh == 1 and kw == 1 and padding == (0, 0)
 
         if pointwise:
@@ -203,7 +205,7 @@ class Im2ColConv2dFunction(torch.autograd.Function):
             ctx.save_for_backward(x, weight)
         ctx.geometry = (x.shape, (ho, wo), stride, padding, dilation, groups, pointwise)
         ctx.has_bias = bias is not None
-        return y.view(n, co, ho, wo)
+        return y
 
     @staticmethod
     @once_differentiable
