@@ -100,7 +100,9 @@ def test_chunking_does_not_change_the_result(monkeypatch: pytest.MonkeyPatch) ->
     w = torch.randn(6, 4, 3, 3, dtype=torch.float64, requires_grad=True)
     b = torch.randn(6, dtype=torch.float64, requires_grad=True)
     one_sample = 4 * 9 * 9 * 9 * 8  # bytes of X_u for one sample
-    monkeypatch.setattr(conv_module, "CHUNK_BYTES", 3 * one_sample)
+    # Budget = CHUNK_BYTES / 4 here (the input is smaller): chunks of 3, 3 and 1 samples.
+    monkeypatch.setattr(conv_module, "CHUNK_BYTES", 12 * one_sample)
+    assert conv_module._chunk_size(x, 4 * 9 * 9 * 9) == 3
     y = conv2d(x, w, b, 1, 1)
     grads = torch.autograd.grad(y.square().sum(), (x, w, b))
     y_ref = F.conv2d(x, w, b, 1, 1)

@@ -47,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
+        "--threads", type=int, default=0, help="torch intra-op threads (default: leave as is)"
+    )
+    parser.add_argument(
         "--layers", default="", help="comma-separated substrings of layer names to run (default all)"
     )
 
@@ -94,6 +97,9 @@ def _peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
 
 def run(args: argparse.Namespace) -> list[dict]:
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"  intra-op threads used: {torch.get_num_threads()}", flush=True)
     torch.manual_seed(0)
     wanted = [s.strip() for s in args.layers.split(",") if s.strip()]
     rows = []

@@ -47,7 +47,7 @@ IntPair = tuple[int, int]
 # Upper bound on the bytes of one chunk of the unfolded input (and of its gradient). Small enough
 # that chunk + GEMM operands stay in the 32 MB L3 cache and peak memory stays close to
 # nn.Conv2d's; large enough that per-chunk Python overhead is negligible.
-CHUNK_BYTES = 8 * 2**20
+CHUNK_BYTES = 16 * 2**20
 
 
 def _pair(value: int | tuple[int, ...], name: str) -> IntPair:
@@ -65,11 +65,12 @@ def _out_size(size: int, kernel: int, stride: int, padding: int, dilation: int) 
 
 
 class _Unfolder:
-    """im2col for one convolution geometry through reused buffers.
+    """im2col / col2im for one convolution geometry, through buffers reused across chunks.
 
-    `unfold(x_chunk)` returns X_u for the chunk as a [n, Ci*kh*kw, L] view of an internal buffer
-    (valid until the next call); `fold_into(cols, out)` is its adjoint (col2im) and writes
-    dX for the chunk into `out`.
+    The unfolded chunk is laid out as X_u [Ci*kh*kw, n*L] ("batch inside the columns") rather
+    than the per-sample [n, Ci*kh*kw, L] that F.unfold returns: the same numbers, but then the
+    forward GEMM, dW_u and dX_u are each a single large matrix product per chunk instead of n
+    small ones (fewer, larger BLAS calls: faster, and far less sensitive to a busy machine).
     """
 
     def __init__(
@@ -123,17 +124,25 @@ class _Unfolder:
             padded.storage_offset(),
         )
 
+    def _as_cols6(self, cols: Tensor, n: int) -> Tensor:
+        """[Ci*kh*kw, n*L] buffer seen as [n, Ci, kh, kw, Ho, Wo] (a permuted view)."""
+        return cols.view(self.channels, *self.kernel, n, *self.out_hw).permute(3, 0, 1, 2, 4, 5)
+
     def unfold(self, x: Tensor) -> Tensor:
+        """X_u [Ci*kh*kw, n*L] of the chunk x [n, Ci, H, W]: one strided copy."""
         n = x.shape[0]
         if self._cols is None:
-            self._cols = self.like.new_empty((self.chunk, self.channels, *self.kernel, *self.out_hw))
-        cols = self._cols[:n]
-        cols.copy_(self._windows(self._padded(x)))
-        return cols.view(n, -1, self.out_hw[0] * self.out_hw[1])
+            self._cols = self.like.new_empty((self.chunk * self._cols_per_sample(),))
+        cols = self._cols[: n * self._cols_per_sample()].view(-1, n * self.out_hw[0] * self.out_hw[1])
+        self._as_cols6(cols, n).copy_(self._windows(self._padded(x)))
+        return cols
+
+    def _cols_per_sample(self) -> int:
+        return self.channels * self.kernel[0] * self.kernel[1] * self.out_hw[0] * self.out_hw[1]
 
     def fold_into(self, cols: Tensor, out: Tensor) -> None:
-        """out[n, Ci, H, W] = col2im(cols[n, Ci*kh*kw, L]): sum every column back to its pixel."""
-        n = cols.shape[0]
+        """out [n, Ci, H, W] = col2im(cols [Ci*kh*kw, n*L]): sum every column back to its pixel."""
+        n = out.shape[0]
         ph, pw = self.padding
         padded = out if ph == 0 and pw == 0 else None
         if padded is None:
@@ -142,7 +151,7 @@ class _Unfolder:
             padded = self._grad_pad_buffer[:n]
         # Pixels that no window touches (stride > 1 leftovers) must come out as zero.
         padded.zero_()
-        cols6 = cols.view(n, self.channels, *self.kernel, *self.out_hw)
+        cols6 = self._as_cols6(cols, n)
         windows = self._windows(padded)
         # Overlapping windows alias each other, so one in-place add over the whole view would be
         # wrong; one add per kernel offset touches every pixel at most once.
@@ -176,10 +185,9 @@ class Im2ColConv2dFunction(torch.autograd.Function):
         if ho <= 0 or wo <= 0:
             raise ValueError(f"input {h}x{w} is too small for kernel {kh}x{kw} with this padding")
         x = x.contiguous()
-        length = ho * wo
+        cog, length = co // groups, ho * wo
         # W_u [G, Co/G, Ci/G*kh*kw]: a view, the weight is contiguous in exactly this order.
-        w_u = weight.contiguous().view(groups, co // groups, cig * kh * kw)
-        bias_u = None if bias is None else bias.view(groups, co // groups, 1)
+        w_u = weight.contiguous().view(groups, cog, cig * kh * kw)
         # Allocated in its final shape and returned as is: returning a view of it would forbid
         # in-place ops on the output (ReLU(inplace=True)) under autograd's custom-Function rules.
         y = x.new_empty((n, co, ho, wo))
@@ -189,18 +197,30 @@ class Im2ColConv2dFunction(torch.autograd.Function):
             # 1x1: X itself (a strided slice of it for stride > 1) is X_u; no unfold needed.
             x_u = x[:, :, :: stride[0], :: stride[1]] if stride != (1, 1) else x
             x_u = x_u.reshape(n, groups, cig, length)  # copies only when strided
-            _gemm_forward(w_u, x_u, bias_u, y.view(n, groups, co // groups, length))
+            # One batched GEMM over the whole batch, written straight into NCHW Y.
+            torch.matmul(w_u, x_u, out=y.view(n, groups, cog, length))
+            if bias is not None:
+                y.add_(bias.view(1, co, 1, 1))
             # Saving the (sub-sampled) input is what nn.Conv2d saves too; for stride > 1 it is
             # smaller than the input.
             ctx.save_for_backward(x_u, weight)
         else:
-            chunk = _chunk_size(n, ci * kh * kw * length * x.element_size())
+            chunk = _chunk_size(x, ci * kh * kw * length)
             unfolder = _Unfolder(x.shape, (kh, kw), stride, padding, dilation, (ho, wo), chunk, x)
-            y_g = y.view(n, groups, co // groups, length)
+            y_buffer = x.new_empty((chunk * co * length,))
+            y_flat = y.view(n, co, length)
             for start in range(0, n, chunk):
                 stop = min(start + chunk, n)
-                x_u = unfolder.unfold(x[start:stop]).view(stop - start, groups, -1, length)
-                _gemm_forward(w_u, x_u, bias_u, y_g[start:stop])
+                m = stop - start
+                x_u = unfolder.unfold(x[start:stop]).view(groups, -1, m * length)
+                y_u = y_buffer[: m * co * length].view(groups, cog, m * length)
+                _mm(w_u, x_u, y_u)  # Y_u [Co, n*L] = W_u x X_u, one GEMM for the chunk
+                # Back to NCHW, with the bias added in the same pass.
+                y_chunk = y_u.view(co, m, length).transpose(0, 1)
+                if bias is None:
+                    y_flat[start:stop].copy_(y_chunk)
+                else:
+                    torch.add(y_chunk, bias.view(1, co, 1), out=y_flat[start:stop])
             # X_u is recomputed in backward rather than saved: it is kh*kw times the input.
             ctx.save_for_backward(x, weight)
         ctx.geometry = (x.shape, (ho, wo), stride, padding, dilation, groups, pointwise)
@@ -217,22 +237,24 @@ class Im2ColConv2dFunction(torch.autograd.Function):
         n, ci, h, w = x_shape
         co, cig, kh, kw = weight.shape
         cog, length = co // groups, ho * wo
-        # dY_u [N, G, Co/G, L] (a view for the usual contiguous gradient).
-        dy = grad_y.contiguous().view(n, groups, cog, length)
+        dy = grad_y.contiguous().view(n, co, length)
         w_u = weight.contiguous().view(groups, cog, cig * kh * kw)
 
-        grad_b = dy.sum(dim=(0, 3)).view(co) if (need_b and ctx.has_bias) else None
-        grad_w_u = weight.new_zeros((groups, cog, cig * kh * kw)) if need_w else None
+        grad_b = dy.sum(dim=(0, 2)) if (need_b and ctx.has_bias) else None
+        grad_w_u = None
         grad_x = None
 
         if pointwise:
             x_u = saved  # [N, G, Ci/G, L]
+            dy_g = dy.view(n, groups, cog, length)
             if need_w:
-                for i in range(n):
-                    _accumulate_grad_w(grad_w_u, dy[i], x_u[i])
+                # dW_u = sum over samples of dY_u x X_uᵀ: one batched GEMM, then a sum over the
+                # batch of the small [N, Co, Ci] result (a single [Co, N*L] x [N*L, Ci] GEMM would
+                # first need both operands permuted, i.e. copies of dY and X).
+                grad_w_u = torch.matmul(dy_g, x_u.transpose(2, 3)).sum(0)
             if need_x:
                 # dX_u = W_uᵀ x dY_u is already dX (at the sampled positions): one batched GEMM.
-                dx_u = torch.matmul(w_u.transpose(1, 2), dy)  # [N, G, Ci/G, L]
+                dx_u = torch.matmul(w_u.transpose(1, 2), dy_g)  # [N, G, Ci/G, L]
                 if stride == (1, 1):
                     grad_x = dx_u.view(n, ci, h, w)
                 else:
@@ -240,63 +262,54 @@ class Im2ColConv2dFunction(torch.autograd.Function):
                     grad_x[:, :, :: stride[0], :: stride[1]] = dx_u.view(n, ci, ho, wo)
         elif need_w or need_x:
             x = saved
-            chunk = _chunk_size(n, ci * kh * kw * length * x.element_size())
+            chunk = _chunk_size(x, ci * kh * kw * length)
             unfolder = _Unfolder(x.shape, (kh, kw), stride, padding, dilation, (ho, wo), chunk, x)
+            if need_w:
+                grad_w_u = weight.new_zeros((groups, cog, cig * kh * kw))
             if need_x:
                 grad_x = x.new_empty((n, ci, h, w))
-                dcols = x.new_empty((chunk, groups, cig * kh * kw, length))
+                dcols_buffer = x.new_empty((chunk * ci * kh * kw * length,))
                 w_t = w_u.transpose(1, 2)
+            dy_buffer = x.new_empty((chunk * co * length,))
             for start in range(0, n, chunk):
                 stop = min(start + chunk, n)
+                m = stop - start
+                # dY_u [Co, n*L] for the chunk: the layout that makes both products one GEMM.
+                dy_u = dy_buffer[: m * co * length].view(co, m, length)
+                dy_u.copy_(dy[start:stop].transpose(0, 1))
+                dy_u = dy_u.view(groups, cog, m * length)
                 if need_w:
-                    x_u = unfolder.unfold(x[start:stop]).view(stop - start, groups, -1, length)
-                    for i in range(stop - start):
-                        _accumulate_grad_w(grad_w_u, dy[start + i], x_u[i])
+                    x_u = unfolder.unfold(x[start:stop]).view(groups, -1, m * length)
+                    _mm(dy_u, x_u.transpose(1, 2), grad_w_u, accumulate=True)
                 if need_x:
-                    dx_u = dcols[: stop - start]
-                    for i in range(stop - start):
-                        _mm(w_t, dy[start + i], dx_u[i])
-                    unfolder.fold_into(dx_u.view(stop - start, ci * kh * kw, length), grad_x[start:stop])
+                    dx_u = dcols_buffer[: m * ci * kh * kw * length].view(groups, -1, m * length)
+                    _mm(w_t, dy_u, dx_u)
+                    unfolder.fold_into(dx_u.view(ci * kh * kw, m * length), grad_x[start:stop])
 
         grad_w = None if grad_w_u is None else grad_w_u.view_as(weight)
         return grad_x, grad_w, grad_b, None, None, None, None
 
 
-def _chunk_size(batch: int, cols_bytes_per_sample: int) -> int:
-    return max(1, min(batch, CHUNK_BYTES // max(1, cols_bytes_per_sample)))
+def _chunk_size(x: Tensor, cols_per_sample: int) -> int:
+    """Samples per unfold chunk: X_u of a chunk is at most about the size of the input itself
+    (clamped to [CHUNK_BYTES / 4, CHUNK_BYTES]), so the transient buffers stay a fraction of what
+    the layer holds anyway, yet a chunk is large enough for an efficient GEMM."""
+    budget = min(CHUNK_BYTES, max(CHUNK_BYTES // 4, x.numel() * x.element_size()))
+    per_sample = cols_per_sample * x.element_size()
+    return max(1, min(x.shape[0], budget // max(1, per_sample)))
 
 
-def _mm(a: Tensor, b: Tensor, out: Tensor) -> None:
-    """out[g] = a[g] @ b[g] for the G groups (a plain mm when there is one group)."""
+def _mm(a: Tensor, b: Tensor, out: Tensor, accumulate: bool = False) -> None:
+    """out[g] (+)= a[g] @ b[g] for the G groups (a plain mm when there is one group)."""
     if a.shape[0] == 1:
-        torch.mm(a[0], b[0], out=out[0])
+        if accumulate:
+            out[0].addmm_(a[0], b[0])
+        else:
+            torch.mm(a[0], b[0], out=out[0])
+    elif accumulate:
+        out.baddbmm_(a, b)
     else:
         torch.bmm(a, b, out=out)
-
-
-def _gemm_forward(w_u: Tensor, x_u: Tensor, bias_u: Tensor | None, y: Tensor) -> None:
-    """y[i] = W_u x X_u[i] (+ bias) for each sample i of the chunk, written in place.
-
-    Shapes: w_u [G, Co/G, K], x_u [n, G, K, L], bias_u [G, Co/G, 1], y [n, G, Co/G, L].
-    One GEMM per sample keeps the output in NCHW without any permuting copy; with a bias, the
-    GEMM accumulates onto the broadcast bias (beta=1) instead of a separate pass over Y.
-    """
-    single = w_u.shape[0] == 1
-    for i in range(x_u.shape[0]):
-        if bias_u is None:
-            _mm(w_u, x_u[i], y[i])
-        elif single:
-            torch.addmm(bias_u[0], w_u[0], x_u[i, 0], out=y[i, 0])
-        else:
-            torch.baddbmm(bias_u, w_u, x_u[i], out=y[i])
-
-
-def _accumulate_grad_w(grad_w_u: Tensor, dy: Tensor, x_u: Tensor) -> None:
-    """grad_w_u[g] += dY_u[g] x X_u[g]ᵀ for one sample (accumulating GEMM, no temporary)."""
-    if grad_w_u.shape[0] == 1:
-        grad_w_u[0].addmm_(dy[0], x_u[0].t())
-    else:
-        grad_w_u.baddbmm_(dy, x_u.transpose(1, 2))
 
 
 def conv2d(
