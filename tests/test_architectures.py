@@ -95,3 +95,65 @@ def test_custom_conv_matches_torch_conv(name):
     custom.train()
     F.cross_entropy(custom(images), torch.tensor([0, 1])).backward()
     assert all(p.grad is not None for p in custom.parameters())
+
+
+# ------------------------------------------------------------------ CLI
+CONFIGS = ["customnet1", "customnet2", "resnet18_finetune", "vit"]
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
+@pytest.mark.parametrize("config", CONFIGS)
+def test_config_fits_and_checkpoint_validates_through_the_cli(config, tmp_path, monkeypatch):
+    """`lit-vision fit --config configs/X.yaml` on a tiny stand-in (one epoch), then
+    `lit-vision validate --ckpt_path last.ckpt` reproduces the epoch's validation metrics."""
+    import os
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from lit_vision.cli import main
+
+    configs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+    monkeypatch.chdir(tmp_path)
+    tiny = [
+        "--config", f"{configs}/{config}.yaml", "--experiment", "run",
+        "--data.download", "false", "--data.standin", "true", "--data.data_dir", str(tmp_path / "standin"),
+        "--data.num_classes", "4", "--model.init_args.num_classes", "4",
+        "--data.standin_train_per_class", "6", "--data.standin_val_per_class", "4", "--data.standin_test_images", "2",
+        "--data.batch_size", "8", "--data.num_workers", "0", "--data.pin_memory", "false",
+        "--data.resize_size", "36", "--data.crop_size", "32",
+        "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false",
+    ]  # fmt: skip
+    if config == "resnet18_finetune":
+        # The local-file path through the CLI, with a random torchvision resnet18 as the "ImageNet" file.
+        from torchvision.models import resnet18
+
+        torch.save(resnet18(weights=None).state_dict(), tmp_path / "resnet18.pth")
+        tiny += ["--model.init_args.weights", str(tmp_path / "resnet18.pth")]
+    main(["fit", *tiny, "--trainer.max_epochs", "2" if config == "resnet18_finetune" else "1"])
+    checkpoint = tmp_path / "checkpoints" / "run" / "last.ckpt"
+    assert checkpoint.exists()
+    fitted = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    (ckpt_state,) = [v for k, v in fitted["callbacks"].items() if k.startswith("ModelCheckpoint")]
+    fit_top1 = float(ckpt_state["current_score"])  # val/top1 of the epoch last.ckpt was saved at
+
+    validate_args = [*tiny, "--ckpt_path", str(checkpoint)]
+    if config == "resnet18_finetune":
+        validate_args += ["--model.init_args.weights", "none"]  # the checkpoint holds every weight
+    main(["validate", *validate_args])
+    fit_run, validate_run = sorted((tmp_path / "logs" / "run").iterdir())  # version_0, version_1
+
+    def scalars(run, tag):
+        events = EventAccumulator(str(run), size_guidance={"scalars": 0})
+        events.Reload()
+        return [event.value for event in events.Scalars(tag)]
+
+    # last.ckpt is the epoch `fitted["epoch"]` (Lightning 2.6 refreshes last.ckpt only when a
+    # top-k checkpoint is written, so it need not be the final epoch); one validation per epoch.
+    epoch = fitted["epoch"]
+    assert scalars(fit_run, "val/top1")[epoch] == pytest.approx(fit_top1, abs=1e-6)
+    assert scalars(validate_run, "val/top1") == [pytest.approx(fit_top1, abs=1e-6)]
+    # The loss pins the weights down far more finely than accuracy on a few images.
+    (validated_loss,) = scalars(validate_run, "val/loss")
+    assert validated_loss == pytest.approx(scalars(fit_run, "val/loss")[epoch], rel=1e-5)
