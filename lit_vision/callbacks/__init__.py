@@ -1,0 +1,1 @@
+"""Lightning callbacks: submission writing, adversarial training and evaluation, and others."""

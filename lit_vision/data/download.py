@@ -1,0 +1,111 @@
+"""Fetching the real MiniPlaces: the image archive from MIT and the list files from the
+CSAILVision/miniplaces repository, verified and unpacked atomically.
+
+Everything is staged in a hidden sibling folder of `data_dir` and renamed into place only
+after verification, so an interrupted or failed download never looks like a dataset.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tarfile
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+from lit_vision.errors import LitVisionError
+from lit_vision.data.listing import read_categories, read_labelled_list
+
+ARCHIVE_URL = "http://miniplaces.csail.mit.edu/data/data.tar.gz"
+LISTS_URL = "https://raw.githubusercontent.com/CSAILVision/miniplaces/master/data"
+LIST_FILES = ("train.txt", "val.txt", "categories.txt")
+CHUNK = 1 << 20
+
+
+def manual_instructions(data_dir: Path) -> str:
+    return (
+        f"To install it by hand: download {ARCHIVE_URL} and unpack it so that {data_dir}/images/train, "
+        f"{data_dir}/images/val and {data_dir}/images/test exist, and put train.txt, val.txt and categories.txt "
+        f"from {LISTS_URL}/ into {data_dir}/."
+    )
+
+
+def fetch(url: str, destination: Path, timeout: float = 60.0) -> None:
+    """Stream `url` to `destination`, checking the byte count against Content-Length."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(destination, "wb") as out:
+            expected = response.headers.get("Content-Length")
+            received = 0
+            while chunk := response.read(CHUNK):
+                out.write(chunk)
+                received += len(chunk)
+    except (urllib.error.URLError, OSError) as error:
+        raise LitVisionError(f"Could not download {url}: {error}.") from None
+    if expected is not None and received != int(expected):
+        raise LitVisionError(f"Download of {url} was cut short: got {received} of {expected} bytes.")
+
+
+def _find_images_root(unpacked: Path) -> Path:
+    """The folder holding train/, val/ and test/: `images/` at the top of the archive or one level down."""
+    candidates = [unpacked / "images", *(p / "images" for p in unpacked.iterdir() if p.is_dir())]
+    for candidate in candidates:
+        if all((candidate / split).is_dir() for split in ("train", "val", "test")):
+            return candidate
+    raise LitVisionError("The downloaded archive has no images/ folder with train/, val/ and test/ inside.")
+
+
+def verify_dataset(root: Path, num_classes: int) -> None:
+    """The lists parse, the categories match the class count, and every listed image exists."""
+    images = root / "images"
+    read_categories(root / "categories.txt", num_classes)
+    for list_name in ("train.txt", "val.txt"):
+        for relative, _ in read_labelled_list(root / list_name, num_classes):
+            if not (images / relative).is_file():
+                raise LitVisionError(f"{root / list_name} lists {relative}, which is not in {images}.")
+    if not any((images / "test").iterdir()):
+        raise LitVisionError(f"{images / 'test'} is empty.")
+
+
+def download_miniplaces(
+    data_dir: str | Path,
+    num_classes: int = 100,
+    archive_url: str = ARCHIVE_URL,
+    lists_url: str = LISTS_URL,
+) -> Path:
+    """Download, verify and unpack MiniPlaces into `data_dir` (no-op when already there)."""
+    data_dir = Path(data_dir)
+    if (data_dir / "train.txt").is_file() and (data_dir / "images").is_dir():
+        return data_dir
+    if data_dir.exists() and any(data_dir.iterdir()):
+        raise LitVisionError(
+            f"{data_dir} exists, is not empty and is not a MiniPlaces folder: refusing to download into it."
+        )
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = data_dir.parent / f".{data_dir.name}.partial-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        archive = staging / "data.tar.gz"
+        try:
+            fetch(archive_url, archive)
+            for name in LIST_FILES:
+                fetch(f"{lists_url}/{name}", staging / name)
+        except LitVisionError as error:
+            raise LitVisionError(f"{error} {manual_instructions(data_dir)}") from None
+        unpacked = staging / "unpacked"
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                # The "data" filter refuses absolute paths, links out of the tree and devices.
+                tar.extractall(unpacked, filter="data")
+        except (tarfile.TarError, EOFError, OSError) as error:
+            raise LitVisionError(f"The archive from {archive_url} is damaged: {error}.") from None
+        archive.unlink()
+        _find_images_root(unpacked).rename(staging / "images")
+        shutil.rmtree(unpacked)
+        verify_dataset(staging, num_classes)
+        if data_dir.exists():
+            data_dir.rmdir()  # empty (checked above); rename needs the name free
+        staging.rename(data_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return data_dir

@@ -1,0 +1,80 @@
+"""Reading MiniPlaces' list files (`train.txt`, `val.txt`, `categories.txt`) with errors
+that name the file and line of any problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lit_vision.errors import LitVisionError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg")
+
+
+def read_labelled_list(path: Path, num_classes: int) -> list[tuple[str, int]]:
+    """Parse `<path relative to images/> <label>` lines into (relative path, label) pairs."""
+    if not path.is_file():
+        raise LitVisionError(f"{path} is missing: expected a list of '<image path> <label>' lines.")
+    entries: list[tuple[str, int]] = []
+    seen: dict[str, int] = {}
+    for line_number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != 2 or not fields[1].lstrip("-").isdigit():
+            raise LitVisionError(
+                f"{path}, line {line_number}: expected '<image path relative to images/> <integer label>', "
+                f"got {line.strip()!r}."
+            )
+        relative, label = fields[0], int(fields[1])
+        if not 0 <= label < num_classes:
+            raise LitVisionError(
+                f"{path}, line {line_number}: label {label} is outside [0, {num_classes}) "
+                f"(data.num_classes is {num_classes})."
+            )
+        if relative in seen:
+            raise LitVisionError(
+                f"{path}, line {line_number}: {relative} is listed twice (first on line {seen[relative]})."
+            )
+        seen[relative] = line_number
+        entries.append((relative, label))
+    if not entries:
+        raise LitVisionError(f"{path} lists no images: expected '<image path> <label>' lines.")
+    return entries
+
+
+def read_categories(path: Path, num_classes: int) -> list[str]:
+    """Class names from `categories.txt` (`/a/abbey 0` …), or `class_<i>` when the file is absent."""
+    if not path.is_file():
+        return [f"class_{i}" for i in range(num_classes)]
+    names: dict[int, str] = {}
+    for line_number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != 2 or not fields[1].isdigit() or int(fields[1]) >= num_classes:
+            raise LitVisionError(
+                f"{path}, line {line_number}: expected '<category name> <index in [0, {num_classes})>', "
+                f"got {line.strip()!r}."
+            )
+        # "/a/abbey" -> "abbey"; "/b/bedroom/indoor"-style names keep their tail.
+        names[int(fields[1])] = fields[0].strip("/").split("/", 1)[-1]
+    missing = sorted(set(range(num_classes)) - set(names))
+    if missing:
+        raise LitVisionError(
+            f"{path} names {len(names)} classes but data.num_classes is {num_classes}; "
+            f"missing indices start at {missing[0]}."
+        )
+    return [names[i] for i in range(num_classes)]
+
+
+def list_unlabelled_images(images_dir: Path, split: str = "test") -> list[str]:
+    """Relative paths (`test/00000001.jpg`) of the unlabelled split, in sorted order."""
+    folder = images_dir / split
+    if not folder.is_dir():
+        raise LitVisionError(f"{folder} is missing: expected the unlabelled {split} images there.")
+    paths = sorted(
+        p.relative_to(images_dir).as_posix() for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    if not paths:
+        raise LitVisionError(f"{folder} holds no .jpg images.")
+    return paths

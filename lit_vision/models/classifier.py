@@ -1,0 +1,178 @@
+"""The Lightning "system" shared by every architecture: loss, top-1/top-5 metrics,
+optimiser and learning-rate schedule. Each architecture is a thin subclass that builds
+its plain `nn.Module` network into `self.net`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import lightning as L
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from lit_vision.errors import LitVisionError
+from lit_vision.nets.layers import Normalize
+
+
+def accuracy_metrics(num_classes: int, prefix: str) -> MetricCollection:
+    """Top-1 and top-5 accuracy as everyone reports them: micro-averaged (torchmetrics'
+    default is macro, a different number)."""
+    return MetricCollection(
+        {
+            "top1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
+            "top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
+        },
+        prefix=prefix,
+    )
+
+
+class WarmupCosine:
+    """Learning-rate factor per optimiser step: linear warm-up from ~0, then cosine decay to
+    `min_ratio`. A class rather than a lambda so the scheduler's state can be saved."""
+
+    def __init__(self, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> None:
+        self.warmup_steps = warmup_steps
+        self.total_steps = max(total_steps, warmup_steps + 1)
+        self.min_ratio = min_ratio
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / (self.total_steps - self.warmup_steps))
+        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class ImageClassifier(L.LightningModule):
+    """Cross-entropy classifier over pixel-space images (uint8 or float in [0, 1]).
+
+    Subclasses call `super().__init__(...)` and then set `self.net`. Normalisation with
+    ImageNet statistics is the model's first operation (see `Normalize`).
+    """
+
+    net: nn.Module
+
+    def __init__(
+        self,
+        num_classes: int = 100,
+        optimizer: Literal["sgd", "adamw"] = "sgd",
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-4,
+        warmup_epochs: float = 5.0,
+        min_lr_ratio: float = 0.0,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        """
+        Args:
+            num_classes: classes of the head; must equal the data's.
+            optimizer: "sgd" (with `momentum`) or "adamw" (betas 0.9, 0.999).
+            lr: peak learning rate, reached at the end of warm-up.
+            momentum: SGD momentum (ignored by AdamW).
+            weight_decay: applied to weight matrices and kernels only, not to biases and norms.
+            warmup_epochs: linear warm-up length in epochs (fractions allowed), stepped per batch.
+            min_lr_ratio: the cosine decays to `lr * min_lr_ratio` at the last step.
+            label_smoothing: cross-entropy label smoothing in [0, 1).
+        """
+        super().__init__()
+        if num_classes < 2:
+            raise LitVisionError(f"model.num_classes must be at least 2, got {num_classes}.")
+        if lr <= 0:
+            raise LitVisionError(f"model.lr must be positive, got {lr}.")
+        if not 0 <= label_smoothing < 1:
+            raise LitVisionError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}.")
+        if warmup_epochs < 0:
+            raise LitVisionError(f"model.warmup_epochs must be >= 0, got {warmup_epochs}.")
+        self.save_hyperparameters()
+        self.normalize = Normalize()
+        self.train_metrics = accuracy_metrics(num_classes, "train/")
+        self.val_metrics = accuracy_metrics(num_classes, "val/")
+        self.test_metrics = accuracy_metrics(num_classes, "test/")
+
+    # ----------------------------------------------------------------- model
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalize(images))
+
+    def setup(self, stage: str) -> None:
+        # Models never import data: the datamodule is only asked for its class count.
+        datamodule = getattr(self.trainer, "datamodule", None)
+        data_classes = getattr(datamodule, "num_classes", None)
+        if data_classes is not None and data_classes != self.hparams.num_classes:
+            raise LitVisionError(
+                f"The model {type(self).__name__} has {self.hparams.num_classes} output classes but the data "
+                f"has {data_classes}: set model.init_args.num_classes to {data_classes} (or use data with "
+                f"{self.hparams.num_classes} classes)."
+            )
+
+    # ----------------------------------------------------------------- steps
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+        # batch_size is explicit: callbacks (adversarial training) may change the batch.
+        n = labels.shape[0]
+        self.train_metrics.update(logits.detach(), labels)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
+        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=n)
+        return loss
+
+    def _evaluate(self, batch, metrics: MetricCollection, stage: str) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels)
+        metrics.update(logits, labels)
+        n = labels.shape[0]
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=stage == "val", batch_size=n, sync_dist=True)
+        self.log_dict(metrics, on_epoch=True, prog_bar=stage == "val", batch_size=n)
+        return logits
+
+    def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._evaluate(batch, self.val_metrics, "val")
+
+    def test_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._evaluate(batch, self.test_metrics, "test")
+
+    def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        images, indices = batch
+        logits = self(images)
+        k = min(5, logits.shape[1])
+        return {"index": indices, "top5": logits.topk(k, dim=1).indices}
+
+    # ------------------------------------------------------------ optimiser
+    def parameter_groups(self) -> list[dict]:
+        """Weight decay on weight matrices and kernels, not on biases and norm scales (the
+        usual practice; decaying them only hurts). Subclasses may return more groups, e.g.
+        a lower learning rate for a pretrained backbone (`lr_scale` multiplies `lr`)."""
+        decay, no_decay = [], []
+        for param in self.net.parameters():
+            if param.requires_grad:
+                (decay if param.ndim > 1 else no_decay).append(param)
+        return [
+            {"params": decay, "weight_decay": self.hparams.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        groups = [g for g in self.parameter_groups() if g["params"]]
+        for group in groups:
+            group["lr"] = hp.lr * group.pop("lr_scale", 1.0)
+        if hp.optimizer == "sgd":
+            optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum)
+        else:
+            optimizer = torch.optim.AdamW(groups, lr=hp.lr)
+        total_steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total_steps):
+            raise LitVisionError("Set trainer.max_epochs or trainer.max_steps: the learning-rate schedule needs an end.")
+        accumulate = self.trainer.accumulate_grad_batches
+        steps_per_epoch = max(1, math.ceil(self.trainer.num_training_batches / accumulate))
+        warmup_steps = round(hp.warmup_epochs * steps_per_epoch)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, WarmupCosine(warmup_steps, int(total_steps), hp.min_lr_ratio)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -1,0 +1,1 @@
+"""Plain torch.nn architectures (no Lightning import)."""

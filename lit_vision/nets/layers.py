@@ -1,0 +1,46 @@
+"""Small building blocks shared by the CNNs: which convolution class to use, and input normalisation."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+ConvName = Literal["torch", "custom"]
+
+# ImageNet statistics, in pixel units of [0, 1].
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def conv_class(name: str) -> type[nn.Conv2d]:
+    """`"torch"` -> nn.Conv2d, `"custom"` -> the hand-written im2col CustomConv2d (same parameters)."""
+    if name == "torch":
+        return nn.Conv2d
+    if name == "custom":
+        # Imported lazily so that the operator's module is only loaded when it is asked for.
+        from lit_vision.ops.conv import CustomConv2d
+
+        return CustomConv2d
+    raise ValueError(f"conv must be 'torch' or 'custom', got {name!r}")
+
+
+class Normalize(nn.Module):
+    """Pixel images (uint8 in [0, 255] or float in [0, 1]) -> per-channel standardised float.
+
+    It is the first layer of every model, so attacks work in pixel units and a checkpoint
+    carries its own normalisation.
+    """
+
+    def __init__(self, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> None:
+        super().__init__()
+        # Not persistent: the values live in the checkpoint's hyperparameters, and keeping
+        # them out of the state dict lets weights load into nets built without this layer.
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype == torch.uint8:
+            images = images.float().div_(255)
+        return (images - self.mean) / self.std

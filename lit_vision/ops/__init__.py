@@ -1,0 +1,1 @@
+"""Hand-written operators (pure torch, no Lightning): im2col convolution, attention, windows."""
