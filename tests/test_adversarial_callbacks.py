@@ -228,3 +228,34 @@ def test_adversarial_fit_and_checkpoint_evaluation_through_the_cli(tmp_path, mon
     events.Reload()
     assert "test/adversarial_examples" in events.Tags()["images"]
     assert {"test/adv_top1", "test/adv_top5", "test/top1"} <= set(events.Tags()["scalars"])
+
+
+class RecordBatches(L.Callback):
+    """Writes (rank, epoch, batch index, batch size as the training step saw it) to a file per rank."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        with open(os.path.join(self.folder, f"rank{trainer.global_rank}.txt"), "a") as handle:
+            handle.write(f"{trainer.current_epoch} {batch_idx} {batch[1].shape[0]}\n")
+
+
+@pytest.mark.slow
+def test_ddp_ranks_perturb_the_same_batches_and_evaluation_syncs(tmp_path):
+    """Two CPU processes (gloo): the same batches are doubled on both ranks without any
+    communication, and the adversarial evaluation neither hangs nor writes twice."""
+    callback = AdversarialTraining(fraction=0.3, epsilon=(4 / 255, 8 / 255), steps=(1, 2), seed=5)
+    ddp = dict(devices=2, strategy="ddp_spawn", max_epochs=2)
+    trainer(tmp_path, [callback, RecordBatches(str(tmp_path))], **ddp).fit(TinyClassifier(), train_dataloaders=loader(16))
+    per_rank = [(tmp_path / f"rank{r}.txt").read_text().split("\n") for r in (0, 1)]
+    assert per_rank[0] == per_rank[1] and len(per_rank[0]) == 2 * 8 + 1  # 16 batches split over 2 ranks
+    doubled = {tuple(map(int, line.split()[:2])) for line in per_rank[0] if line and line.split()[2] == str(2 * BATCH)}
+    assert doubled == {(e, i) for e in range(2) for i in range(8) if callback.plan(e, i) is not None}
+    assert doubled  # the seed draws some
+
+    evaluation = AdversarialEvaluation(epsilon=8 / 255, num_steps=2, num_images=2)
+    (results,) = trainer(tmp_path, [evaluation], **ddp).test(TinyClassifier(), dataloaders=loader(4))
+    assert 0 <= results["test/adv_top1"] <= 1
+    written = sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".csv", ".json", ".png"))
+    assert written == [f"{TABLE_NAME}.csv", f"{TABLE_NAME}.json", PICTURE_NAME]

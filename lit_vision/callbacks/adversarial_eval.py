@@ -172,14 +172,15 @@ class AdversarialEvaluation(Callback):
         self.rows += [row(a.target + " (sweep)", a, f"sweep{i}") for i, a in enumerate(self.sweep)]
         for metrics in self.metrics.values():
             metrics.reset()
+        # trainer.log_dir broadcasts from rank 0: every rank must ask for it.
+        log_dir = trainer.log_dir or trainer.default_root_dir
         if trainer.is_global_zero:
-            self._write(trainer)
+            self._write(trainer, log_dir)
 
     # ---------------------------------------------------------------- output
-    def _write(self, trainer: L.Trainer) -> None:
+    def _write(self, trainer: L.Trainer, log_dir: str) -> None:
         from lit_vision.bench.table import format_table
 
-        log_dir = trainer.log_dir or trainer.default_root_dir
         os.makedirs(log_dir, exist_ok=True)
         rank_zero_info(f"Adversarial evaluation ({self.attack}):\n{format_table(self.rows)}")
         csv_path = os.path.join(log_dir, f"{TABLE_NAME}.csv")

@@ -1,0 +1,199 @@
+"""PGD cost: our attack vs a textbook PGD loop, and an adversarial-training epoch vs a clean one.
+
+    python -m lit_vision.bench attack [--batch-size 64 --image-size 128 --steps 10]
+
+1. Attack throughput (images/s) on SimpleNet (100 classes), same model, same images, same
+   least-likely target: `PGDAttack.perturb` against the straightforward loop
+   (`x.requires_grad_()`, `loss.backward()`, `x.grad.sign()`, which also computes every
+   parameter's gradient). Timed alternately, median of `--repeats`; the two results are
+   compared element-wise (`agree` = share of pixels equal to within 1e-6).
+2. Training cost: one epoch of `Trainer.fit` on the same in-memory batches, without and with
+   `AdversarialTraining(fraction, steps=(k, k))`, alternated `--epoch-repeats` times. The ratio
+   depends on how many batches the seeded draw perturbed, so the table also gives the cost
+   of one perturbed batch in clean batches and the ratio projected to exactly `fraction`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch.nn import functional as F
+
+from lit_vision.attacks.pgd import SEED_EPSILON, PGDAttack
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=128, help="pixels (MiniPlaces: 128)")
+    parser.add_argument("--num-classes", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=10, help="PGD steps")
+    parser.add_argument("--repeats", type=int, default=3, help="timed attacks per implementation")
+    parser.add_argument("--epoch-batches", type=int, default=20, help="batches per timed training epoch (0: skip)")
+    parser.add_argument("--epoch-repeats", type=int, default=2, help="timed clean/adversarial epoch pairs")
+    parser.add_argument("--fraction", type=float, default=0.2, help="share of perturbed batches")
+    parser.add_argument("--seed", type=int, default=4, help="AdversarialTraining seed; 4 perturbs exactly 4 of the first 20 batches")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def reference_pgd(model, images: torch.Tensor, epsilon: float, step_size: float, steps: int) -> torch.Tensor:
+    """The textbook least-likely PGD loop (what one writes first)."""
+    model.eval()
+    x0 = images.float() / 255
+    with torch.no_grad():
+        target = model(x0).argmin(1)
+    x = x0.clone()
+    for _ in range(steps):
+        x.requires_grad_()
+        loss = F.cross_entropy(model(x), target, reduction="sum")
+        model.zero_grad()
+        loss.backward()
+        x = x - step_size * x.grad.sign()
+        x = torch.min(torch.max(x, x0 - epsilon), x0 + epsilon).clamp(0, 1).detach()
+    return x
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device: torch.device) -> tuple[float, object]:
+    _sync(device)
+    start = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return time.perf_counter() - start, out
+
+
+def _attack_rows(args, device: torch.device) -> list[dict]:
+    from lit_vision.models import SimpleNet
+
+    torch.manual_seed(0)
+    model = SimpleNet(num_classes=args.num_classes).to(device)
+    images = torch.randint(0, 256, (args.batch_size, 3, args.image_size, args.image_size), dtype=torch.uint8, device=device)
+    step_size = SEED_EPSILON / args.steps
+    attack = PGDAttack(SEED_EPSILON, step_size, args.steps, target="least_likely")
+
+    def ours():
+        return attack.perturb(model, images)
+
+    def reference():
+        return reference_pgd(model, images, SEED_EPSILON, step_size, args.steps)
+
+    ours(), reference()  # warm-up
+    times: dict[str, list[float]] = {"ours": [], "reference": []}
+    outputs = {}
+    for _ in range(args.repeats):
+        for name, fn in (("ours", ours), ("reference", reference)):
+            seconds, outputs[name] = _timed(fn, device)
+            times[name].append(seconds)
+    agree = ((outputs["ours"] - outputs["reference"]).abs() <= 1e-6).float().mean().item()
+    med = {name: statistics.median(t) for name, t in times.items()}
+    rows = []
+    for name, label in (("ours", "PGDAttack.perturb"), ("reference", "textbook loop (loss.backward)")):
+        rows.append(
+            {
+                "measure": f"attack, {args.steps} steps",
+                "implementation": label,
+                "images/s": args.batch_size / med[name],
+                "ms/batch": 1000 * med[name],
+                "speed-up vs reference": med["reference"] / med[name],
+                "agree": agree,
+            }
+        )
+    return rows
+
+
+def _epoch_rows(args, device: torch.device) -> list[dict]:
+    import lightning as L
+    from lightning.pytorch.callbacks import Callback
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lit_vision.callbacks.adversarial_training import AdversarialTraining
+    from lit_vision.models import SimpleNet
+
+    n = args.epoch_batches * args.batch_size
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(
+        torch.randint(0, 256, (n, 3, args.image_size, args.image_size), dtype=torch.uint8, generator=g),
+        torch.randint(0, args.num_classes, (n,), generator=g),
+    )
+
+    class EpochTimer(Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            _sync(device)
+            self.start = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            _sync(device)
+            self.seconds = time.perf_counter() - self.start
+
+    def epoch(adversarial: bool, batches: int) -> tuple[float, int]:
+        torch.manual_seed(0)
+        model = SimpleNet(num_classes=args.num_classes)
+        timer = EpochTimer()
+        callbacks = [timer]
+        adv = None
+        if adversarial:
+            adv = AdversarialTraining(
+                fraction=args.fraction, epsilon=(SEED_EPSILON, SEED_EPSILON), steps=(args.steps, args.steps), seed=args.seed
+            )
+            callbacks.append(adv)
+        trainer = L.Trainer(
+            accelerator="gpu" if device.type == "cuda" else "cpu",
+            devices=1,
+            max_epochs=1,
+            limit_train_batches=batches,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=callbacks,
+        )
+        trainer.fit(model, DataLoader(data, batch_size=args.batch_size))
+        return timer.seconds, (adv.batches_perturbed if adv else 0)
+
+    epoch(False, 2), epoch(True, 2)  # warm-up (first-call allocations, thread pools)
+    clean_times, adv_times, perturbed = [], [], 0
+    for _ in range(args.epoch_repeats):
+        clean_times.append(epoch(False, args.epoch_batches)[0])
+        seconds, perturbed = epoch(True, args.epoch_batches)
+        adv_times.append(seconds)
+    clean, adv = statistics.median(clean_times), statistics.median(adv_times)
+    b = args.epoch_batches
+    per_clean_batch = clean / b
+    # Cost of one perturbed batch in clean batches, then the ratio at exactly `fraction`.
+    if perturbed:
+        per_adv_batch = (adv - (b - perturbed) * per_clean_batch) / perturbed / per_clean_batch
+        projected = 1 + args.fraction * (per_adv_batch - 1)
+    else:  # nothing drawn: nothing to extrapolate from
+        per_adv_batch = projected = float("nan")
+    common = {"measure": f"training epoch, {b} batches of {args.batch_size}"}
+    return [
+        {**common, "implementation": "clean", "s/epoch": clean, "perturbed batches": 0, "ratio vs clean": 1.0},
+        {
+            **common,
+            "implementation": f"AdversarialTraining(fraction={args.fraction}, steps={args.steps})",
+            "s/epoch": adv,
+            "perturbed batches": perturbed,
+            "ratio vs clean": adv / clean,
+            "perturbed batch / clean batch": per_adv_batch,
+            f"ratio at exactly {args.fraction}": projected,
+        },
+    ]
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    device = torch.device(args.device)
+    print(
+        f"SimpleNet, {args.num_classes} classes, batch {args.batch_size}, {args.image_size}px, "
+        f"epsilon {SEED_EPSILON:.4f} (≈{SEED_EPSILON * 255:.2f}/255), {args.steps} steps, device {device}",
+        flush=True,
+    )
+    rows = _attack_rows(args, device)
+    if args.epoch_batches > 0:
+        rows += _epoch_rows(args, device)
+    return rows
