@@ -259,3 +259,15 @@ def test_ddp_ranks_perturb_the_same_batches_and_evaluation_syncs(tmp_path):
     assert 0 <= results["test/adv_top1"] <= 1
     written = sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".csv", ".json", ".png"))
     assert written == [f"{TABLE_NAME}.csv", f"{TABLE_NAME}.json", PICTURE_NAME]
+
+
+@pytest.mark.parametrize("name", ["simplenet_adv", "quickstart_adv"])
+def test_adversarial_configs_parse(name, capsys):
+    from lit_vision.cli import main
+
+    configs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", f"{configs}/{name}.yaml", "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "AdversarialTraining" in printed and "fraction: 0.2" in printed
