@@ -39,3 +39,29 @@ def train_transform(resize: int = 144, crop: int = 128) -> v2.Compose:
 def eval_transform(resize: int = 144, crop: int = 128) -> v2.Compose:
     """Resize shorter side, centre crop."""
     return v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(crop)])
+
+
+class SquareResize(torch.nn.Module):
+    """Shorter side to `size`, then the centre `size`×`size` square; a no-op (no copy) on
+    images that already have that shape — MiniPlaces' 128-px JPEGs at crop 128."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if image.shape[-2:] == (self.size, self.size):
+            return image
+        image = v2.functional.resize(image, self.size, antialias=True)
+        return v2.functional.center_crop(image, [self.size, self.size])
+
+
+def device_train_transform(crop: int = 128) -> SquareResize:
+    """Worker side of `data.augment_on: device`: decode only, at the model's resolution.
+
+    Resizing the shorter side to `resize_size` before a random resized crop does not change
+    which part of the image a crop covers (the crop's area is a fraction of the image's), so
+    the resize is folded into `BatchAugment`'s sampling box: square images of `crop` pixels
+    leave the worker untouched, others are resized to that square first.
+    """
+    return SquareResize(crop)
