@@ -77,18 +77,39 @@ def user_message(error: LitVisionError) -> str:
     return text
 
 
+def build_cli(args: list[str] | None = None, run: bool = True) -> LitVisionCLI:
+    """Parse `args` (default: sys.argv), build model, data and trainer, and run the subcommand."""
+    return LitVisionCLI(
+        ImageClassifier,
+        MiniPlacesDataModule,
+        subclass_mode_model=True,
+        auto_configure_optimizers=False,  # each model owns its optimiser and schedule
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+    )
+
+
+def find_user_error(error: BaseException) -> LitVisionError | None:
+    """The LitVisionError behind `error`, if any: jsonargparse wraps errors raised while it
+    instantiates classes (a model's __init__, say) in its own ValueError."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, LitVisionError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def main(args: list[str] | None = None) -> None:
     try:
-        LitVisionCLI(
-            ImageClassifier,
-            MiniPlacesDataModule,
-            subclass_mode_model=True,
-            auto_configure_optimizers=False,  # each model owns its optimiser and schedule
-            save_config_kwargs={"overwrite": True},
-            args=args,
-        )
-    except LitVisionError as error:
-        print(f"lit-vision: error: {user_message(error)}", file=sys.stderr)
+        build_cli(args)
+    except Exception as error:
+        user_error = find_user_error(error)
+        if user_error is None:
+            raise
+        print(f"lit-vision: error: {user_message(user_error)}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from lit_vision.cli import main
@@ -71,3 +72,13 @@ def run_cli(tmp_path, monkeypatch):
         return 0
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny tensors run faster on one thread (two threads on 2 busy cores stall on each
+    other), and results do not depend on the thread count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

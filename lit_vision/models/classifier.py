@@ -169,8 +169,12 @@ class ImageClassifier(L.LightningModule):
         total_steps = self.trainer.estimated_stepping_batches
         if not math.isfinite(total_steps):
             raise LitVisionError("Set trainer.max_epochs or trainer.max_steps: the learning-rate schedule needs an end.")
-        accumulate = self.trainer.accumulate_grad_batches
-        steps_per_epoch = max(1, math.ceil(self.trainer.num_training_batches / accumulate))
+        batches = self.trainer.num_training_batches
+        if not math.isfinite(batches):
+            # With only max_steps set, Lightning has not sized the training loader yet.
+            self.trainer.fit_loop.setup_data()
+            batches = self.trainer.num_training_batches
+        steps_per_epoch = max(1, math.ceil(batches / self.trainer.accumulate_grad_batches))
         warmup_steps = round(hp.warmup_epochs * steps_per_epoch)
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, WarmupCosine(warmup_steps, int(total_steps), hp.min_lr_ratio)

@@ -1,0 +1,93 @@
+"""The command line end to end: fit writes logs and checkpoints, validate reproduces the
+logged metric from the checkpoint, predict writes a submission, and bad setups fail clearly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lit_vision.cli import build_cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_help_and_print_config_work(tiny_config):
+    for args in (["--help"], ["fit", "--help"]):
+        result = subprocess.run([sys.executable, "-m", "lit_vision", *args], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert "usage:" in result.stdout
+    result = subprocess.run(
+        [sys.executable, "-m", "lit_vision", "fit", "--config", str(tiny_config), "--print_config"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "class_path: lit_vision.models.SimpleNet" in result.stdout and "num_classes: 4" in result.stdout
+
+
+def test_fit_then_validate_reproduces_val_top1_then_predict(tiny_config, run_cli, tmp_path):
+    fit = build_cli(["fit", "--config", str(tiny_config), "--trainer.max_epochs", "2"])
+    logged = fit.trainer.callback_metrics["val/top1"].item()
+    for name in ("val/top1", "val/top5", "val/loss", "train/loss", "train/top1", "train/top5"):
+        assert name in fit.trainer.callback_metrics, name
+    last = tmp_path / "checkpoints" / "tiny" / "last.ckpt"
+    assert last.is_file()
+    assert list((tmp_path / "checkpoints" / "tiny").glob("best-*.ckpt"))
+    assert list((tmp_path / "logs" / "tiny" / "version_0").glob("events.out.tfevents.*"))
+    # A checkpoint alone rebuilds the model, with plain-typed hyperparameters.
+    checkpoint = torch.load(last, weights_only=True, map_location="cpu")
+    assert checkpoint["hyper_parameters"]["num_classes"] == 4
+
+    validate = build_cli(["validate", "--config", str(tiny_config), "--ckpt_path", str(last)])
+    assert validate.trainer.callback_metrics["val/top1"].item() == pytest.approx(logged, abs=1e-6)
+
+    assert run_cli("predict", "--config", tiny_config, "--ckpt_path", last) == 0
+    submission = next((tmp_path / "logs" / "tiny").glob("version_*/submission.txt"))
+    lines = submission.read_text().splitlines()
+    assert len(lines) == 6
+    path, *classes = lines[0].split()
+    assert path == "test/00000001.jpg" and len(classes) == 4  # top-5 capped at 4 classes
+    assert all(0 <= int(c) < 4 for c in classes) and len(set(classes)) == 4
+
+
+def test_seed_everything_gives_identical_first_losses(tiny_config, run_cli):
+    losses = []
+    for _ in range(2):
+        cli = build_cli(["fit", "--config", str(tiny_config), "--seed_everything", "7",
+                         "--trainer.max_steps", "3", "--trainer.logger", "false",
+                         "--trainer.enable_checkpointing", "false"])  # fmt: skip
+        losses.append(cli.trainer.callback_metrics["train/loss"].item())
+    assert losses[0] == losses[1]
+
+
+def test_bad_model_argument_is_a_clear_error(tiny_config, capsys, run_cli):
+    code = run_cli("fit", "--config", tiny_config, "--model.init_args.lr", "-1")
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "model.lr must be positive, got -1.0" in error and "Traceback" not in error
+
+
+def test_class_count_mismatch_is_a_clear_error(tiny_config, capsys, run_cli):
+    code = run_cli("fit", "--config", tiny_config, "--model.init_args.num_classes", "7")
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "7 output classes but the data has 4" in error and "Traceback" not in error
+
+
+def test_missing_data_dir_is_a_clear_error(tiny_config, capsys, run_cli, tmp_path):
+    code = run_cli("fit", "--config", tiny_config, "--data.data_dir", tmp_path / "absent")
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "absent is not a MiniPlaces folder" in error and "Traceback" not in error
+
+
+def test_standin_is_generated_through_the_cli(tiny_config, run_cli, tmp_path):
+    code = run_cli(
+        "fit", "--config", tiny_config, "--data.data_dir", tmp_path / "fresh", "--data.standin", "true",
+        "--data.standin_train_per_class", "4", "--data.standin_val_per_class", "2",
+        "--data.standin_test_images", "2", "--trainer.fast_dev_run", "true",
+    )  # fmt: skip
+    assert code == 0
+    assert len((tmp_path / "fresh" / "train.txt").read_text().splitlines()) == 16

@@ -1,0 +1,141 @@
+"""The MiniPlaces data layer: list parsing, layout checks, image errors, the stand-in, the DataModule."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from lit_vision.data import MiniPlacesDataModule, generate_standin
+from lit_vision.data.listing import read_categories, read_labelled_list
+from lit_vision.errors import LitVisionError
+
+
+def copy_dataset(standin_dir, tmp_path):
+    target = tmp_path / "copy"
+    shutil.copytree(standin_dir, target)
+    return target
+
+
+def make_datamodule(data_dir, **overrides) -> MiniPlacesDataModule:
+    settings = dict(data_dir=str(data_dir), num_classes=4, batch_size=8, num_workers=0,
+                    resize_size=36, crop_size=32, pin_memory=False)  # fmt: skip
+    settings.update(overrides)
+    return MiniPlacesDataModule(**settings)
+
+
+def test_standin_has_the_real_layout(standin_dir):
+    lines = (standin_dir / "train.txt").read_text().splitlines()
+    assert len(lines) == 4 * 16
+    path, label = lines[0].split()
+    assert path.startswith("train/a/amber_field/") and path.endswith(".jpg") and label == "0"
+    val = read_labelled_list(standin_dir / "val.txt", 4)
+    assert len(val) == 16 and val[0][0] == "val/00000001.jpg"
+    assert sorted(label for _, label in val) == sorted(list(range(4)) * 4)
+    assert read_categories(standin_dir / "categories.txt", 4)[:2] == ["amber_field", "blue_lagoon"]
+    assert len(list((standin_dir / "images" / "test").glob("*.jpg"))) == 6
+
+
+def test_standin_is_deterministic_and_reused(tmp_path):
+    first = generate_standin(tmp_path / "a", num_classes=3, train_per_class=2, val_per_class=1, test_images=1)
+    second = generate_standin(tmp_path / "b", num_classes=3, train_per_class=2, val_per_class=1, test_images=1)
+    for path in first.rglob("*.jpg"):
+        assert path.read_bytes() == (second / path.relative_to(first)).read_bytes()
+    stamp = (first / "train.txt").stat().st_mtime_ns
+    generate_standin(first, num_classes=3, train_per_class=2, val_per_class=1, test_images=1)
+    assert (first / "train.txt").stat().st_mtime_ns == stamp  # reused, not rewritten
+    with pytest.raises(LitVisionError, match="was generated with"):
+        generate_standin(first, num_classes=5, train_per_class=2, val_per_class=1, test_images=1)
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+
+
+def test_standin_refuses_to_write_into_a_foreign_folder(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(LitVisionError, match="not a generated stand-in"):
+        generate_standin(tmp_path / "mine", num_classes=2, train_per_class=1, val_per_class=1, test_images=1)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_batches_are_uint8_pixels_of_the_crop_size(standin_dir):
+    datamodule = make_datamodule(standin_dir)
+    datamodule.setup("fit")
+    images, labels = next(iter(datamodule.train_dataloader()))
+    assert images.dtype == torch.uint8 and images.shape == (8, 3, 32, 32)
+    assert labels.dtype == torch.int64 and int(labels.max()) < 4
+    images, labels = next(iter(datamodule.val_dataloader()))
+    assert images.shape == (8, 3, 32, 32)
+    # Evaluation is deterministic: the same images twice.
+    again, _ = next(iter(datamodule.val_dataloader()))
+    assert torch.equal(images, again)
+    assert datamodule.class_names[0] == "amber_field"
+
+
+def test_predict_split_yields_indices_and_paths(standin_dir):
+    datamodule = make_datamodule(standin_dir)
+    datamodule.setup("predict")
+    images, indices = next(iter(datamodule.predict_dataloader()))
+    assert indices.tolist() == list(range(6))
+    assert datamodule.test_paths[0] == "test/00000001.jpg"
+
+
+def test_missing_data_dir_names_the_path_and_the_layout(tmp_path):
+    datamodule = make_datamodule(tmp_path / "nowhere")
+    with pytest.raises(LitVisionError, match="nowhere.*not a MiniPlaces folder.*train.txt"):
+        datamodule.setup("fit")
+
+
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("train/a/amber_field/00000001.jpg", "line 2: expected '<image path"),
+        ("train/a/amber_field/00000001.jpg zero", "line 2: expected '<image path"),
+        ("train/a/amber_field/00000002.jpg 7", r"line 2: label 7 is outside \[0, 4\)"),
+        ("train/a/amber_field/00000001.jpg 0", "line 2: .*listed twice \\(first on line 1\\)"),
+    ],
+)
+def test_bad_list_lines_name_file_and_line(standin_dir, tmp_path, line, expected):
+    data = copy_dataset(standin_dir, tmp_path)
+    lines = (data / "train.txt").read_text().splitlines()
+    (data / "train.txt").write_text("\n".join([lines[0], line, *lines[2:]]) + "\n")
+    with pytest.raises(LitVisionError, match=f"train.txt.*{expected}"):
+        make_datamodule(data).setup("fit")
+
+
+def test_missing_listed_image_is_named(standin_dir, tmp_path):
+    data = copy_dataset(standin_dir, tmp_path)
+    (data / "images" / "val" / "00000003.jpg").unlink()
+    with pytest.raises(LitVisionError, match="val/00000003.jpg.*missing"):
+        make_datamodule(data).setup("validate")
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_corrupt_image_is_named_even_from_a_worker(standin_dir, tmp_path, num_workers):
+    data = copy_dataset(standin_dir, tmp_path)
+    (data / "images" / "val" / "00000002.jpg").write_bytes(b"not a jpeg at all")
+    datamodule = make_datamodule(data, num_workers=num_workers)
+    datamodule.setup("validate")
+    with pytest.raises(LitVisionError, match="val/00000002.jpg: it could not be decoded"):
+        next(iter(datamodule.val_dataloader()))
+
+
+def test_inconsistent_categories_are_reported(standin_dir, tmp_path):
+    data = copy_dataset(standin_dir, tmp_path)
+    (data / "categories.txt").write_text("/a/amber_field 0\n/b/blue_lagoon 1\n")
+    with pytest.raises(LitVisionError, match="categories.txt names 2 classes but data.num_classes is 4"):
+        make_datamodule(data).setup("fit")
+
+
+@pytest.mark.parametrize(
+    "settings, expected",
+    [
+        (dict(batch_size=0), "data.batch_size must be a positive integer, got 0"),
+        (dict(num_workers=-1), "data.num_workers must be >= 0"),
+        (dict(resize_size=16), r"data.resize_size \(16\) must be >= data.crop_size \(32\)"),
+        (dict(download=True, standin=True), "exclusive"),
+    ],
+)
+def test_bad_settings_are_refused(tmp_path, settings, expected):
+    with pytest.raises(LitVisionError, match=expected):
+        make_datamodule(tmp_path, **settings)
