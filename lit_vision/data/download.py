@@ -70,10 +70,13 @@ def verify_dataset(root: Path, num_classes: int) -> None:
 def download_miniplaces(
     data_dir: str | Path,
     num_classes: int = 100,
-    archive_url: str = ARCHIVE_URL,
-    lists_url: str = LISTS_URL,
+    archive_url: str | None = None,
+    lists_url: str | None = None,
 ) -> Path:
-    """Download, verify and unpack MiniPlaces into `data_dir` (no-op when already there)."""
+    """Download, verify and unpack MiniPlaces into `data_dir` (no-op when already there).
+    The URLs default to the module's ARCHIVE_URL and LISTS_URL (read at call time)."""
+    archive_url = archive_url or ARCHIVE_URL
+    lists_url = lists_url or LISTS_URL
     data_dir = Path(data_dir)
     if (data_dir / "train.txt").is_file() and (data_dir / "images").is_dir():
         return data_dir
