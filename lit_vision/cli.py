@@ -7,18 +7,41 @@ test and predict.
 
 Every run is named by `--experiment NAME`: TensorBoard logs go to logs/NAME/version_N/ and
 checkpoints to checkpoints/NAME/ (last.ckpt and the best by val/top1).
+
+What the CLI adds to Lightning's defaults (each only when the user configured none of its kind):
+- checkpoints: the best by val/top1, and last.ckpt every `--checkpoint_every_n_steps` steps and
+  at each epoch end, written atomically (`AtomicCheckpointIO`); a killed run resumes with
+  `lit-vision fit ... --ckpt_path last`;
+- `FiniteLossCheck`: the first non-finite training loss stops the run before it is applied;
+- `--ckpt_path FILE` is read with `torch.load(weights_only=True)` and checked against the config
+  (architecture, class count) before anything is built, with errors that name both sides;
+- TensorBoard logging, a learning-rate monitor, and a submission writer for `predict`.
+
+Multi-device runs need flags only: `--trainer.devices 4 --trainer.strategy ddp` (plus
+`--trainer.num_nodes N` under torchrun or SLURM); see the README.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
+import yaml
+from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
 import lit_vision.models  # noqa: F401  (registers every architecture for --model NAME)
+from lit_vision.callbacks.checkpointing import LastCheckpoint, best_checkpoint
+from lit_vision.callbacks.finite_loss import FiniteLossCheck
 from lit_vision.callbacks.submission import SubmissionWriter
+from lit_vision.checkpoints import (
+    CKPT_PATH_KEYWORDS,
+    AtomicCheckpointIO,
+    check_checkpoint_matches,
+    load_lightning_checkpoint,
+)
 from lit_vision.data import MiniPlacesDataModule
 from lit_vision.errors import LitVisionError
 from lit_vision.models import ImageClassifier
@@ -27,15 +50,14 @@ LOG_ROOT = "logs"
 CHECKPOINT_ROOT = "checkpoints"
 
 
-def default_checkpoint(experiment: str) -> ModelCheckpoint:
-    return ModelCheckpoint(
-        dirpath=f"{CHECKPOINT_ROOT}/{experiment}",
-        filename="best-epoch{epoch:03d}-top1{val/top1:.4f}",
-        auto_insert_metric_name=False,
-        monitor="val/top1",
-        mode="max",
-        save_last=True,
-    )
+DEFAULT_MODEL = "lit_vision.models.SimpleNet"
+
+
+def default_checkpoints(experiment: str, every_n_steps: int) -> list[ModelCheckpoint]:
+    """The best checkpoint by val/top1 and last.ckpt (every N steps and at epoch end). The
+    best one comes first: last.ckpt, written after it, then records its latest state."""
+    dirpath = f"{CHECKPOINT_ROOT}/{experiment}"
+    return [best_checkpoint(dirpath), LastCheckpoint(dirpath, every_n_train_steps=every_n_steps)]
 
 
 class LitVisionCLI(LightningCLI):
@@ -46,11 +68,22 @@ class LitVisionCLI(LightningCLI):
             default="default",
             help="Run name: logs go to logs/<experiment>/version_N, checkpoints to checkpoints/<experiment>/.",
         )
-        parser.set_defaults({"model": {"class_path": "lit_vision.models.SimpleNet"}})
+        parser.add_argument(
+            "--checkpoint_every_n_steps",
+            type=int,
+            default=500,
+            help="Write checkpoints/<experiment>/last.ckpt every N optimiser steps, as well as at every epoch end "
+            "(0: at epoch end only). A killed run resumes with --ckpt_path last.",
+        )
+        parser.set_defaults({"model": {"class_path": DEFAULT_MODEL}})
+
+    def parse_arguments(self, parser, args) -> None:
+        self._raw_args = list(args) if isinstance(args, (list, tuple)) else (sys.argv[1:] if args is None else [])
+        super().parse_arguments(parser, args)
 
     def instantiate_trainer(self, **kwargs):
-        """Add the project's defaults (TensorBoard logger, checkpointing, LR monitor, submission
-        writer) unless the user configured their own."""
+        """Add the project's defaults (TensorBoard logger, checkpointing, finite-loss check, LR
+        monitor, submission writer, atomic checkpoint writes) unless the user configured their own."""
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         experiment = config["experiment"]
         trainer_config = config["trainer"]
@@ -60,13 +93,66 @@ class LitVisionCLI(LightningCLI):
         if trainer_config.get("enable_checkpointing", True) is not False and not any(
             isinstance(c, ModelCheckpoint) for c in callbacks
         ):
-            callbacks.append(default_checkpoint(experiment))
+            callbacks += default_checkpoints(experiment, config["checkpoint_every_n_steps"])
+        if not any(isinstance(c, FiniteLossCheck) for c in callbacks):
+            callbacks.append(FiniteLossCheck())
         if trainer_config.get("logger") is not False and not any(isinstance(c, LearningRateMonitor) for c in callbacks):
             callbacks.append(LearningRateMonitor(logging_interval="step"))
         if self.subcommand == "predict" and not any(isinstance(c, SubmissionWriter) for c in callbacks):
             callbacks.append(SubmissionWriter())
         kwargs["callbacks"] = callbacks
+        plugins = trainer_config.get("plugins")
+        plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            plugins.append(AtomicCheckpointIO())
+        kwargs["plugins"] = plugins
         return super().instantiate_trainer(**kwargs)
+
+    # ------------------------------------------------------------------ --ckpt_path
+    def _parse_ckpt_path(self) -> None:
+        """Read `--ckpt_path FILE` safely (weights_only=True; clear errors for a missing,
+        truncated, foreign or unsafe file), check it against the config, then let its saved
+        hyperparameters fill in the model's (as LightningCLI does): the checkpoint restores
+        its architecture unless the user named a different one, which is an error."""
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        ckpt_path = config.get("ckpt_path")
+        if not ckpt_path or str(ckpt_path) in CKPT_PATH_KEYWORDS or "://" in str(ckpt_path):
+            return
+        checkpoint = load_lightning_checkpoint(ckpt_path)
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        configured = (config.get("model") or {}).get("class_path")
+        saved = hparams.get("_class_path")
+        explicit = self._model_named_explicitly(config)
+        check_checkpoint_matches(
+            checkpoint, ckpt_path, configured if explicit else None, (config.get("data") or {}).get("num_classes")
+        )
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        if saved:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+
+    def _model_named_explicitly(self, config) -> bool:
+        """Whether the user chose the architecture (`--model X` or a config file's `model:`)
+        rather than leaving the default."""
+        if (config.get("model") or {}).get("class_path") != DEFAULT_MODEL:
+            return True
+        for token in getattr(self, "_raw_args", []):
+            if token in ("--model", "--model.class_path") or token.startswith(("--model=", "--model.class_path=")):
+                return True
+        for path in list(self.config.get("config") or []) + list(config.get("config") or []):
+            try:
+                content = yaml.safe_load(Path(str(path)).read_text())
+            except (OSError, yaml.YAMLError):
+                continue
+            model = content.get("model") if isinstance(content, dict) else None
+            if isinstance(model, str) or (isinstance(model, dict) and "class_path" in model):
+                return True
+        return False
 
 
 def user_message(error: LitVisionError) -> str:
