@@ -1,0 +1,158 @@
+"""Checkpoints are read with weights_only=True semantics: a crafted file that would run code
+is refused and runs nothing; missing, truncated, foreign and mismatched checkpoints get clear
+errors naming both sides; saved hyperparameters are plain types for every architecture."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import lit_vision.models
+from lit_vision.checkpoints import AtomicCheckpointIO, load_checkpoint_safely
+from lit_vision.cli import build_cli
+from lit_vision.errors import LitVisionError
+
+pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
+
+
+class RunsCode:
+    """Unpickling this runs `touch <marker>`: what a malicious checkpoint does."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture
+def crafted(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "crafted.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"payload": RunsCode(marker)}}, path)
+    return path, marker
+
+
+def test_crafted_checkpoint_is_refused_through_the_cli_and_runs_nothing(crafted, tiny_config, run_cli, capsys):
+    path, marker = crafted
+    for subcommand in ("validate", "fit", "test", "predict"):
+        assert run_cli(subcommand, "--config", tiny_config, "--ckpt_path", path) == 2
+        error = capsys.readouterr().err
+        assert "Refusing to load the checkpoint" in error and "could run arbitrary code" in error, error
+        assert "system" in error and "Traceback" not in error
+    assert not marker.exists()
+
+
+def test_every_load_path_refuses_the_crafted_file(crafted):
+    path, marker = crafted
+    with pytest.raises(LitVisionError, match="not plain data"):
+        load_checkpoint_safely(path)
+    # Lightning's restore goes through the CheckpointIO the CLI installs; a caller asking for
+    # weights_only=False still gets weights_only=True.
+    with pytest.raises(LitVisionError, match="not plain data"):
+        AtomicCheckpointIO().load_checkpoint(path, weights_only=False)
+    assert not marker.exists()
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory, tiny_config):
+    """A SimpleNet and a CustomNet1 checkpoint of the tiny run (a few steps each)."""
+    root = tmp_path_factory.mktemp("fitted")
+    previous = os.getcwd()
+    os.chdir(root)
+    try:
+        paths = {}
+        for model in ("SimpleNet", "CustomNet1"):
+            build_cli(["fit", "--config", str(tiny_config), "--model", model, "--experiment", model,
+                       "--trainer.max_steps", "2", "--trainer.logger", "false"])  # fmt: skip
+            paths[model] = root / "checkpoints" / model / "last.ckpt"
+            assert paths[model].is_file()
+    finally:
+        os.chdir(previous)
+    return paths
+
+
+def test_checkpoint_of_another_architecture_names_both(fitted, tiny_config, run_cli, capsys):
+    code = run_cli("validate", "--config", tiny_config, "--ckpt_path", fitted["CustomNet1"])
+    error = capsys.readouterr().err
+    assert code == 2
+    assert "holds a lit_vision.models.CustomNet1 model" in error
+    assert "configured model is lit_vision.models.SimpleNet" in error and "Traceback" not in error
+    # Named on the command line too.
+    assert run_cli("validate", "--config", tiny_config, "--model", "CustomNet1", "--ckpt_path", fitted["SimpleNet"]) == 2
+    error = capsys.readouterr().err
+    assert "holds a lit_vision.models.SimpleNet model" in error and "configured model is lit_vision.models.CustomNet1" in error
+
+
+def test_checkpoint_restores_its_architecture_when_none_was_named(fitted, tiny_config, tmp_path, monkeypatch):
+    """Without a model in the config or flags, --ckpt_path restores the checkpoint's architecture."""
+    import yaml
+
+    config = yaml.safe_load(tiny_config.read_text())
+    del config["model"]
+    plain = tmp_path / "no_model.yaml"
+    plain.write_text(yaml.safe_dump(config))
+    monkeypatch.chdir(tmp_path)
+    cli = build_cli(["validate", "--config", str(plain), "--ckpt_path", str(fitted["CustomNet1"])])
+    assert type(cli.model).__name__ == "CustomNet1"
+    assert "val/top1" in cli.trainer.callback_metrics
+
+
+def test_checkpoint_with_another_class_count_names_both(fitted, tiny_config, tmp_path, run_cli, capsys):
+    checkpoint = torch.load(fitted["SimpleNet"], weights_only=True)
+    checkpoint["hyper_parameters"]["num_classes"] = 7
+    seven = tmp_path / "seven.ckpt"
+    torch.save(checkpoint, seven)
+    assert run_cli("validate", "--config", tiny_config, "--ckpt_path", seven) == 2
+    error = capsys.readouterr().err
+    assert "trained for 7 classes, but data.num_classes is 4" in error and "Traceback" not in error
+    # The model's own check (a model built for 7 classes on 4-class data) names both as well.
+    assert run_cli("validate", "--config", tiny_config, "--model.init_args.num_classes", "7") == 2
+    assert "7 output classes but the data has 4" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        ("missing", "does not exist"),
+        ("truncated", "cannot be read as a PyTorch file: it is truncated"),
+        ("text", "cannot be read as a PyTorch file"),
+        ("foreign", "not a Lightning checkpoint (no 'state_dict'"),
+    ],
+)
+def test_damaged_checkpoints_are_clear_errors(damage, expected, fitted, tiny_config, tmp_path, run_cli, capsys):
+    path = tmp_path / f"{damage}.ckpt"
+    if damage == "truncated":
+        data = fitted["SimpleNet"].read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "text":
+        path.write_text("not a checkpoint\n")
+    elif damage == "foreign":
+        torch.save({"weights": torch.zeros(3)}, path)
+    assert run_cli("validate", "--config", tiny_config, "--ckpt_path", path) == 2
+    error = capsys.readouterr().err
+    assert expected in error and str(path) in error and "Traceback" not in error
+
+
+@pytest.mark.parametrize("architecture", [m for m in lit_vision.models.__all__ if m != "ImageClassifier"])
+def test_saved_hyperparameters_are_plain_types(architecture, tiny_config, tmp_path, monkeypatch):
+    """Every architecture's checkpoint loads with weights_only=True, hyperparameters included."""
+    monkeypatch.chdir(tmp_path)
+    extra = ["--model.init_args.weights", "none"] if architecture == "ResNet18" else []
+    build_cli(["fit", "--config", str(tiny_config), "--model", architecture, *extra, "--trainer.max_steps", "1",
+               "--trainer.limit_val_batches", "0", "--trainer.logger", "false"])  # fmt: skip
+    path = tmp_path / "checkpoints" / "tiny" / "last.ckpt"
+    checkpoint = torch.load(path, weights_only=True, map_location="cpu")
+    hparams = checkpoint["hyper_parameters"]
+    assert hparams["_class_path"] == f"lit_vision.models.{architecture}"
+
+    def plain(value):
+        if isinstance(value, (list, tuple)):
+            return all(plain(v) for v in value)
+        if isinstance(value, dict):
+            return all(isinstance(k, str) and plain(v) for k, v in value.items())
+        return value is None or isinstance(value, (bool, int, float, str))
+
+    assert plain(hparams), hparams
