@@ -66,6 +66,8 @@ class ImageClassifier(L.LightningModule):
         warmup_epochs: float = 5.0,
         min_lr_ratio: float = 0.0,
         label_smoothing: float = 0.0,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         """
         Args:
@@ -77,6 +79,10 @@ class ImageClassifier(L.LightningModule):
             warmup_epochs: linear warm-up length in epochs (fractions allowed), stepped per batch.
             min_lr_ratio: the cosine decays to `lr * min_lr_ratio` at the last step.
             label_smoothing: cross-entropy label smoothing in [0, 1).
+            channels_last: keep weights and activations in NHWC memory order (faster
+                convolutions on GPUs with tensor cores, especially under bf16).
+            compile: run the network through `torch.compile` (the first steps are slow while
+                it compiles; checkpoints keep the uncompiled parameter names).
         """
         super().__init__()
         if num_classes < 2:
@@ -95,7 +101,27 @@ class ImageClassifier(L.LightningModule):
 
     # ----------------------------------------------------------------- model
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(self.normalize(images))
+        x = self.normalize(images)
+        if self.hparams.get("channels_last"):
+            x = x.contiguous(memory_format=torch.channels_last)
+        # The compiled wrapper lives outside the module tree (see configure_model).
+        compiled = self.__dict__.get("_compiled_net")
+        return (self.net if compiled is None else compiled)(x)
+
+    def configure_model(self) -> None:
+        """Apply the GPU-oriented options once, on the device, before the optimiser is built."""
+        if self.hparams.get("channels_last"):
+            self.net.to(memory_format=torch.channels_last)
+        if self.hparams.get("compile") and "_compiled_net" not in self.__dict__:
+            # Kept in __dict__, not registered as a submodule: the state dict stays that of
+            # `self.net` (no `_orig_mod.` prefixes), and the wrapper shares its parameters.
+            self.__dict__["_compiled_net"] = torch.compile(self.net)
+
+    def __getstate__(self) -> dict:
+        # Copies (EMA's deepcopy, pickling) drop the compiled wrapper; it is rebuilt on demand.
+        state = super().__getstate__()
+        state.pop("_compiled_net", None)
+        return state
 
     def setup(self, stage: str) -> None:
         # Models never import data: the datamodule is only asked for its class count.
