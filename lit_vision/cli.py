@@ -19,6 +19,11 @@ What the CLI adds to Lightning's defaults (each only when the user configured no
 
 Multi-device runs need flags only: `--trainer.devices 4 --trainer.strategy ddp` (plus
 `--trainer.num_nodes N` under torchrun or SLURM); see the README.
+
+    lit-vision plot logs/quickstart/version_0 [more run folders] [--overlay] [--out PATH]
+
+renders runs' learning-rate, loss and top-1/top-5 curves from their TensorBoard event files
+as PNG (handled before LightningCLI; see `lit_vision.plot`).
 """
 
 from __future__ import annotations
@@ -189,6 +194,12 @@ def find_user_error(error: BaseException) -> LitVisionError | None:
 
 
 def main(args: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["plot"]:
+        from lit_vision.plot import main as plot_main  # matplotlib only when plotting
+
+        plot_main(argv[1:])
+        return
     try:
         build_cli(args)
     except Exception as error:
