@@ -22,6 +22,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from lit_vision.errors import LitVisionError  # noqa: E402
@@ -104,6 +105,7 @@ def render(runs: list[Path], out: Path, names: list[str]) -> Path:
     for axis, (title, xlabel) in zip(axes.flat, titles):
         axis.set_title(title)
         axis.set_xlabel(xlabel)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         if axis.has_data():
             axis.legend(fontsize=7)
