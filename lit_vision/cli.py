@@ -33,6 +33,7 @@ from pathlib import Path
 
 import yaml
 from lightning.fabric.plugins import CheckpointIO
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -65,6 +66,26 @@ def default_checkpoints(experiment: str, every_n_steps: int) -> list[ModelCheckp
     return [best_checkpoint(dirpath), LastCheckpoint(dirpath, every_n_train_steps=every_n_steps)]
 
 
+def check_model_name(args: list[str]) -> None:
+    """`--model NAME` with a name that is no architecture: list the ones there are (jsonargparse
+    would only say that NAME is not a dot import path)."""
+    for i, token in enumerate(args):
+        if token == "--model" and i + 1 < len(args):
+            name = str(args[i + 1])
+        elif token.startswith("--model="):
+            name = token.split("=", 1)[1]
+        else:
+            continue
+        if "." in name or name.lstrip().startswith(("{", "[")) or name.endswith((".yaml", ".yml", ".json")):
+            continue  # a class path, inline config or config file: jsonargparse checks those
+        names = [n for n in lit_vision.models.__all__ if n != "ImageClassifier"]
+        if name not in names:
+            raise LitVisionError(
+                f"Unknown model {name!r} (--model): expected one of {', '.join(names)}, or the dotted class path of an "
+                "ImageClassifier subclass."
+            )
+
+
 class LitVisionCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument(
@@ -84,6 +105,7 @@ class LitVisionCLI(LightningCLI):
 
     def parse_arguments(self, parser, args) -> None:
         self._raw_args = list(args) if isinstance(args, (list, tuple)) else (sys.argv[1:] if args is None else [])
+        check_model_name(self._raw_args)
         super().parse_arguments(parser, args)
 
     def instantiate_trainer(self, **kwargs):
@@ -160,7 +182,7 @@ class LitVisionCLI(LightningCLI):
         return False
 
 
-def user_message(error: LitVisionError) -> str:
+def user_message(error: Exception) -> str:
     """The error's own message, without the traceback text that DataLoader workers prepend."""
     text = str(error)
     if "Original Traceback" in text:
@@ -181,12 +203,13 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> LitVisionCLI:
     )
 
 
-def find_user_error(error: BaseException) -> LitVisionError | None:
+def find_user_error(error: BaseException) -> Exception | None:
     """The LitVisionError behind `error`, if any: jsonargparse wraps errors raised while it
-    instantiates classes (a model's __init__, say) in its own ValueError."""
+    instantiates classes (a model's __init__, say) in its own ValueError. Lightning's
+    MisconfigurationException (`--trainer.max_epochs -5`, say) is a user error too."""
     seen = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, LitVisionError):
+        if isinstance(error, (LitVisionError, MisconfigurationException)):
             return error
         seen.add(id(error))
         error = error.__cause__ or error.__context__

@@ -1,0 +1,148 @@
+"""The bad-input catalogue: every row is a bad flag, YAML file, data folder or checkpoint given
+to the CLI, and the message fragments its error must contain. Each must exit with status 2,
+name the culprit and what was expected, print no traceback, and leave the files that were on
+disk (the data, an existing last.ckpt) byte-for-byte intact.
+
+Placeholders in a row's arguments: {config} the tiny run config, {yaml} the row's YAML file,
+{data}/{bad_label}/{bad_range} data folders, {ckpt:NAME} checkpoint files (see `files`)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lit_vision.cli import build_cli
+
+pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
+
+ADV_EVAL = "lit_vision.callbacks.adversarial_eval.AdversarialEvaluation"
+ADV_TRAIN = "lit_vision.callbacks.adversarial_training.AdversarialTraining"
+
+
+def callback(class_path: str, **init_args) -> dict:
+    return {"trainer": {"callbacks": [{"class_path": class_path, "init_args": init_args}]}}
+
+
+#   id                         subcommand + arguments                               YAML (for {yaml})         expected fragments
+ROWS = [
+    # --- model choice and values
+    ("unknown model",          "fit --config {config} --model NoSuchNet",            None,                     ["Unknown model 'NoSuchNet'", "expected one of SimpleNet"]),
+    ("lr negative (flag)",     "fit --config {config} --model.init_args.lr -1",      None,                     ["model.lr must be positive, got -1.0"]),
+    ("class count mismatch",   "fit --config {config} --model.init_args.num_classes 7", None,                  ["7 output classes but the data has 4"]),
+    ("lr negative (YAML)",     "fit --config {config} --config {yaml}",              {"model": {"init_args": {"lr": -0.5}}}, ["model.lr must be positive, got -0.5"]),
+    # --- types and ranges of flags and YAML
+    ("batch size not an int",  "fit --config {config} --data.batch_size abc",       None,                     ['"data.batch_size"', "Expected a <class 'int'>", "abc"]),
+    ("batch size zero",        "fit --config {config} --data.batch_size 0",         None,                     ["data.batch_size must be a positive integer, got 0"]),
+    ("crop above resize",      "fit --config {config} --data.crop_size 64",         None,                     ["data.resize_size (36) must be >= data.crop_size (64)"]),
+    ("YAML key typo",          "fit --config {config} --config {yaml}",              {"data": {"batch_sise": 8}}, ["does not accept option 'data.batch_sise'"]),
+    ("YAML wrong type",        "fit --config {config} --config {yaml}",              {"trainer": {"max_epochs": "many"}}, ['"trainer.max_epochs"', "Expected a <class 'int'>", "many"]),
+    ("max_epochs out of range", "fit --config {config} --trainer.max_epochs -5",     None,                     ["`max_epochs` must be a non-negative integer or -1", "-5"]),
+    ("checkpoint every -1",    "fit --config {config} --checkpoint_every_n_steps -1", None,                    ["checkpoint_every_n_steps must be an integer >= 0", "got -1"]),
+    # --- data
+    ("missing data_dir",       "fit --config {config} --data.data_dir {missing}",   None,                     ["is not a MiniPlaces folder", "train.txt", "data.standin: true"]),
+    ("bad label line",         "fit --config {config} --data.data_dir {bad_label}", None,                     ["val.txt, line 2: expected '<image path relative to images/> <integer label>'", "'val/00000002.jpg cat'"]),
+    ("label out of range",     "validate --config {config} --data.data_dir {bad_range}", None,                ["val.txt, line 3: label 9 is outside [0, 4)"]),
+    # --- checkpoints
+    ("checkpoint missing",     "validate --config {config} --ckpt_path {ckpt:absent}", None,                  ["absent.ckpt does not exist"]),
+    ("checkpoint truncated",   "validate --config {config} --ckpt_path {ckpt:truncated}", None,               ["truncated.ckpt", "cannot be read as a PyTorch file: it is truncated"]),
+    ("checkpoint foreign",     "validate --config {config} --ckpt_path {ckpt:foreign}", None,                 ["foreign.ckpt is a PyTorch file but not a Lightning checkpoint", "'state_dict'"]),
+    ("checkpoint crafted",     "validate --config {config} --ckpt_path {ckpt:crafted}", None,                 ["Refusing to load the checkpoint", "system", "could run arbitrary code"]),
+    ("checkpoint other model", "test --config {config} --ckpt_path {ckpt:vit}",     None,                     ["holds a lit_vision.models.ViT model", "configured model is lit_vision.models.SimpleNet"]),
+    ("checkpoint other classes", "predict --config {config} --ckpt_path {ckpt:seven}", None,                  ["trained for 7 classes, but data.num_classes is 4"]),
+    ("resume from crafted",    "fit --config {config} --ckpt_path {ckpt:crafted}",   None,                     ["Refusing to load the checkpoint"]),
+    # --- attack parameters
+    ("adv eval epsilon < 0",   "test --config {config} --config {yaml}",             callback(ADV_EVAL, epsilon=-0.1), ["PGD epsilon must be >= 0", "got -0.1"]),
+    ("adv eval zero steps",    "test --config {config} --config {yaml}",             callback(ADV_EVAL, num_steps=0), ["PGD num_steps must be an integer >= 1, got 0"]),
+    ("adv eval epsilon > 1",   "test --config {config} --config {yaml}",             callback(ADV_EVAL, epsilon=8), ["exceeds the whole range", "8.0/255"]),
+    ("adv train epsilon < 0",  "fit --config {config} --config {yaml}",              callback(ADV_TRAIN, epsilon=[-0.1, 0.1]), ["AdversarialTraining epsilon must be a range", "got [-0.1, 0.1]"]),
+    ("adv train zero steps",   "fit --config {config} --trainer.callbacks+=" + ADV_TRAIN + " --trainer.callbacks.steps=[0,0]", None, ["AdversarialTraining steps must be an integer range", "got [0, 0]"]),
+]  # fmt: skip
+
+
+class RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, standin_dir, tiny_config) -> dict:
+    """Bad data folders and checkpoints, made once for the module."""
+    root = tmp_path_factory.mktemp("bad_inputs")
+    made = {"config": tiny_config, "data": standin_dir, "missing": root / "no_such_folder", "marker": root / "pwned"}
+    for name, line, bad in (("bad_label", 1, "val/00000002.jpg cat"), ("bad_range", 2, None)):
+        folder = root / name
+        shutil.copytree(standin_dir, folder)
+        lines = (folder / "val.txt").read_text().splitlines()
+        lines[line] = bad or f"{lines[line].split()[0]} 9"
+        (folder / "val.txt").write_text("\n".join(lines) + "\n")
+        made[name] = folder
+
+    previous = os.getcwd()
+    os.chdir(root)
+    try:
+        build_cli(["fit", "--config", str(tiny_config), "--trainer.max_steps", "1", "--trainer.logger", "false",
+                   "--trainer.limit_val_batches", "0"])  # fmt: skip
+    finally:
+        os.chdir(previous)
+    good = root / "checkpoints" / "tiny" / "last.ckpt"
+    checkpoint = torch.load(good, weights_only=True)
+    ckpts = {"good": good, "absent": root / "absent.ckpt"}
+    ckpts["truncated"] = root / "truncated.ckpt"
+    ckpts["truncated"].write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    ckpts["foreign"] = root / "foreign.ckpt"
+    torch.save({"weights": torch.zeros(3)}, ckpts["foreign"])
+    ckpts["crafted"] = root / "crafted.ckpt"
+    torch.save({"state_dict": {}, "x": RunsCode(made["marker"])}, ckpts["crafted"])
+    for name, change in (("vit", {"_class_path": "lit_vision.models.ViT"}), ("seven", {"num_classes": 7})):
+        ckpts[name] = root / f"{name}.ckpt"
+        torch.save({**checkpoint, "hyper_parameters": {**checkpoint["hyper_parameters"], **change}}, ckpts[name])
+    made["ckpt"] = ckpts
+    return made
+
+
+def snapshot(*folders: Path) -> dict[str, str]:
+    return {
+        str(p): hashlib.sha256(p.read_bytes()).hexdigest()
+        for folder in folders
+        if folder.exists()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.mark.parametrize("args, yaml_content, expected", [row[1:] for row in ROWS], ids=[row[0] for row in ROWS])
+def test_bad_input_is_a_clear_error_and_harms_nothing(args, yaml_content, expected, files, run_cli, tmp_path, capsys):
+    # A previous run's last.ckpt sits where this run would write its own.
+    existing = tmp_path / "checkpoints" / "tiny"
+    existing.mkdir(parents=True)
+    shutil.copy(files["ckpt"]["good"], existing / "last.ckpt")
+    row_yaml = tmp_path / "row.yaml"
+    if yaml_content is not None:
+        row_yaml.write_text(yaml.safe_dump(yaml_content))
+    places = {k: str(v) for k, v in files.items() if k != "ckpt"} | {"yaml": str(row_yaml)}
+    argv = []
+    for token in args.split():
+        for name, path in files["ckpt"].items():
+            token = token.replace(f"{{ckpt:{name}}}", str(path))
+        argv.append(token.format(**places))
+    watched = [files["data"], files["bad_label"], files["bad_range"], existing, files["ckpt"]["good"].parent]
+    before = snapshot(*watched)
+
+    code = run_cli(*argv)
+
+    err = capsys.readouterr().err
+    assert code == 2, err
+    for fragment in expected:
+        assert fragment in err, f"{fragment!r} not in:\n{err}"
+    assert "Traceback" not in err
+    assert snapshot(*watched) == before  # nothing written, nothing replaced or removed
+    assert not files["marker"].exists()  # the crafted checkpoint ran nothing
