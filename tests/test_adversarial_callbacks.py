@@ -24,15 +24,6 @@ SIZE = 12
 BATCH = 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is as fast, and immune to a busy machine's contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class TinyClassifier(ImageClassifier):
     """The project's classifier system around a very small CNN; records what training_step sees."""
 

@@ -29,16 +29,6 @@ HAVE_CUSTOM_CONV = importlib.util.find_spec("lit_vision.ops.conv") is not None
 NUM_CLASSES, SIZE = 10, 64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from a second thread, and on a busy 2-core machine OpenMP's
-    thread hand-offs made steps ~50× slower (measured: 20 ms vs 1.4 s per ViT step)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def build(name: str, **kwargs) -> ImageClassifier:
     torch.manual_seed(0)
     return getattr(models, name)(num_classes=NUM_CLASSES, **{**TEST_KWARGS.get(name, {}), **kwargs})

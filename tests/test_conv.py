@@ -16,15 +16,6 @@ from torch import nn
 import lit_vision.ops.conv as conv_module
 from lit_vision.ops.conv import CustomConv2d, conv2d
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """These shapes are tiny: with 2 intra-op threads each op pays an OpenMP fork/join that,
-    on a shared 2-core machine, costs more than the work. One thread keeps the file fast."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 # (kernel, stride, padding, dilation, groups, bias, spatial size) — batch 1, odd sizes throughout.
 GRADCHECK_CASES = [

@@ -16,15 +16,6 @@ NUM_CLASSES = 10
 SIZE = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is as fast, and immune to a busy machine's contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_net(batchnorm: bool = False) -> nn.Module:
     layers = [nn.Conv2d(3, 16, 3, padding=1)]
     if batchnorm:

@@ -17,16 +17,6 @@ from lit_vision.errors import LitVisionError
 from lit_vision.models import ResNet18
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from a second thread, and on a busy 2-core machine OpenMP's
-    thread hand-offs made steps ~50× slower (measured: 20 ms vs 1.4 s per ViT step)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def weights_file(tmp_path_factory):
     torch.manual_seed(123)

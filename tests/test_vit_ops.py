@@ -11,16 +11,6 @@ from lit_vision.ops.attention import MultiHeadSelfAttention, attention
 from lit_vision.ops.windows import window_padding_mask, window_partition, window_unpartition
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from a second thread, and on a busy 2-core machine OpenMP's
-    thread hand-offs made steps ~50× slower (measured: 20 ms vs 1.4 s per ViT step)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("with_mask", [False, True])
 def test_manual_attention_equals_sdpa(with_mask):
     torch.manual_seed(0)
