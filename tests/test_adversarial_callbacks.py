@@ -233,9 +233,12 @@ class RecordBatches(L.Callback):
 
 
 @pytest.mark.slow
-def test_ddp_ranks_perturb_the_same_batches_and_evaluation_syncs(tmp_path):
+def test_ddp_ranks_perturb_the_same_batches_and_evaluation_syncs(tmp_path, monkeypatch):
     """Two CPU processes (gloo): the same batches are doubled on both ranks without any
     communication, and the adversarial evaluation neither hangs nor writes twice."""
+    # Lightning leaves MASTER_PORT set after a run; a second process group on the same port
+    # can meet the first one's sockets still closing (a gloo abort, seen in CI). A fresh port each time.
+    monkeypatch.delenv("MASTER_PORT", raising=False)
     callback = AdversarialTraining(fraction=0.3, epsilon=(4 / 255, 8 / 255), steps=(1, 2), seed=5)
     ddp = dict(devices=2, strategy="ddp_spawn", max_epochs=2)
     trainer(tmp_path, [callback, RecordBatches(str(tmp_path))], **ddp).fit(TinyClassifier(), train_dataloaders=loader(16))
@@ -246,6 +249,7 @@ def test_ddp_ranks_perturb_the_same_batches_and_evaluation_syncs(tmp_path):
     assert doubled  # the seed draws some
 
     evaluation = AdversarialEvaluation(epsilon=8 / 255, num_steps=2, num_images=2)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
     (results,) = trainer(tmp_path, [evaluation], **ddp).test(TinyClassifier(), dataloaders=loader(4))
     assert 0 <= results["test/adv_top1"] <= 1
     written = sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".csv", ".json", ".png"))

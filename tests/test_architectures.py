@@ -4,7 +4,6 @@ classes) keep the suite in seconds on a 2-core CPU."""
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 
 import pytest
@@ -24,7 +23,6 @@ ARCHITECTURES = sorted(
 # Constructor arguments an architecture needs in a test (no network, no files).
 TEST_KWARGS: dict[str, dict] = {"ResNet18": {"weights": "none"}}
 CONV_ARCHITECTURES = [n for n in ARCHITECTURES if "conv" in inspect.signature(getattr(models, n)).parameters]
-HAVE_CUSTOM_CONV = importlib.util.find_spec("lit_vision.ops.conv") is not None
 
 NUM_CLASSES, SIZE = 10, 64
 
@@ -36,6 +34,22 @@ def build(name: str, **kwargs) -> ImageClassifier:
 
 def test_registry_lists_the_issue_architectures():
     assert {"SimpleNet", "CustomNet1", "CustomNet2", "ResNet18", "ViT"} <= set(ARCHITECTURES)
+
+
+# Parameter counts for 100 classes at each architecture's defaults (README's table).
+PARAMETERS_100_CLASSES = {
+    "SimpleNet": 365_028,
+    "CustomNet1": 366_244,
+    "CustomNet2": 8_088_996,
+    "ResNet18": 11_227_812,
+    "ViT": 1_959_076,
+}
+
+
+@pytest.mark.parametrize("name", sorted(PARAMETERS_100_CLASSES))
+def test_parameter_counts_match_the_readme(name):
+    model = getattr(models, name)(num_classes=100, **TEST_KWARGS.get(name, {}))
+    assert sum(p.numel() for p in model.net.parameters()) == PARAMETERS_100_CLASSES[name]
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
@@ -82,7 +96,6 @@ def test_hyperparameters_rebuild_the_model(name):
     clone.load_state_dict(model.state_dict())
 
 
-@pytest.mark.skipif(not HAVE_CUSTOM_CONV, reason="lit_vision.ops.conv (CustomConv2d) not there yet")
 @pytest.mark.parametrize("name", CONV_ARCHITECTURES)
 def test_custom_conv_matches_torch_conv(name):
     """conv='custom' builds the same parameters; with the same weights the logits agree."""
