@@ -139,6 +139,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         runs = [run for folder in args.dirs for run in find_runs(folder)]
+        if len(runs) > 1:
+            # A parent folder also holds validate/test/predict runs; predict logs no scalars.
+            empty = [run for run in runs if not load_scalars(run)]
+            for run in empty:
+                print(f"lit-vision plot: skipping {run}: its event files hold no scalars", file=sys.stderr)
+            runs = [run for run in runs if run not in empty] or runs
         names = [run_name(run) for run in runs]
         # --out ending in .png names the one figure; anything else is a folder for figures.
         folder = args.out if args.out is not None and args.out.suffix.lower() != ".png" else None

@@ -95,6 +95,34 @@ def test_imagenet_from_torch_hub_cache(tmp_path, monkeypatch, weights_file):
     assert torch.equal(model.net.conv1.weight, reference["conv1.weight"])
 
 
+class _RunsCode:
+    def __reduce__(self):
+        return (open, ("/dev/null",))  # any callable: weights_only must refuse to import it
+
+
+def test_imagenet_file_planted_in_the_cache_is_refused(tmp_path, monkeypatch):
+    """torch.hub checks the hash only when it downloads: a cached file is loaded weights_only."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    checkpoints = tmp_path / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save({"conv1.weight": _RunsCode()}, checkpoints / "resnet18-f37072fd.pth")
+    with pytest.raises(LitVisionError, match="not a plain state dict and were refused"):
+        ResNet18(num_classes=5)
+
+
+def test_custom_convolution_keeps_the_loaded_weights(weights_file):
+    from lit_vision.ops.conv import CustomConv2d
+
+    path, reference = weights_file
+    model = ResNet18(num_classes=5, weights=str(path), conv="custom")
+    assert isinstance(model.net.conv1, CustomConv2d) and isinstance(model.net.layer4[1].conv2, CustomConv2d)
+    assert torch.equal(model.net.layer2[0].downsample[0].weight, reference["layer2.0.downsample.0.weight"])
+    same = ResNet18(num_classes=5, weights=str(path))
+    same.net.fc.load_state_dict(model.net.fc.state_dict())
+    images = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(model.eval()(images), same.eval()(images), rtol=1e-4, atol=1e-5)
+
+
 def test_backbone_gets_scaled_learning_rate():
     model = ResNet18(num_classes=5, weights="none", lr=0.01, backbone_lr_scale=0.1)
     groups = model.parameter_groups()

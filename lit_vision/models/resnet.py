@@ -11,6 +11,7 @@ from torch import nn
 
 from lit_vision.errors import LitVisionError
 from lit_vision.models.classifier import ImageClassifier
+from lit_vision.nets.layers import ConvName
 from lit_vision.nets.resnet import build_resnet18, is_backbone
 
 
@@ -23,6 +24,7 @@ class ResNet18(ImageClassifier):
         weights: str = "imagenet",
         backbone_lr_scale: float = 0.1,
         freeze_backbone_epochs: int = 0,
+        conv: ConvName = "torch",
         **kwargs,
     ) -> None:
         """
@@ -37,13 +39,15 @@ class ResNet18(ImageClassifier):
             freeze_backbone_epochs: train only the head for this many first epochs; the
                 backbone's BatchNorm layers stay in eval mode meanwhile. Under DDP this needs
                 `strategy: ddp_find_unused_parameters_true`.
+            conv: "torch" (nn.Conv2d) or "custom" (the hand-written im2col convolution,
+                same weights).
         """
         super().__init__(num_classes=num_classes, **kwargs)
         if backbone_lr_scale < 0:
             raise LitVisionError(f"model.backbone_lr_scale must be >= 0, got {backbone_lr_scale}.")
         if freeze_backbone_epochs < 0:
             raise LitVisionError(f"model.freeze_backbone_epochs must be >= 0, got {freeze_backbone_epochs}.")
-        self.net = build_resnet18(num_classes, weights)
+        self.net = build_resnet18(num_classes, weights, conv)
         self._backbone_frozen = False
 
     # ------------------------------------------------------------ optimiser

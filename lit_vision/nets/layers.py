@@ -26,6 +26,25 @@ def conv_class(name: str) -> type[nn.Conv2d]:
     raise ValueError(f"conv must be 'torch' or 'custom', got {name!r}")
 
 
+def replace_convolutions(model: nn.Module, conv: str) -> nn.Module:
+    """Swap every plain nn.Conv2d of `model` (a torchvision network, say) for `conv_class(conv)`
+    with the same settings and weights, in place; "torch" leaves the model as it is."""
+    Conv = conv_class(conv)
+    if Conv is nn.Conv2d:
+        return model
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Conv2d:
+                replacement = Conv(
+                    child.in_channels, child.out_channels, child.kernel_size, stride=child.stride,
+                    padding=child.padding, dilation=child.dilation, groups=child.groups,
+                    bias=child.bias is not None, padding_mode=child.padding_mode,
+                )  # fmt: skip
+                replacement.load_state_dict(child.state_dict())
+                setattr(parent, name, replacement)
+    return model
+
+
 class Normalize(nn.Module):
     """Pixel images (uint8 in [0, 255] or float in [0, 1]) -> per-channel standardised float.
 

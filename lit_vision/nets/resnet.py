@@ -13,12 +13,14 @@ The pretrained head (`fc.*`, 1000 ImageNet classes) is always dropped: the new h
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
 from torchvision.models import ResNet, ResNet18_Weights, resnet18
 
 from lit_vision.errors import LitVisionError
+from lit_vision.nets.layers import replace_convolutions
 
 HEAD_PREFIX = "fc."
 
@@ -32,14 +34,22 @@ HOW_TO_PROVIDE = (
 
 
 def imagenet_state_dict() -> dict[str, torch.Tensor]:
-    """ImageNet weights through torchvision's weights enum (cached by torch.hub)."""
+    """ImageNet weights from torchvision's weights enum URL, cached by torch.hub. Loaded with
+    weights_only=True: the hash is only checked at download, so a file later planted in the
+    cache must not be able to run code (the enum's own `get_state_dict` unpickles freely)."""
+    url = ResNet18_Weights.IMAGENET1K_V1.url
     try:
-        return ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=True, check_hash=True)
+        return torch.hub.load_state_dict_from_url(url, progress=True, check_hash=True, weights_only=True)
     except (OSError, RuntimeError) as err:  # URLError/HTTPError/socket errors are OSErrors
         raise LitVisionError(
             f"Could not obtain torchvision's ImageNet ResNet18 weights ({type(err).__name__}: {err}); this "
             f"machine may be offline. {HOW_TO_PROVIDE}"
         ) from err
+    except pickle.UnpicklingError as err:
+        raise LitVisionError(
+            f"The cached ImageNet ResNet18 weights (torch.hub cache, from {url}) are not a plain state dict and "
+            f"were refused without running them ({err}). Delete the file and let it download again. {HOW_TO_PROVIDE}"
+        ) from None
 
 
 def file_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -85,16 +95,15 @@ def load_backbone(model: ResNet, state: dict[str, torch.Tensor], source: str) ->
         raise LitVisionError(f"{source} does not fit torchvision's resnet18: {err}") from err
 
 
-def build_resnet18(num_classes: int = 100, weights: str = "imagenet") -> ResNet:
-    """torchvision resnet18 with a `num_classes` head and the backbone from `weights`."""
+def build_resnet18(num_classes: int = 100, weights: str = "imagenet", conv: str = "torch") -> ResNet:
+    """torchvision resnet18 with a `num_classes` head, the backbone from `weights`, and its
+    convolutions swapped for the hand-written one when `conv` is "custom"."""
     model = resnet18(weights=None, num_classes=num_classes)
-    if weights == "none":
-        return model
     if weights == "imagenet":
         load_backbone(model, imagenet_state_dict(), "torchvision's ImageNet ResNet18 weights")
-    else:
+    elif weights != "none":
         load_backbone(model, file_state_dict(weights), f"The weights file {weights!r}")
-    return model
+    return replace_convolutions(model, conv)
 
 
 def is_backbone(name: str) -> bool:
