@@ -54,12 +54,13 @@ def test_fit_then_validate_reproduces_val_top1_then_predict(tiny_config, run_cli
 
 def test_seed_everything_gives_identical_first_losses(tiny_config, run_cli):
     losses = []
-    for _ in range(2):
-        cli = build_cli(["fit", "--config", str(tiny_config), "--seed_everything", "7",
+    for seed in ("7", "7", "8"):
+        cli = build_cli(["fit", "--config", str(tiny_config), "--seed_everything", seed,
                          "--trainer.max_steps", "3", "--trainer.logger", "false",
                          "--trainer.enable_checkpointing", "false"])  # fmt: skip
         losses.append(cli.trainer.callback_metrics["train/loss"].item())
     assert losses[0] == losses[1]
+    assert losses[2] != losses[0]  # the seed matters: the equality above is not vacuous
 
 
 def test_bad_model_argument_is_a_clear_error(tiny_config, capsys, run_cli):
