@@ -88,8 +88,9 @@ def test_cache_matches_the_jpeg_path_and_is_reused(standin_dir, tmp_path):
 
 
 class _Trainer:
-    def __init__(self, training: bool) -> None:
+    def __init__(self, training: bool, global_rank: int = 0) -> None:
         self.training = training
+        self.global_rank = global_rank
 
 
 def test_device_augmentation_runs_in_training_only(standin_dir):
@@ -103,6 +104,21 @@ def test_device_augmentation_runs_in_training_only(standin_dir):
     worker = make_datamodule(standin_dir, augment_on="worker")
     worker.trainer = _Trainer(training=True)
     assert worker.on_after_batch_transfer(list(batch), 0)[0].dtype == torch.uint8
+
+
+def test_ranks_draw_different_augmentations_reproducibly(standin_dir):
+    """Every DDP rank has the same global seed; the augmentation must still differ per rank,
+    and be the same again for the same seed and rank."""
+    batch = [images(8, 32), torch.zeros(8, dtype=torch.long)]
+
+    def augmented(rank: int) -> torch.Tensor:
+        torch.manual_seed(0)  # what seed_everything does on every rank
+        datamodule = make_datamodule(standin_dir)
+        datamodule.trainer = _Trainer(training=True, global_rank=rank)
+        return datamodule.on_after_batch_transfer(list(batch), 0)[0]
+
+    assert torch.equal(augmented(0), augmented(0))
+    assert not torch.equal(augmented(0), augmented(1))
 
 
 def test_default_workers_and_bad_mode(tmp_path):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from lit_vision.data.batch_augment import BatchAugment
@@ -97,6 +98,7 @@ class MiniPlacesDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else self.data_dir / "cache"
         # Device-side augmentation (no parameters or buffers: it follows its input's device).
         self.batch_augment = BatchAugment(crop=crop_size) if augment_on == "device" else None
+        self._augment_generator: torch.Generator | None = None
         self.num_classes = num_classes
         self.class_names: list[str] = []
         self.test_paths: list[str] = []
@@ -213,8 +215,18 @@ class MiniPlacesDataModule(L.LightningDataModule):
         # to validation inside fit, nor to validate/test/predict).
         trainer = getattr(self, "trainer", None)
         if self.batch_augment is not None and trainer is not None and trainer.training:
-            batch[0] = self.batch_augment(batch[0])  # default_collate gives a list
+            generator = self.augment_generator(batch[0].device, trainer.global_rank)
+            batch[0] = self.batch_augment(batch[0], generator)  # default_collate gives a list
         return batch
+
+    def augment_generator(self, device: torch.device, rank: int) -> torch.Generator:
+        """A generator of its own for the device augmentation, seeded from the run's seed and
+        the rank: seed_everything gives every DDP rank the same global seed, which would draw
+        the same crop, rotation and flip for the i-th image of every rank's batch."""
+        if self._augment_generator is None or self._augment_generator.device != device:
+            seed = (torch.initial_seed() + 1_000_003 * rank) % 2**63
+            self._augment_generator = torch.Generator(device=device).manual_seed(seed)
+        return self._augment_generator
 
 
 def available_cpus() -> int:
