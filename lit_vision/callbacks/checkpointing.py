@@ -54,7 +54,8 @@ class LastCheckpoint(ModelCheckpoint):
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        pass  # saves at train epoch end, which Lightning runs after the epoch's validation
+        """Deliberately no save here: the epoch's save happens at train epoch end, which
+        Lightning runs after the epoch's validation."""
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._save_last_unless_done(trainer)
