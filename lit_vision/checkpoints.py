@@ -25,6 +25,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from lit_vision.errors import LitVisionError
+from lit_vision.utils.files import atomic_write
 
 # Values of `--ckpt_path` that Lightning resolves itself rather than naming a file.
 CKPT_PATH_KEYWORDS = ("last", "best", "hpc")
@@ -32,32 +33,8 @@ CKPT_PATH_KEYWORDS = ("last", "best", "hpc")
 
 # ---------------------------------------------------------------------------------- writing
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """`torch.save(obj, path)` that never leaves a partial file at `path`: write a temporary
-    sibling, fsync it, rename it over `path`, fsync the folder (so the rename survives a
-    power loss, not only a kill)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Hidden and not ending in .ckpt: Lightning's search for "last" checkpoints ignores it.
-    temporary = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        with open(temporary, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    try:
-        folder = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # e.g. a platform without directory descriptors
-        return
-    try:
-        os.fsync(folder)
-    except OSError:
-        pass
-    finally:
-        os.close(folder)
+    """`torch.save(obj, path)` that never leaves a partial file at `path` (see `atomic_write`)."""
+    atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lit_vision.errors import LitVisionError
+from lit_vision.utils.images import to_unit_float
 
 Target = Literal["least_likely", "true_label"]
 TARGETS = ("least_likely", "true_label")
@@ -43,15 +44,6 @@ class PGDResult:
     images: torch.Tensor  # adversarial images, float in [0, 1]
     logits: torch.Tensor | None  # the model's logits on `images` (eval mode), if asked for
     target: torch.Tensor  # the class each image was pushed towards (least_likely) or away from
-
-
-def to_unit_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float32 [0, 1]; float tensors are returned unchanged."""
-    if images.dtype == torch.uint8:
-        return images.float().div_(255)
-    if not images.is_floating_point():
-        raise LitVisionError(f"Images must be uint8 or float in [0, 1], got dtype {images.dtype}.")
-    return images
 
 
 @contextlib.contextmanager

@@ -29,22 +29,15 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
 
-from lit_vision.attacks.pgd import SEED_EPSILON, SEED_NUM_STEPS, PGDAttack, to_unit_float
+from lit_vision.attacks.pgd import SEED_EPSILON, SEED_NUM_STEPS, PGDAttack
 from lit_vision.errors import LitVisionError
+from lit_vision.utils.generators import keyed_generator
+from lit_vision.utils.images import to_unit_float
+from lit_vision.utils.metrics import accuracy_metrics
 
 TABLE_NAME = "adversarial_eval"
 PICTURE_NAME = "adversarial_examples.png"
-
-
-def _metrics(num_classes: int) -> MetricCollection:
-    return MetricCollection(
-        {
-            "top1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
-            "top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
-        }
-    )
 
 
 class AdversarialEvaluation(Callback):
@@ -123,13 +116,12 @@ class AdversarialEvaluation(Callback):
         if self.metrics is None:
             num_classes = clean_logits.shape[1]
             keys = ["clean", "main"] + [f"sweep{i}" for i in range(len(self.sweep))]
-            self.metrics = {key: _metrics(num_classes).to(pl_module.device) for key in keys}
+            self.metrics = {key: accuracy_metrics(num_classes).to(pl_module.device) for key in keys}
         self.metrics["clean"].update(clean_logits, labels)
 
         generator = None
         if self.attack.random_start:
-            generator = torch.Generator(device=images.device)
-            generator.manual_seed(int(np.random.default_rng([self.seed, batch_idx, trainer.global_rank]).integers(2**62)))
+            generator = keyed_generator(images.device, self.seed, batch_idx, trainer.global_rank)
         with trainer.precision_plugin.forward_context():
             result = self.attack.attack(pl_module, images, labels, generator=generator)
             self.metrics["main"].update(result.logits, labels)

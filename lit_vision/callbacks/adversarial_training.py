@@ -28,8 +28,10 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from lit_vision.attacks.pgd import SEED_EPSILON, SEED_NUM_STEPS, PGDAttack, to_unit_float
+from lit_vision.attacks.pgd import SEED_EPSILON, SEED_NUM_STEPS, PGDAttack
 from lit_vision.errors import LitVisionError
+from lit_vision.utils.generators import keyed_generator
+from lit_vision.utils.images import to_unit_float
 
 
 class AdversarialTraining(Callback):
@@ -124,9 +126,7 @@ class AdversarialTraining(Callback):
         generator = None
         if attack.random_start:
             # Per-rank noise (each rank holds other images), reproducible from the seed.
-            generator = torch.Generator(device=images.device)
-            key = [self.seed, trainer.current_epoch, batch_idx, trainer.global_rank]
-            generator.manual_seed(int(np.random.default_rng(key).integers(2**62)))
+            generator = keyed_generator(images.device, self.seed, trainer.current_epoch, batch_idx, trainer.global_rank)
         # Precision autocast wraps training_step, not callback hooks: enter the same context
         # so that the attack runs at the precision the model trains at.
         with trainer.precision_plugin.forward_context():

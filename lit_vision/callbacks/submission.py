@@ -9,6 +9,8 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
+from lit_vision.utils.files import atomic_write_text
+
 
 class SubmissionWriter(BasePredictionWriter):
     def __init__(self, output_path: str | None = None) -> None:
@@ -36,9 +38,6 @@ class SubmissionWriter(BasePredictionWriter):
         for index, classes in zip(indices.tolist(), top5.tolist()):
             order[index] = classes
         path = Path(self.output_path or Path(trainer.log_dir or ".") / "submission.txt")
-        path.parent.mkdir(parents=True, exist_ok=True)
         lines = [f"{paths[i]} {' '.join(map(str, order[i]))}" for i in sorted(order)]
-        temporary = path.with_suffix(path.suffix + ".tmp")
-        temporary.write_text("\n".join(lines) + "\n")
-        temporary.replace(path)
+        atomic_write_text(path, "\n".join(lines) + "\n")
         rank_zero_info(f"Wrote predictions for {len(lines)} images to {path}")

@@ -26,6 +26,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lit_vision.utils.images import to_unit_float
+
 
 class BatchAugment(nn.Module):
     def __init__(
@@ -89,7 +91,7 @@ class BatchAugment(nn.Module):
 
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         batch, channels, height, width = images.shape
-        pixels = images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+        pixels = to_unit_float(images).float()
         theta = self.sample_theta(batch, height, width, images.device, generator)
         grid = F.affine_grid(theta, [batch, channels, self.crop, self.crop], align_corners=False)
         out = F.grid_sample(pixels, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

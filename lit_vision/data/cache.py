@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lit_vision.data.dataset import MiniPlacesImages
 from lit_vision.errors import LitVisionError
+from lit_vision.utils.files import staging_folder
 
 FORMAT_VERSION = 1
 
@@ -46,9 +46,7 @@ def build_cache(path: Path, images: MiniPlacesImages, size: int, num_workers: in
         if path.stat().st_size != expected:
             raise LitVisionError(f"The decoded cache {path} has the wrong size: delete it to rebuild.")
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
-    try:
+    with staging_folder(path) as staging:
         out = np.memmap(staging, dtype=np.uint8, mode="w+", shape=(len(images), 3, size, size))
         loader = DataLoader(images, batch_size=256, num_workers=num_workers, shuffle=False)
         start = 0
@@ -60,9 +58,6 @@ def build_cache(path: Path, images: MiniPlacesImages, size: int, num_workers: in
         out.flush()
         del out
         os.replace(staging, path)
-    finally:
-        if staging.exists():
-            staging.unlink()
     return path
 
 

@@ -35,6 +35,7 @@ from lit_vision.data.listing import list_unlabelled_images, read_categories, rea
 from lit_vision.data.standin import generate_standin
 from lit_vision.data.transforms import device_train_transform, eval_transform, train_transform
 from lit_vision.errors import LitVisionError
+from lit_vision.utils.generators import keyed_generator
 
 
 class MiniPlacesDataModule(L.LightningDataModule):
@@ -224,8 +225,7 @@ class MiniPlacesDataModule(L.LightningDataModule):
         the rank: seed_everything gives every DDP rank the same global seed, which would draw
         the same crop, rotation and flip for the i-th image of every rank's batch."""
         if self._augment_generator is None or self._augment_generator.device != device:
-            seed = (torch.initial_seed() + 1_000_003 * rank) % 2**63
-            self._augment_generator = torch.Generator(device=device).manual_seed(seed)
+            self._augment_generator = keyed_generator(device, torch.initial_seed(), rank)
         return self._augment_generator
 
 

@@ -11,11 +11,11 @@ import shutil
 import tarfile
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
 
-from lit_vision.errors import LitVisionError
 from lit_vision.data.listing import read_categories, read_labelled_list
+from lit_vision.errors import LitVisionError
+from lit_vision.utils.files import staging_folder
 
 ARCHIVE_URL = "http://miniplaces.csail.mit.edu/data/data.tar.gz"
 LISTS_URL = "https://raw.githubusercontent.com/CSAILVision/miniplaces/master/data"
@@ -84,10 +84,8 @@ def download_miniplaces(
         raise LitVisionError(
             f"{data_dir} exists, is not empty and is not a MiniPlaces folder: refusing to download into it."
         )
-    data_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = data_dir.parent / f".{data_dir.name}.partial-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
+    with staging_folder(data_dir) as staging:
+        staging.mkdir()
         archive = staging / "data.tar.gz"
         try:
             fetch(archive_url, archive)
@@ -109,6 +107,4 @@ def download_miniplaces(
         if data_dir.exists():
             data_dir.rmdir()  # empty (checked above); rename needs the name free
         staging.rename(data_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return data_dir

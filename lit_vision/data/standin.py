@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import uuid
 from pathlib import Path
 
 import torch
 from torchvision.io import encode_jpeg, write_file
 
 from lit_vision.errors import LitVisionError
+from lit_vision.utils.files import staging_folder
 
 SCENE_NAMES = [
     "amber_field", "blue_lagoon", "coral_reef", "dusk_harbor", "emerald_hill",
@@ -116,9 +115,7 @@ def generate_standin(
     if root.exists():
         _check_existing(root, settings)
         return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = root.parent / f".{root.name}.partial-{uuid.uuid4().hex[:8]}"
-    try:
+    with staging_folder(root) as staging:
         _write(staging, settings)
         try:
             os.rename(staging, root)
@@ -126,8 +123,6 @@ def generate_standin(
             if not (root / MARKER).is_file():
                 raise
             # Another process finished first; its copy is identical (same settings and seed).
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return root
 
 

@@ -13,22 +13,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
 
 from lit_vision.errors import LitVisionError
 from lit_vision.nets.layers import Normalize
-
-
-def accuracy_metrics(num_classes: int, prefix: str) -> MetricCollection:
-    """Top-1 and top-5 accuracy as everyone reports them: micro-averaged (torchmetrics'
-    default is macro, a different number)."""
-    return MetricCollection(
-        {
-            "top1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
-            "top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
-        },
-        prefix=prefix,
-    )
+from lit_vision.utils.metrics import accuracy_metrics
 
 
 class WarmupCosine:
