@@ -1,8 +1,10 @@
-"""Exactness of the hand-written im2col convolution against torch's own convolution.
+"""Exactness of the hand-written convolution algorithms against torch's own convolution.
 
-float64 `gradcheck` (numerical vs our analytical backward) over a grid of geometries, float32
+For every algorithm ("im2col" everywhere, "shifted" on stride-1 geometries): float64
+`gradcheck` (numerical vs our analytical backward) over a grid of geometries, float32
 agreement with `F.conv2d` on larger shapes (outputs and every gradient), needs_input_grad
-handling, and nn.Conv2d <-> CustomConv2d state-dict compatibility. Shapes are kept small so
+handling, no torch convolution op inside. Also: which algorithm "auto" picks, the errors for a
+bad choice, and nn.Conv2d <-> Im2colConv2d state-dict compatibility. Shapes are kept small so
 the whole file runs in seconds on 2 CPU cores.
 """
 
@@ -13,8 +15,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import lit_vision.ops.conv as conv_module
-from lit_vision.ops.conv import CustomConv2d, conv2d
+import lit_vision.ops.im2col as im2col_module
+from lit_vision.errors import LitVisionError
+from lit_vision.ops.conv import Im2colConv2d, choose_algorithm, conv2d
+
+EXPLICIT_ALGORITHMS = ("im2col", "shifted")
+
+
+def _algorithm_cases(cases: list[tuple], stride_index: int) -> list:
+    """Each case once per algorithm that accepts its stride ("shifted" needs stride 1)."""
+    return [
+        pytest.param(algorithm, *case, id=f"{algorithm}-{i}")
+        for algorithm in EXPLICIT_ALGORITHMS
+        for i, case in enumerate(cases)
+        if algorithm == "im2col" or case[stride_index] in (1, (1, 1))
+    ]
 
 
 # (kernel, stride, padding, dilation, groups, bias, spatial size) — batch 1, odd sizes throughout.
@@ -30,11 +45,16 @@ GRADCHECK_CASES = [
     ((7, 7), 1, 0, 1, 1, False, (7, 9)),
     ((2, 3), 1, (1, 0), 1, 1, True, (5, 7)),  # non-square kernel and padding
     ((3, 2), (2, 1), (0, 1), (2, 1), 2, True, (9, 5)),  # everything non-square
+    ((3, 3), 1, 2, 2, 2, True, (7, 9)),  # dilation at stride 1 (the shifts grow, rows wrap)
+    ((3, 2), 1, (0, 1), (2, 1), 2, False, (9, 5)),  # non-square dilation, stride 1
+    ((1, 3), 1, (0, 4), 1, 1, True, (3, 4)),  # padding wider than the image
 ]
 
 
-@pytest.mark.parametrize("kernel,stride,padding,dilation,groups,bias,size", GRADCHECK_CASES)
-def test_gradcheck_float64(kernel, stride, padding, dilation, groups, bias, size) -> None:
+@pytest.mark.parametrize(
+    "algorithm,kernel,stride,padding,dilation,groups,bias,size", _algorithm_cases(GRADCHECK_CASES, 1)
+)
+def test_gradcheck_float64(algorithm, kernel, stride, padding, dilation, groups, bias, size) -> None:
     torch.manual_seed(0)
     c_in, c_out = 4, 4
     x = torch.randn(1, c_in, *size, dtype=torch.float64, requires_grad=True)
@@ -43,7 +63,7 @@ def test_gradcheck_float64(kernel, stride, padding, dilation, groups, bias, size
     inputs = (x, w, b) if bias else (x, w)
 
     def fn(*args):
-        return conv2d(args[0], args[1], args[2] if bias else None, stride, padding, dilation, groups)
+        return conv2d(args[0], args[1], args[2] if bias else None, stride, padding, dilation, groups, algorithm)
 
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-8, rtol=1e-6)
     # And it is the same function as torch's.
@@ -55,9 +75,7 @@ def _relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return ((actual - expected).norm() / expected.norm()).item()
 
 
-@pytest.mark.parametrize(
-    "c_in,c_out,kernel,stride,padding,dilation,groups,size",
-    [
+FLOAT32_CASES = [
         (3, 16, 7, 2, 3, 1, 1, 33),  # stem-like
         (16, 16, 1, 1, 0, 1, 1, 17),  # 1x1 fast path
         (16, 32, 1, 2, 0, 1, 1, 17),  # strided 1x1
@@ -65,12 +83,19 @@ def _relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
         (16, 24, 3, 2, 1, 2, 4, 19),
         (24, 24, 3, 1, 1, 1, 24, 15),  # depthwise
         (8, 12, (5, 3), (1, 2), (2, 1), 1, 1, 21),
-    ],
+        (32, 32, 3, 1, 1, 1, 1, 16),  # SimpleNet's 3x3 layers, scaled down
+        (8, 12, (5, 3), 1, (2, 1), (1, 2), 1, 21),
+        (16, 8, 3, 1, 0, 1, 2, 12),
+]
+
+
+@pytest.mark.parametrize(
+    "algorithm,c_in,c_out,kernel,stride,padding,dilation,groups,size", _algorithm_cases(FLOAT32_CASES, 3)
 )
-def test_float32_matches_conv2d(c_in, c_out, kernel, stride, padding, dilation, groups, size) -> None:
+def test_float32_matches_conv2d(algorithm, c_in, c_out, kernel, stride, padding, dilation, groups, size) -> None:
     torch.manual_seed(1)
     ref = nn.Conv2d(c_in, c_out, kernel, stride, padding, dilation, groups)
-    ours = CustomConv2d(c_in, c_out, kernel, stride, padding, dilation, groups)
+    ours = Im2colConv2d(c_in, c_out, kernel, stride, padding, dilation, groups, algorithm=algorithm)
     ours.load_state_dict(ref.state_dict())
     x = torch.randn(8, c_in, size, size, requires_grad=True)
 
@@ -92,9 +117,9 @@ def test_chunking_does_not_change_the_result(monkeypatch: pytest.MonkeyPatch) ->
     b = torch.randn(6, dtype=torch.float64, requires_grad=True)
     one_sample = 4 * 9 * 9 * 9 * 8  # bytes of X_u for one sample
     # Budget = CHUNK_BYTES / 4 here (the input is smaller): chunks of 3, 3 and 1 samples.
-    monkeypatch.setattr(conv_module, "CHUNK_BYTES", 12 * one_sample)
-    assert conv_module._chunk_size(x, 4 * 9 * 9 * 9) == 3
-    y = conv2d(x, w, b, 1, 1)
+    monkeypatch.setattr(im2col_module, "CHUNK_BYTES", 12 * one_sample)
+    assert im2col_module.chunk_size(x, 4 * 9 * 9 * 9) == 3
+    y = conv2d(x, w, b, 1, 1, algorithm="im2col")
     grads = torch.autograd.grad(y.square().sum(), (x, w, b))
     y_ref = F.conv2d(x, w, b, 1, 1)
     grads_ref = torch.autograd.grad(y_ref.square().sum(), (x, w, b))
@@ -103,11 +128,12 @@ def test_chunking_does_not_change_the_result(monkeypatch: pytest.MonkeyPatch) ->
         torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize("algorithm", EXPLICIT_ALGORITHMS)
 @pytest.mark.parametrize("kernel", [1, 3])
-def test_needs_input_grad_is_respected(kernel: int) -> None:
+def test_needs_input_grad_is_respected(kernel: int, algorithm: str) -> None:
     """Only the requested gradients are computed; the others stay None."""
     torch.manual_seed(3)
-    conv = CustomConv2d(4, 6, kernel, padding=kernel // 2)
+    conv = Im2colConv2d(4, 6, kernel, padding=kernel // 2, algorithm=algorithm)
     conv.bias.requires_grad_(False)
     x = torch.randn(2, 4, 7, 7)  # no grad: e.g. the image at the stem
     conv(x).sum().backward()
@@ -119,10 +145,11 @@ def test_needs_input_grad_is_respected(kernel: int) -> None:
     assert x.grad is not None and x.grad.shape == x.shape
 
 
-def test_channels_last_and_non_contiguous_inputs() -> None:
+@pytest.mark.parametrize("algorithm", EXPLICIT_ALGORITHMS)
+def test_channels_last_and_non_contiguous_inputs(algorithm: str) -> None:
     torch.manual_seed(4)
     ref = nn.Conv2d(4, 8, 3, padding=1)
-    ours = CustomConv2d(4, 8, 3, padding=1)
+    ours = Im2colConv2d(4, 8, 3, padding=1, algorithm=algorithm)
     ours.load_state_dict(ref.state_dict())
     x = torch.randn(2, 4, 9, 9).to(memory_format=torch.channels_last).requires_grad_(True)
     grad_y = torch.randn(2, 8, 9, 9).to(memory_format=torch.channels_last)
@@ -137,7 +164,7 @@ def test_state_dict_loads_both_ways() -> None:
     torch.manual_seed(5)
     kwargs = dict(kernel_size=(3, 5), stride=2, padding=(1, 2), dilation=1, groups=2, bias=True)
     ref = nn.Conv2d(4, 6, **kwargs)
-    ours = CustomConv2d(4, 6, **kwargs)
+    ours = Im2colConv2d(4, 6, **kwargs)
     assert ours.state_dict().keys() == ref.state_dict().keys()
     for key, value in ref.state_dict().items():
         assert ours.state_dict()[key].shape == value.shape
@@ -147,31 +174,32 @@ def test_state_dict_loads_both_ways() -> None:
     torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-5)
 
     other = nn.Conv2d(4, 6, **kwargs)
-    other.load_state_dict(CustomConv2d(4, 6, **kwargs).state_dict())  # ours -> torch (strict)
+    other.load_state_dict(Im2colConv2d(4, 6, **kwargs).state_dict())  # ours -> torch (strict)
 
     # Same seed, same initial weights (initialisation is nn.Conv2d's).
     torch.manual_seed(6)
     a = nn.Conv2d(4, 6, 3)
     torch.manual_seed(6)
-    b = CustomConv2d(4, 6, 3)
+    b = Im2colConv2d(4, 6, 3)
     torch.testing.assert_close(a.weight, b.weight)
     torch.testing.assert_close(a.bias, b.bias)
-    assert CustomConv2d(4, 6, 3, bias=False).bias is None
+    assert Im2colConv2d(4, 6, 3, bias=False).bias is None
 
 
 @pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
 def test_other_padding_modes_are_refused(mode: str) -> None:
     with pytest.raises(ValueError, match="padding_mode"):
-        CustomConv2d(4, 6, 3, padding=1, padding_mode=mode)
+        Im2colConv2d(4, 6, 3, padding=1, padding_mode=mode)
 
 
 def test_string_padding_is_refused() -> None:
     with pytest.raises(ValueError, match="padding"):
-        CustomConv2d(4, 6, 3, padding="same")
+        Im2colConv2d(4, 6, 3, padding="same")
 
 
-def test_no_torch_convolution_is_called(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The operator must not fall back to any of torch's convolution functions."""
+@pytest.mark.parametrize("algorithm", EXPLICIT_ALGORITHMS)
+def test_no_torch_convolution_is_called(monkeypatch: pytest.MonkeyPatch, algorithm: str) -> None:
+    """No algorithm may fall back to any of torch's convolution functions."""
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a torch convolution function was called")
@@ -179,7 +207,55 @@ def test_no_torch_convolution_is_called(monkeypatch: pytest.MonkeyPatch) -> None
     for name in ("conv2d", "conv_transpose2d", "convolution"):
         monkeypatch.setattr(F, name, forbidden, raising=False)
         monkeypatch.setattr(torch, name, forbidden, raising=False)
-    conv = CustomConv2d(4, 6, 3, padding=1)
+    conv = Im2colConv2d(4, 6, 3, padding=1, algorithm=algorithm)
     x = torch.randn(2, 4, 7, 7, requires_grad=True)
     conv(x).sum().backward()
     assert x.grad is not None
+
+
+@pytest.mark.parametrize(
+    "kernel,stride,padding,expected",
+    [
+        (3, 1, 1, "shifted"),  # SimpleNet's 3x3 layers
+        ((1, 3), 1, 0, "shifted"),
+        (1, 1, 1, "shifted"),  # a padded 1x1 is a real (if odd) spatial convolution
+        (1, 1, 0, "im2col"),  # plain 1x1: im2col's batched-matmul path, no unfold
+        (7, 2, 3, "im2col"),  # the strided stem
+        (1, 2, 0, "im2col"),
+    ],
+)
+def test_auto_picks_by_layer_shape(kernel, stride, padding, expected: str) -> None:
+    conv = Im2colConv2d(4, 6, kernel, stride, padding)
+    assert conv.algorithm == expected and f"algorithm={expected}" in repr(conv)
+    # And the chosen Function is the one that runs.
+    y = conv(torch.randn(1, 4, 9, 9, requires_grad=True))
+    assert type(y.grad_fn).__name__.lower().startswith(expected)
+
+
+@pytest.mark.parametrize("algorithm", EXPLICIT_ALGORITHMS)
+def test_explicit_algorithm_is_used(algorithm: str) -> None:
+    y = Im2colConv2d(4, 6, 3, padding=1, algorithm=algorithm)(torch.randn(1, 4, 7, 7, requires_grad=True))
+    assert type(y.grad_fn).__name__.lower().startswith(algorithm)
+
+
+def test_shifted_refuses_a_stride() -> None:
+    with pytest.raises(LitVisionError, match=r"'shifted' needs stride 1, got stride \(2, 1\)"):
+        Im2colConv2d(4, 6, 3, stride=(2, 1), algorithm="shifted")
+    with pytest.raises(LitVisionError, match="stride"):
+        conv2d(torch.randn(1, 4, 7, 7), torch.randn(6, 4, 3, 3), stride=2, algorithm="shifted")
+
+
+def test_unknown_algorithm_is_refused() -> None:
+    with pytest.raises(LitVisionError, match=r"auto, im2col, shifted; got 'winograd'"):
+        Im2colConv2d(4, 6, 3, algorithm="winograd")  # type: ignore[arg-type]
+    assert choose_algorithm("im2col", (3, 3), (1, 1), (1, 1)) == "im2col"
+
+
+@pytest.mark.parametrize("algorithm", EXPLICIT_ALGORITHMS)
+def test_unbatched_input(algorithm: str) -> None:
+    torch.manual_seed(7)
+    ref = nn.Conv2d(4, 6, 3, padding=1)
+    ours = Im2colConv2d(4, 6, 3, padding=1, algorithm=algorithm)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(4, 7, 5)
+    torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-5)

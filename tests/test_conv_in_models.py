@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lit_vision.models.simplenet import SimpleNet
 from lit_vision.nets.simplenet import SimpleNetwork
-from lit_vision.ops.conv import CustomConv2d
+from lit_vision.ops.conv import Im2colConv2d
 
 NUM_CLASSES, SIZE, BATCH = 10, 32, 8
 
@@ -34,7 +34,7 @@ def _batches(count: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
 def test_custom_conv_is_used() -> None:
     net = SimpleNetwork(NUM_CLASSES, conv="custom")
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert convs and all(isinstance(m, CustomConv2d) for m in convs)
+    assert convs and all(isinstance(m, Im2colConv2d) for m in convs)
 
 
 def test_same_losses_over_sgd_steps() -> None:
@@ -88,7 +88,7 @@ def test_checkpoint_cross_loads(tmp_path, trained_with: str, evaluated_with: str
 
     expected = _trainer(tmp_path).validate(model, val, verbose=False)[0]
     loaded = SimpleNet.load_from_checkpoint(path, conv=evaluated_with)
-    kind = CustomConv2d if evaluated_with == "custom" else torch.nn.Conv2d
+    kind = Im2colConv2d if evaluated_with == "custom" else torch.nn.Conv2d
     assert all(type(m) is kind for m in loaded.modules() if isinstance(m, torch.nn.Conv2d))
     got = _trainer(tmp_path).validate(loaded, val, verbose=False)[0]
 

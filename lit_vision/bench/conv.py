@@ -1,9 +1,19 @@
-"""Hand-written im2col convolution vs nn.Conv2d: forward+backward time and peak memory per layer.
+"""Hand-written convolution algorithms vs nn.Conv2d: forward+backward time and peak memory per layer.
 
-Runs each of SimpleNet's convolution layers (batch 64, 128x128 images by default) with
-`CustomConv2d` and with `nn.Conv2d` from the same weights, alternating the two in the same run
-(warm-up first, then `--repeats` timed calls each, median reported), so that both see the same
-machine state (turbo, other processes, cache).
+    python -m lit_vision.bench conv                        # SimpleNet's layers, batch 64, 128 px
+    python -m lit_vision.bench conv --layers 3x3 --repeats 3
+    python -m lit_vision.bench conv --clock wall --threads 2
+
+Runs each of SimpleNet's convolution layers with nn.Conv2d and with `Im2colConv2d` under each
+algorithm that fits the layer ("im2col", the reference, everywhere; "shifted" on stride-1
+layers), all from the same weights, alternated call by call in the same run (warm-up first, then
+`--repeats` timed calls each, median reported). The "auto" columns are the algorithm that
+`algorithm="auto"` picks for the layer, i.e. what a model built with the hand-written conv runs.
+
+Time is this thread's CPU time (`time.thread_time`) with torch on one intra-op thread, as in
+`bench step`: on a shared machine the wall-clock time of a call varies from one minute to the
+next with the other jobs, the CPU time it consumes much less (`--clock wall` for wall-clock
+time, e.g. with `--threads 2` on an idle machine, or on a GPU, where the CPU clock means nothing).
 
 Peak memory is the largest amount of memory allocated *on top of what existed before the call*
 (input, weights and output gradient) during one forward+backward, i.e. it includes the output,
@@ -25,11 +35,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from lit_vision.ops.conv import CustomConv2d
+from lit_vision.ops.conv import Im2colConv2d, choose_algorithm
 
-# (name, in_channels, out_channels, kernel, stride, padding, input size as a fraction of the image)
 # SimpleNet: 7x7/2 stem, maxpool k3 s2 p1, three convs at 1/4 resolution, maxpool, three at 1/8.
-SIMPLENET_LAYERS: list[tuple[str, int, int, int, int, int, int]] = [
+# (name, in_channels, out_channels, kernel, stride, padding, input size as a fraction of the image)
+_SIMPLENET_LAYERS: list[tuple[str, int, int, int, int, int, int]] = [
     ("conv1 7x7/2", 3, 64, 7, 2, 3, 1),
     ("conv2 1x1", 64, 64, 1, 1, 0, 4),
     ("conv3 3x3", 64, 64, 3, 1, 1, 4),
@@ -40,15 +50,37 @@ SIMPLENET_LAYERS: list[tuple[str, int, int, int, int, int, int]] = [
 ]
 
 
+def simplenet_layers(image_size: int = 128) -> list[dict]:
+    """SimpleNet's convolution layers for `image_size`-pixel images: one dict per layer with
+    name, in_channels, out_channels, kernel, stride, padding and input_hw (the layer's input
+    height = width). Other benchmarks (e.g. the GPU one) import this list."""
+    return [
+        dict(
+            name=name,
+            in_channels=c_in,
+            out_channels=c_out,
+            kernel=kernel,
+            stride=stride,
+            padding=padding,
+            input_hw=image_size // scale,
+        )
+        for name, c_in, c_out, kernel, stride, padding, scale in _SIMPLENET_LAYERS
+    ]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=7, help="timed calls per layer and operator")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per layer and operator")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
-        "--threads", type=int, default=0, help="torch intra-op threads (default: leave as is)"
+        "--clock",
+        choices=["cpu", "wall"],
+        default="cpu",
+        help="this thread's CPU time (default; needs --threads 1) or wall-clock time",
     )
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads during the runs")
     parser.add_argument(
         "--layers", default="", help="comma-separated substrings of layer names to run (default all)"
     )
@@ -95,56 +127,75 @@ def _peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
     return peak
 
 
+def _median_ms(steps: dict[str, Callable[[], object]], args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    """Median milliseconds per call of each step, the steps alternated call by call."""
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
+    for _ in range(args.warmup):
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {key: [] for key in steps}
+    for _ in range(args.repeats):
+        for key, step in steps.items():
+            _sync(device)
+            start = clock()
+            step()
+            _sync(device)
+            times[key].append(clock() - start)
+    return {key: statistics.median(values) * 1e3 for key, values in times.items()}
+
+
 def run(args: argparse.Namespace) -> list[dict]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace) -> list[dict]:
     device = torch.device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"  intra-op threads used: {torch.get_num_threads()}", flush=True)
+    print(f"  intra-op threads used: {torch.get_num_threads()}, clock: {args.clock}", flush=True)
     torch.manual_seed(0)
     wanted = [s.strip() for s in args.layers.split(",") if s.strip()]
     rows = []
-    for name, c_in, c_out, kernel, stride, padding, scale in SIMPLENET_LAYERS:
-        if wanted and not any(w in name for w in wanted):
+    for layer in simplenet_layers(args.image_size):
+        if wanted and not any(w in layer["name"] for w in wanted):
             continue
-        size = args.image_size // scale
-        ours = CustomConv2d(c_in, c_out, kernel, stride, padding).to(device)
-        ref = nn.Conv2d(c_in, c_out, kernel, stride, padding).to(device)
-        ref.load_state_dict(ours.state_dict())
+        c_in, c_out, size = layer["in_channels"], layer["out_channels"], layer["input_hw"]
+        geometry = (c_in, c_out, layer["kernel"], layer["stride"], layer["padding"])
+        ref = nn.Conv2d(*geometry).to(device)
+        algorithms = ["im2col"] + (["shifted"] if layer["stride"] == 1 else [])
+        ours = {}
+        for algorithm in algorithms:
+            ours[algorithm] = Im2colConv2d(*geometry, algorithm=algorithm).to(device)
+            ours[algorithm].load_state_dict(ref.state_dict())
+        auto = choose_algorithm("auto", ref.kernel_size, ref.stride, ref.padding)
         # The stem's input is the image, which needs no gradient in training: skip dX there
-        # for both operators (nn.Conv2d skips it too).
+        # for every operator (nn.Conv2d skips it too).
         needs_dx = c_in != 3
         x = torch.randn(args.batch_size, c_in, size, size, device=device, requires_grad=needs_dx)
         with torch.no_grad():
             grad_y = torch.randn_like(ref(x))
-        step_ours, step_ref = _step(ours, x, grad_y), _step(ref, x, grad_y)
-
-        for _ in range(args.warmup):
-            step_ours()
-            step_ref()
-        times: dict[str, list[float]] = {"ours": [], "torch": []}
-        for _ in range(args.repeats):
-            for key, step in (("ours", step_ours), ("torch", step_ref)):
-                _sync(device)
-                start = time.perf_counter()
-                step()
-                _sync(device)
-                times[key].append(time.perf_counter() - start)
-        mem_ours = _peak_bytes(step_ours, device)
-        mem_ref = _peak_bytes(step_ref, device)
-        ms_ours = statistics.median(times["ours"]) * 1e3
-        ms_ref = statistics.median(times["torch"]) * 1e3
-        rows.append(
-            {
-                "layer": name,
-                "input": f"{args.batch_size}x{c_in}x{size}x{size}",
-                "dX": "yes" if needs_dx else "no",
-                "ms ours": ms_ours,
-                "ms torch": ms_ref,
-                "time ratio": ms_ours / ms_ref,
-                "peak MB ours": mem_ours / 2**20,
-                "peak MB torch": mem_ref / 2**20,
-                "mem ratio": mem_ours / max(1, mem_ref),
-            }
-        )
-        print(f"  done {name}", flush=True)
+        steps = {"torch": _step(ref, x, grad_y)} | {a: _step(m, x, grad_y) for a, m in ours.items()}
+        ms = _median_ms(steps, args, device)
+        mem_auto = _peak_bytes(steps[auto], device)
+        mem_ref = _peak_bytes(steps["torch"], device)
+        row = {
+            "layer": layer["name"],
+            "input": f"{args.batch_size}x{c_in}x{size}x{size}",
+            "dX": "yes" if needs_dx else "no",
+            "ms torch": ms["torch"],
+        }
+        for algorithm in ("im2col", "shifted"):
+            row[f"{algorithm} / torch"] = ms[algorithm] / ms["torch"] if algorithm in ms else "-"
+        row |= {
+            "auto": auto,
+            "auto / torch": ms[auto] / ms["torch"],
+            "peak MB auto": mem_auto / 2**20,
+            "peak MB torch": mem_ref / 2**20,
+            "mem ratio": mem_auto / max(1, mem_ref),
+        }
+        rows.append(row)
+        print(f"  done {layer['name']}", flush=True)
     return rows

@@ -20,9 +20,9 @@ def conv_class(name: str) -> type[nn.Conv2d]:
         return nn.Conv2d
     if name == "custom":
         # Imported lazily so that the operator's module is only loaded when it is asked for.
-        from lit_vision.ops.conv import CustomConv2d
+        from lit_vision.ops.conv import Im2colConv2d
 
-        return CustomConv2d
+        return Im2colConv2d
     raise ValueError(f"conv must be 'torch' or 'custom', got {name!r}")
 
 
