@@ -226,10 +226,23 @@ def test_no_torch_convolution_is_called(monkeypatch: pytest.MonkeyPatch, algorit
 )
 def test_auto_picks_by_layer_shape(kernel, stride, padding, expected: str) -> None:
     conv = Im2colConv2d(4, 6, kernel, stride, padding)
-    assert conv.algorithm == expected and f"algorithm={expected}" in repr(conv)
+    assert conv.algorithm == "auto" and "algorithm=auto" in repr(conv)
+    assert choose_algorithm("auto", conv.kernel_size, conv.stride, conv.padding) == expected
     # And the chosen Function is the one that runs.
     y = conv(torch.randn(1, 4, 9, 9, requires_grad=True))
     assert type(y.grad_fn).__name__.lower().startswith(expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_auto_keeps_half_precision_on_im2col(dtype: torch.dtype) -> None:
+    """Half precision goes to im2col (one rounding per output), under autocast too."""
+    assert choose_algorithm("auto", (3, 3), (1, 1), (1, 1), torch.float64) == "shifted"
+    assert choose_algorithm("auto", (3, 3), (1, 1), (1, 1), dtype) == "im2col"
+    conv = Im2colConv2d(4, 6, 3, padding=1)
+    x = torch.randn(1, 4, 9, 9, requires_grad=True)
+    with torch.autocast("cpu", dtype=dtype):
+        y = conv(x)
+    assert y.dtype == dtype and type(y.grad_fn).__name__.startswith("Im2col")
 
 
 @pytest.mark.parametrize("algorithm", EXPLICIT_ALGORITHMS)

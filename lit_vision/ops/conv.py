@@ -5,9 +5,12 @@ Two algorithms compute it, both from GEMMs and copies only (no torch convolution
 * "im2col" (`conv_im2col.py`), the reference: unfold -> one GEMM per chunk -> fold. Any geometry.
 * "shifted" (`conv_shifted.py`): kh*kw GEMMs over shifted views of the padded image, no
   unfolded copy. Stride 1 only.
-* "auto" (the default) picks per layer: "shifted" for stride-1 kernels larger than 1x1 (where it
-  is faster on the CPU), "im2col" otherwise (strided layers, and 1x1 layers, which im2col already
-  runs as plain batched matmuls). The figures behind that choice are in docs/convolution.md.
+* "auto" (the default) picks per call: "shifted" for stride-1 kernels larger than 1x1 in float32
+  or float64 (where it is faster on the CPU), "im2col" otherwise: strided layers; 1x1 layers,
+  which im2col already runs as plain batched matmuls; and float16/bfloat16, because "shifted"
+  adds its kh*kw partial products into an output buffer of the input's dtype, rounding it kh*kw
+  times, where im2col's single GEMM accumulates all of them in float32 inside the BLAS and rounds
+  once. The figures behind that choice are in docs/convolution.md.
 """
 
 from __future__ import annotations
@@ -26,13 +29,21 @@ Algorithm = Literal["auto", "im2col", "shifted"]
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
 
 
-def choose_algorithm(algorithm: str, kernel: IntPair, stride: IntPair, padding: IntPair) -> str:
-    """The algorithm that runs a layer: "auto" resolved by geometry, an explicit one checked."""
+def choose_algorithm(
+    algorithm: str,
+    kernel: IntPair,
+    stride: IntPair,
+    padding: IntPair,
+    dtype: torch.dtype = torch.float32,
+) -> str:
+    """The algorithm that runs a convolution: "auto" resolved by geometry and dtype (see the
+    module docstring), an explicit one checked against the stride."""
     if algorithm not in ALGORITHMS:
         raise LitVisionError(f"convolution algorithm must be one of {', '.join(ALGORITHMS)}; got {algorithm!r}")
-    pointwise = kernel == (1, 1) and padding == (0, 0)
     if algorithm == "auto":
-        return "shifted" if stride == (1, 1) and not pointwise else "im2col"
+        pointwise = kernel == (1, 1) and padding == (0, 0)
+        full_precision = dtype in (torch.float32, torch.float64)
+        return "shifted" if stride == (1, 1) and not pointwise and full_precision else "im2col"
     if algorithm == "shifted" and stride != (1, 1):
         raise LitVisionError(
             f"convolution algorithm 'shifted' needs stride 1, got stride {stride}; "
@@ -55,7 +66,7 @@ def conv2d(
     if isinstance(padding, str):
         raise ValueError("string padding ('same'/'valid') is not supported by the hand-written conv")
     stride_, padding_, dilation_ = pair(stride, "stride"), pair(padding, "padding"), pair(dilation, "dilation")
-    chosen = choose_algorithm(algorithm, tuple(weight.shape[2:]), stride_, padding_)
+    chosen = choose_algorithm(algorithm, tuple(weight.shape[2:]), stride_, padding_, x.dtype)
     squeeze = x.dim() == 3
     if squeeze:  # unbatched input, as nn.Conv2d accepts
         x = x.unsqueeze(0)
@@ -109,8 +120,10 @@ class Im2colConv2d(nn.Conv2d):
             device=device,
             dtype=dtype,
         )
-        # Resolved once, so a bad choice fails at construction, naming the layer's stride.
-        self.algorithm = choose_algorithm(algorithm, self.kernel_size, self.stride, self.padding)
+        # Checked here, so a bad choice fails at construction, naming the layer's stride; "auto"
+        # is resolved on every call, since the choice also depends on the input's dtype.
+        choose_algorithm(algorithm, self.kernel_size, self.stride, self.padding)
+        self.algorithm = algorithm
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, algorithm={self.algorithm}"
