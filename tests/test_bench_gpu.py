@@ -4,9 +4,13 @@ machine has none)."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -78,9 +82,7 @@ def test_failing_section_is_recorded_and_the_rest_still_runs(tmp_path, monkeypat
     assert "out of memory in the middle" in (tmp_path / "gpu_bench.md").read_text()
 
 
-def gpu_arguments(argv: list[str]):
-    import argparse
-
+def gpu_arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     gpu.add_arguments(parser)
     return parser.parse_args(argv)
@@ -90,3 +92,19 @@ def test_bench_gpu_does_not_import_jsonargparse():
     code = "import sys, lit_vision.bench.__main__ as m; m.discover(); print('jsonargparse' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_sigterm_mid_section_keeps_the_rows_finished_so_far(tmp_path, monkeypatch):
+    def terminated_midway(args, results, deadline, rows, notes):
+        rows.append({"arch": "SimpleNet", "images/s": 1.0})
+        os.kill(os.getpid(), signal.SIGTERM)  # what `timeout` sends
+        time.sleep(5)  # the handler interrupts this
+        rows.append({"arch": "never reached"})
+
+    monkeypatch.setattr(gpu, "SECTIONS", [("cut", "cut short", 1.0, terminated_midway)])
+    with pytest.raises(SystemExit, match="terminated by signal"):
+        gpu.run(gpu_arguments(["--smoke", "--out", str(tmp_path), "--sections", "cut"]))
+    results = json.loads((tmp_path / "gpu_bench.json").read_text())
+    assert results["sections"]["cut"]["status"] == "interrupted"
+    assert results["sections"]["cut"]["rows"] == [{"arch": "SimpleNet", "images/s": 1.0}]
+    assert signal.getsignal(signal.SIGTERM) is not gpu._terminated  # the previous handler is back

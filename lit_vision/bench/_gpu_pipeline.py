@@ -24,6 +24,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from lit_vision.bench._gpu_report import progress
 from lit_vision.bench._gpu_speed import build_module, synchronize
 from lit_vision.data import MiniPlacesDataModule, generate_standin
 
@@ -176,6 +177,6 @@ def pipeline_rows(args, results: dict, deadline: float, rows: list, notes: list)
             except Exception as error:  # noqa: BLE001 — one failing fit must not stop the others
                 row = {"arch": arch, "cache": "yes" if cache else "no", "error": f"{type(error).__name__}: {error}"[:500]}
             rows.append(row)
-            print(f"   {arch} cache={cache}: {row.get('images/s', row.get('error', row.get('skipped')))}", flush=True)
+            print(f"   {arch} cache={cache}: {progress(row)}", flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -55,6 +55,13 @@ def collect_header(args: argparse.Namespace) -> dict:
     }  # fmt: skip
 
 
+def progress(row: dict) -> str:
+    """A row in a few words, for the progress lines."""
+    if row.get("images/s"):
+        return f"{row['images/s']:,.1f} images/s"
+    return str(row.get("error") or row.get("skipped") or "")
+
+
 def markdown(results: dict) -> str:
     header = results["header"]
     lines = [f"# GPU benchmark — {header['device']}", ""]

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 import lit_vision
 import lit_vision.models
+from lit_vision.bench._gpu_report import progress
 
 CONFIG_DIR = Path(lit_vision.__file__).resolve().parent.parent / "configs"
 # (row name, bf16 autocast, channels_last, torch.compile)
@@ -156,7 +157,7 @@ def model_speed_rows(args, results: dict, deadline: float, rows: list, notes: li
     compile_archs = {a.strip().lower() for a in args.compile_archs.split(",") if a.strip()}
     plain = [(arch, v) for arch in archs for v in VARIANTS if not v[3]]
     # Compiles go last: a slow compile can then only cost itself, never the plain rows.
-    compiled = [(arch, v) for arch in archs for v in VARIANTS if v[3] and arch.lower() in compile_archs]
+    compiled = [(arch, v) for arch in archs for v in VARIANTS if v[3] and {arch.lower(), "all"} & compile_archs]
     notes.append(
         f"images {args.image_size}px uint8, 100 classes; batch = the recipe's (configs/); "
         f"{args.warmup} warm-up steps, then up to {args.steps} timed; compiled: {', '.join(a for a, _ in compiled) or 'none'}"
@@ -181,4 +182,4 @@ def model_speed_rows(args, results: dict, deadline: float, rows: list, notes: li
         except Exception as error:  # noqa: BLE001 — one failing row must not stop the others
             row = {"arch": arch, "variant": variant[0], "error": f"{type(error).__name__}: {error}"[:500]}
         rows.append(row)
-        print(f"   {arch} {variant[0]}: {row.get('images/s', row.get('error', ''))}", flush=True)
+        print(f"   {arch} {variant[0]}: {progress(row)}", flush=True)

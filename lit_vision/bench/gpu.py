@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import time
 import traceback
 from pathlib import Path
@@ -53,9 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sections", default="models,pipeline,ops,attack", help="comma-separated subset to run")
     parser.add_argument("--archs", default="all", help="comma-separated architectures (default: every registered one)")
     parser.add_argument(
-        "--compile-archs", default=None, help="architectures also timed under torch.compile (default simplenet,resnet18; smoke: none)"
+        "--compile-archs", default=None, help="architectures also timed under torch.compile (default simplenet,resnet18; smoke: none; also: all)"
     )
-    parser.add_argument("--compile-reserve-s", type=float, default=100.0, help="skip a compile when less section time is left")
+    parser.add_argument("--compile-reserve-s", type=float, default=60.0, help="skip a compile when less section time is left")
     parser.add_argument("--batch-size", type=int, default=0, help="override every recipe's batch size (0: the recipe's)")
     parser.add_argument("--image-size", type=int, default=None, help="pixels (default 128; smoke 32)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per speed row (default 30; smoke 2)")
@@ -95,11 +96,32 @@ def run(args: argparse.Namespace) -> list[dict]:
     resolve_defaults(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    wanted = {s.strip() for s in args.sections.split(",") if s.strip()}
     results: dict = {"header": collect_header(args), "sections": {}}
     print(f"gpu bench on {results['header']['device']}, budget {args.budget_s:.0f} s, out {out}", flush=True)
     start = time.monotonic()
-    end = start + args.budget_s
+    previous_handler = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        _run_sections(args, results, out, start + args.budget_s)
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+    results["header"]["total_seconds"] = time.monotonic() - start
+    md_path = write_results(results, out)
+    print(md_path.read_text(), flush=True)
+    print(f"wrote {out / 'gpu_bench.json'} and {md_path}", flush=True)
+    return [
+        {"section": name, "status": s["status"], "rows": len(s["rows"]), "seconds": s["seconds"]}
+        for name, s in results["sections"].items()
+    ]
+
+
+def _terminated(signum, frame) -> None:
+    # `timeout` sends SIGTERM: unwind through the sections' `finally`, which writes the rows
+    # finished so far (Python's default would end the process on the spot).
+    raise SystemExit(f"terminated by signal {signum}")
+
+
+def _run_sections(args: argparse.Namespace, results: dict, out: Path, end: float) -> None:
+    wanted = {s.strip() for s in args.sections.split(",") if s.strip()}
     chosen = [section for section in SECTIONS if section[0] in wanted]
     for index, (name, title, share, function) in enumerate(chosen):
         # This section's share of what is left; time a section leaves unspent flows onwards.
@@ -113,25 +135,17 @@ def run(args: argparse.Namespace) -> list[dict]:
             function(args, results, deadline, section["rows"], section["notes"])
             failed = [row for row in section["rows"] if row.get("error")]
             section["status"] = "ok" if not failed else f"{len(failed)} of {len(section['rows'])} rows failed"
-        except BaseException as error:  # noqa: BLE001 — a GPU run has no second chance: record, go on
+        except BaseException as error:  # a GPU run has no second chance: record, go on
             section["status"] = "error"
             section["error"] = f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=6)}"
             print(f"   section {name} failed: {type(error).__name__}: {error}", flush=True)
-            if isinstance(error, KeyboardInterrupt):
-                write_results(results, out)
-                raise
+            if isinstance(error, (KeyboardInterrupt, SystemExit)):
+                section["status"] = "interrupted"
+                raise  # after `finally` has written every row finished so far
         finally:
             section["seconds"] = time.monotonic() - section_start
             _release_memory(args.device)
             write_results(results, out)
-    results["header"]["total_seconds"] = time.monotonic() - start
-    md_path = write_results(results, out)
-    print(md_path.read_text(), flush=True)
-    print(f"wrote {out / 'gpu_bench.json'} and {md_path}", flush=True)
-    return [
-        {"section": name, "status": s["status"], "rows": len(s["rows"]), "seconds": s["seconds"]}
-        for name, s in results["sections"].items()
-    ]
 
 
 def _release_memory(device: str) -> None:
