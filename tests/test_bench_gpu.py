@@ -88,6 +88,7 @@ def gpu_arguments(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@pytest.mark.slow
 def test_bench_gpu_does_not_import_jsonargparse():
     code = "import sys, lit_vision.bench.__main__ as m; m.discover(); print('jsonargparse' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -46,6 +46,7 @@ def collect_header(args: argparse.Namespace) -> dict:
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "lightning": lightning.__version__,
         "tf32 (cudnn conv / matmul)": f"{torch.backends.cudnn.allow_tf32} / {torch.backends.cuda.matmul.allow_tf32}",
+        "cudnn.benchmark": torch.backends.cudnn.benchmark,
         "cpu_cores": os.cpu_count(),
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
         "command": "python -m lit_vision.bench gpu " + " ".join(
