@@ -16,6 +16,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import nn
@@ -46,6 +47,20 @@ def max_difference(ours: list[torch.Tensor], theirs: list[torch.Tensor]) -> floa
     return max((a.float() - b.float()).abs().max().item() for a, b in zip(ours, theirs))
 
 
+def conv_step(module: nn.Module, x: torch.Tensor, grad_y: torch.Tensor) -> list[torch.Tensor]:
+    """Forward + backward of a convolution: [output, weight grad, bias grad, (input grad)]."""
+    y = module(x)
+    inputs = list(module.parameters()) + ([x] if x.requires_grad else [])
+    return [y.detach(), *torch.autograd.grad(y, inputs, grad_y)]
+
+
+def attention_step(impl: str, q, k, v, grad_out: torch.Tensor, bf16: bool) -> list[torch.Tensor]:
+    """Forward + backward of attention: [output, q grad, k grad, v grad]."""
+    with torch.autocast(q.device.type, dtype=torch.bfloat16, enabled=bf16):
+        out = attention(q, k, v, impl=impl)
+    return [out.detach(), *torch.autograd.grad(out, (q, k, v), grad_out.to(out.dtype))]
+
+
 def conv_rows(args, batch: int, device: torch.device) -> list[dict]:
     rows = []
     for name, c_in, c_out, kernel, stride, padding, scale in SIMPLENET_LAYERS:
@@ -58,13 +73,9 @@ def conv_rows(args, batch: int, device: torch.device) -> list[dict]:
             with torch.no_grad():
                 grad_y = torch.randn_like(reference(x))
 
-            def step(module: nn.Module) -> list[torch.Tensor]:
-                y = module(x)
-                inputs = list(module.parameters()) + ([x] if x.requires_grad else [])
-                return [y.detach(), *torch.autograd.grad(y, inputs, grad_y)]
-
-            seconds = alternate({"ours": lambda: step(ours), "cudnn": lambda: step(reference)}, device, 2, args.repeats)
-            out_ours, out_ref = step(ours), step(reference)
+            calls = {"ours": partial(conv_step, ours, x, grad_y), "cudnn": partial(conv_step, reference, x, grad_y)}
+            seconds = alternate(calls, device, 2, args.repeats)
+            out_ours, out_ref = calls["ours"](), calls["cudnn"]()
             rows.append(
                 {
                     "op": f"conv {name}",
@@ -98,13 +109,9 @@ def attention_rows(args, batch: int, device: torch.device) -> list[dict]:
                 q, k, v = (torch.randn(shape, device=device, requires_grad=True) for _ in range(3))
                 grad_out = torch.randn(shape, device=device)
 
-                def step(impl: str) -> list[torch.Tensor]:
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                        out = attention(q, k, v, impl=impl)
-                    return [out.detach(), *torch.autograd.grad(out, (q, k, v), grad_out.to(out.dtype))]
-
-                seconds = alternate({"manual": lambda: step("manual"), "sdpa": lambda: step("sdpa")}, device, 2, args.repeats)
-                out_manual, out_sdpa = step("manual"), step("sdpa")
+                calls = {impl: partial(attention_step, impl, q, k, v, grad_out, bf16) for impl in ("manual", "sdpa")}
+                seconds = alternate(calls, device, 2, args.repeats)
+                out_manual, out_sdpa = calls["manual"](), calls["sdpa"]()
                 rows.append(
                     {
                         "op": f"attention {label}, {'bf16' if bf16 else 'fp32'}",
