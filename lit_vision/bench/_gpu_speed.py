@@ -45,11 +45,18 @@ def recipe(arch: str) -> tuple[int, dict]:
         import yaml
 
         candidates = sorted(CONFIG_DIR.glob("*.yaml"), key=lambda p: (p.stem != arch.lower(), p.name))
+        def section(config: dict, key: str, folder: Path) -> dict:
+            # A recipe names a shared piece by its path (`data: data/miniplaces.yaml`) or inlines it.
+            value = config.get(key) or {}
+            if isinstance(value, str) and value.endswith((".yaml", ".yml")):
+                value = yaml.safe_load((folder / value).read_text()) or {}
+            return {"class_path": value} if isinstance(value, str) else value
+
         for path in candidates:
             config = yaml.safe_load(path.read_text()) or {}
-            model = config.get("model") or {}
+            model = section(config, "model", path.parent)
             if str(model.get("class_path", "")).rsplit(".", 1)[-1] == arch:
-                batch = int((config.get("data") or {}).get("batch_size", 256))
+                batch = int(section(config, "data", path.parent).get("batch_size", 256))
                 return batch, dict(model.get("init_args") or {})
     except Exception as error:  # noqa: BLE001 — fall back to defaults, said in the row
         print(f"   could not read a recipe for {arch}: {error}", flush=True)
