@@ -9,11 +9,11 @@ import torch
 
 from lit_vision.bench.__main__ import main
 from lit_vision.bench.conv import simplenet_layers
-from lit_vision.nets.simplenet import SimpleNetwork
+from lit_vision.nets.simplenet import SimpleCNN
 
 
 def test_layer_list_is_simplenets() -> None:
-    convs = [m for m in SimpleNetwork(10).modules() if isinstance(m, torch.nn.Conv2d)]
+    convs = [m for m in SimpleCNN(10).modules() if isinstance(m, torch.nn.Conv2d)]
     layers = simplenet_layers(128)
     assert [(c.in_channels, c.out_channels, c.kernel_size[0], c.stride[0], c.padding[0]) for c in convs] == [
         (layer["in_channels"], layer["out_channels"], layer["kernel"], layer["stride"], layer["padding"])

@@ -238,6 +238,8 @@ def test_auto_keeps_half_precision_on_im2col(dtype: torch.dtype) -> None:
     """Half precision goes to im2col (one rounding per output), under autocast too."""
     assert choose_algorithm("auto", (3, 3), (1, 1), (1, 1), torch.float64) == "shifted"
     assert choose_algorithm("auto", (3, 3), (1, 1), (1, 1), dtype) == "im2col"
+    # On an accelerator the shifted algorithm's per-sample loop is launch-bound: im2col there.
+    assert choose_algorithm("auto", (3, 3), (1, 1), (1, 1), torch.float32, "cuda") == "im2col"
     conv = Im2colConv2d(4, 6, 3, padding=1)
     x = torch.randn(1, 4, 9, 9, requires_grad=True)
     with torch.autocast("cpu", dtype=dtype):

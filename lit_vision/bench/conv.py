@@ -39,7 +39,7 @@ from lit_vision.ops.conv import Im2colConv2d, choose_algorithm
 
 # SimpleNet: 7x7/2 stem, maxpool k3 s2 p1, three convs at 1/4 resolution, maxpool, three at 1/8.
 # (name, in_channels, out_channels, kernel, stride, padding, input size as a fraction of the image)
-_SIMPLENET_LAYERS: list[tuple[str, int, int, int, int, int, int]] = [
+SIMPLENET_LAYERS: list[tuple[str, int, int, int, int, int, int]] = [
     ("conv1 7x7/2", 3, 64, 7, 2, 3, 1),
     ("conv2 1x1", 64, 64, 1, 1, 0, 4),
     ("conv3 3x3", 64, 64, 3, 1, 1, 4),
@@ -64,7 +64,7 @@ def simplenet_layers(image_size: int = 128) -> list[dict]:
             padding=padding,
             input_hw=image_size // scale,
         )
-        for name, c_in, c_out, kernel, stride, padding, scale in _SIMPLENET_LAYERS
+        for name, c_in, c_out, kernel, stride, padding, scale in SIMPLENET_LAYERS
     ]
 
 
@@ -170,7 +170,7 @@ def _run(args: argparse.Namespace) -> list[dict]:
         for algorithm in algorithms:
             ours[algorithm] = Im2colConv2d(*geometry, algorithm=algorithm).to(device)
             ours[algorithm].load_state_dict(ref.state_dict())
-        auto = choose_algorithm("auto", ref.kernel_size, ref.stride, ref.padding)
+        auto = choose_algorithm("auto", ref.kernel_size, ref.stride, ref.padding, device_type=device.type)
         # The stem's input is the image, which needs no gradient in training: skip dX there
         # for every operator (nn.Conv2d skips it too).
         needs_dx = c_in != 3

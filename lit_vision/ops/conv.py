@@ -6,11 +6,13 @@ Two algorithms compute it, both from GEMMs and copies only (no torch convolution
 * "shifted" (`conv_shifted.py`): kh*kw GEMMs over shifted views of the padded image, no
   unfolded copy. Stride 1 only.
 * "auto" (the default) picks per call: "shifted" for stride-1 kernels larger than 1x1 in float32
-  or float64 (where it is faster on the CPU), "im2col" otherwise: strided layers; 1x1 layers,
-  which im2col already runs as plain batched matmuls; and float16/bfloat16, because "shifted"
-  adds its kh*kw partial products into an output buffer of the input's dtype, rounding it kh*kw
-  times, where im2col's single GEMM accumulates all of them in float32 inside the BLAS and rounds
-  once. The figures behind that choice are in docs/convolution.md.
+  or float64 on the CPU (where it is faster), "im2col" otherwise: strided layers; 1x1 layers,
+  which im2col already runs as plain batched matmuls; float16/bfloat16, because "shifted" adds
+  its kh*kw partial products into an output buffer of the input's dtype, rounding it kh*kw times,
+  where im2col's single GEMM accumulates all of them in float32 inside the BLAS and rounds once;
+  and accelerators, where the shifted algorithm's per-sample loop of small GEMMs is a few
+  thousand kernel launches per layer, while im2col launches a few per chunk of samples. The
+  figures behind that choice are in docs/convolution.md.
 """
 
 from __future__ import annotations
@@ -35,15 +37,17 @@ def choose_algorithm(
     stride: IntPair,
     padding: IntPair,
     dtype: torch.dtype = torch.float32,
+    device_type: str = "cpu",
 ) -> str:
-    """The algorithm that runs a convolution: "auto" resolved by geometry and dtype (see the
-    module docstring), an explicit one checked against the stride."""
+    """The algorithm that runs a convolution: "auto" resolved by geometry, dtype and device (see
+    the module docstring), an explicit one checked against the stride."""
     if algorithm not in ALGORITHMS:
         raise LitVisionError(f"convolution algorithm must be one of {', '.join(ALGORITHMS)}; got {algorithm!r}")
     if algorithm == "auto":
         pointwise = kernel == (1, 1) and padding == (0, 0)
         full_precision = dtype in (torch.float32, torch.float64)
-        return "shifted" if stride == (1, 1) and not pointwise and full_precision else "im2col"
+        shifted = stride == (1, 1) and not pointwise and full_precision and device_type == "cpu"
+        return "shifted" if shifted else "im2col"
     if algorithm == "shifted" and stride != (1, 1):
         raise LitVisionError(
             f"convolution algorithm 'shifted' needs stride 1, got stride {stride}; "
@@ -66,7 +70,7 @@ def conv2d(
     if isinstance(padding, str):
         raise ValueError("string padding ('same'/'valid') is not supported by the hand-written conv")
     stride_, padding_, dilation_ = pair(stride, "stride"), pair(padding, "padding"), pair(dilation, "dilation")
-    chosen = choose_algorithm(algorithm, tuple(weight.shape[2:]), stride_, padding_, x.dtype)
+    chosen = choose_algorithm(algorithm, tuple(weight.shape[2:]), stride_, padding_, x.dtype, x.device.type)
     squeeze = x.dim() == 3
     if squeeze:  # unbatched input, as nn.Conv2d accepts
         x = x.unsqueeze(0)
