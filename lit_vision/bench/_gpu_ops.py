@@ -1,6 +1,6 @@
 """`bench gpu`, section "ops": hand-written operators against torch's, and the attack's cost.
 
-- conv: `CustomConv2d` (im2col) vs `nn.Conv2d` (cuDNN on a GPU) with the same weights, per
+- conv: `Im2colConv2d` (im2col) vs `nn.Conv2d` (cuDNN on a GPU) with the same weights, per
   SimpleNet layer (shapes from `lit_vision.bench.conv`), fp32, forward + backward (no input
   gradient for the stem, as in training); max |difference| of outputs and of all gradients.
 - attention: `attention(impl="manual")` vs `impl="sdpa"` at the ViT recipe's shapes (global
@@ -13,6 +13,7 @@ Section "attack": `python -m lit_vision.bench attack` run from here (PGD images/
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from torch import nn
 from lit_vision.bench._gpu_speed import recipe, synchronize
 from lit_vision.bench.conv import SIMPLENET_LAYERS
 from lit_vision.ops.attention import attention
-from lit_vision.ops.conv import CustomConv2d
+from lit_vision.ops.conv import Im2colConv2d
 
 
 def alternate(fns: dict[str, Callable[[], object]], device: torch.device, warmup: int, repeats: int) -> dict[str, float]:
@@ -47,6 +48,26 @@ def max_difference(ours: list[torch.Tensor], theirs: list[torch.Tensor]) -> floa
     return max((a.float() - b.float()).abs().max().item() for a, b in zip(ours, theirs))
 
 
+def relative_difference(ours: list[torch.Tensor], theirs: list[torch.Tensor]) -> float:
+    """Largest |ours - theirs| / max|theirs| over the tensors: a difference in the units of the
+    values themselves (a gradient summed over a batch of 128 is large in absolute terms)."""
+    return max(
+        ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-12)).item() for a, b in zip(ours, theirs)
+    )
+
+
+@contextlib.contextmanager
+def full_fp32():
+    """cuDNN convolutions default to TF32 on Ampere and later while matmuls do not: compare
+    like with like (both full fp32), or the reference gets a 10-bit-mantissa speed-up."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def conv_step(module: nn.Module, x: torch.Tensor, grad_y: torch.Tensor) -> list[torch.Tensor]:
     """Forward + backward of a convolution: [output, weight grad, bias grad, (input grad)]."""
     y = module(x)
@@ -66,7 +87,7 @@ def conv_rows(args, batch: int, device: torch.device) -> list[dict]:
     for name, c_in, c_out, kernel, stride, padding, scale in SIMPLENET_LAYERS:
         try:
             size = max(1, args.image_size // scale)
-            ours = CustomConv2d(c_in, c_out, kernel, stride, padding).to(device)
+            ours = Im2colConv2d(c_in, c_out, kernel, stride, padding).to(device)
             reference = nn.Conv2d(c_in, c_out, kernel, stride, padding).to(device)
             reference.load_state_dict(ours.state_dict())
             x = torch.randn(batch, c_in, size, size, device=device, requires_grad=c_in != 3)
@@ -74,8 +95,9 @@ def conv_rows(args, batch: int, device: torch.device) -> list[dict]:
                 grad_y = torch.randn_like(reference(x))
 
             calls = {"ours": partial(conv_step, ours, x, grad_y), "cudnn": partial(conv_step, reference, x, grad_y)}
-            seconds = alternate(calls, device, 2, args.repeats)
-            out_ours, out_ref = calls["ours"](), calls["cudnn"]()
+            with full_fp32():
+                seconds = alternate(calls, device, 2, args.repeats)
+                out_ours, out_ref = calls["ours"](), calls["cudnn"]()
             rows.append(
                 {
                     "op": f"conv {name}",
@@ -85,6 +107,7 @@ def conv_rows(args, batch: int, device: torch.device) -> list[dict]:
                     "time ratio": seconds["ours"] / seconds["cudnn"],
                     "max diff out": max_difference(out_ours[:1], out_ref[:1]),
                     "max diff grads": max_difference(out_ours[1:], out_ref[1:]),
+                    "rel diff grads": relative_difference(out_ours[1:], out_ref[1:]),
                 }
             )
         except Exception as error:  # noqa: BLE001 — one failing layer must not stop the others

@@ -19,6 +19,7 @@ from torch.nn import functional as F
 import lit_vision
 import lit_vision.models
 from lit_vision.bench._gpu_report import progress
+from lit_vision.models.registry import list_models
 
 CONFIG_DIR = Path(lit_vision.__file__).resolve().parent.parent / "configs"
 # (row name, bf16 autocast, channels_last, torch.compile)
@@ -31,7 +32,7 @@ VARIANTS = [
 
 
 def architectures(args: argparse.Namespace) -> list[str]:
-    registered = [name for name in lit_vision.models.__all__ if name != "ImageClassifier"]
+    registered = list_models()
     if args.archs == "all":
         return registered
     wanted = {a.strip().lower() for a in args.archs.split(",") if a.strip()}

@@ -32,7 +32,6 @@ from torch.nn import functional as F
 from lit_vision.models.classifier import WarmupCosine
 from lit_vision.models.simplenet import SimpleNet
 
-
 CLOCK = [time.thread_time]
 
 
