@@ -176,8 +176,8 @@ class ImageClassifier(L.LightningModule):
     def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         images, indices = batch
         logits = self(images)
-        k = min(5, logits.shape[1])
-        return {"index": indices, "top5": logits.topk(k, dim=1).indices}
+        top = logits.float().softmax(1).topk(min(5, logits.shape[1]), dim=1)
+        return {"index": indices, "top5": top.indices, "top5_probability": top.values}
 
     # ------------------------------------------------------------ optimiser
     def parameter_groups(self) -> list[dict]:
