@@ -100,9 +100,9 @@ class ImageClassifier(L.LightningModule):
             # One pass over the batch and its mirror: every caller of the module in eval mode
             # (metrics, predictions, attacks) sees the averaged model, and gradients flow
             # through both halves.
+            n = images.shape[0]
             both = self._logits(torch.cat([images, images.flip(-1)]))
-            original, mirrored = both.chunk(2)
-            return (original + mirrored) / 2
+            return (both[:n] + both[n:]) / 2
         return self._logits(images)
 
     def _logits(self, images: torch.Tensor) -> torch.Tensor:
