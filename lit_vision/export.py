@@ -178,8 +178,7 @@ def load_model(configs: list[str], ckpt_path: str, overrides: list[str]) -> tupl
     args += ["--trainer.logger", "false", "--trainer.enable_checkpointing", "false"]
     cli = build_cli(args, run=False)
     model, data = cli.model, cli.datamodule
-    class_path = f"{type(model).__module__}.{type(model).__qualname__}"
-    check_checkpoint_matches(checkpoint, ckpt_path, class_path, data.hparams.num_classes)
+    check_checkpoint_matches(checkpoint, ckpt_path, cli.config["model"]["class_path"], data.hparams.num_classes)
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as error:

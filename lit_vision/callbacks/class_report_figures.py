@@ -93,15 +93,14 @@ def hardest_images(images: torch.Tensor, true: list[str], predicted: list[str], 
         return None
     columns = min(8, len(true))
     rows = math.ceil(len(true) / columns)
-    figure = _figure(1.7 * columns, 2.0 * rows)
+    figure = _figure(1.7 * columns, 2.1 * rows + 0.3)
     axes = figure.subplots(rows, columns, squeeze=False).flatten()
     for i, ax in enumerate(axes):
         if i >= len(true):
             ax.axis("off")
             continue
         _show(ax, images[i])
-        ax.set_title(f"true: {short(true[i], 14)}\npred: {short(predicted[i], 14)}\n{100 * confidence[i]:.0f}%",
-                     fontsize=7, color="red")  # fmt: skip
-    figure.suptitle("Hardest misclassified images (highest confidence in a wrong class)", fontsize=9)
+        ax.set_title(f"{short(true[i], 16)}\n→ {short(predicted[i], 12)} {100 * confidence[i]:.0f}%", fontsize=7, color="red")
+    figure.suptitle("Hardest misclassified images: true class → predicted class, its probability", fontsize=9)
     figure.tight_layout()
     return _render(figure)
