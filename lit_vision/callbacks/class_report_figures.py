@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 def save_png(picture: np.ndarray, handle: BinaryIO) -> None:
     from PIL import Image
 
-    Image.fromarray(picture).save(handle, format="PNG", optimize=True)
+    Image.fromarray(picture).save(handle, format="PNG")
 
 
 def short(name: str, limit: int = 18) -> str:
