@@ -118,7 +118,9 @@ def load(fmt: str, path: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], 
     return (lambda images: torch.from_numpy(session.run(None, {"images": images.numpy()})[0])), "onnxruntime"
 
 
-def max_difference(module: nn.Module, fmt: str, path: Path, crop: int, batch_sizes: tuple[int, ...] = (1, 5)) -> tuple[float, str]:
+def max_difference(
+    module: nn.Module, fmt: str, path: Path, crop: int, batch_sizes: tuple[int, ...] = (1, 5)
+) -> tuple[float, str]:
     """Largest |exported - module| logit over random uint8 batches of each size, and the runtime."""
     run, runtime = load(fmt, path)
     generator = torch.Generator().manual_seed(0)
@@ -138,7 +140,9 @@ def export_verified(model: nn.Module, fmt: str, output: Path, crop: int, toleran
     """Write `model` to `output` in `fmt` and verify it; on a mismatch nothing is left at
     `output` (any previous file there stays) and a LitVisionError gives the difference."""
     module = PixelClassifier(model)
-    example = torch.randint(0, 256, (TRACE_BATCH, 3, crop, crop), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    example = torch.randint(
+        0, 256, (TRACE_BATCH, 3, crop, crop), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
     output.parent.mkdir(parents=True, exist_ok=True)
     temporary = output.parent / f".{output.stem}.{uuid.uuid4().hex[:6]}.tmp{output.suffix}"
     try:
@@ -150,9 +154,13 @@ def export_verified(model: nn.Module, fmt: str, output: Path, crop: int, toleran
             first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
             hint = ""
             if getattr(model, "hparams", {}).get("conv") == "custom":
-                hint = (" The hand-written convolution (conv: custom) is a Python autograd.Function, which no exporter "
-                        "can trace; its weights are those of nn.Conv2d, so add --model.init_args.conv torch.")
-            raise LitVisionError(f"{type(model).__name__} cannot be exported as {fmt}: {first.strip()[:300]}.{hint}") from error
+                hint = (
+                    " The hand-written convolution (conv: custom) is a Python autograd.Function, which no exporter "
+                    "can trace; its weights are those of nn.Conv2d, so add --model.init_args.conv torch."
+                )
+            raise LitVisionError(
+                f"{type(model).__name__} cannot be exported as {fmt}: {first.strip()[:300]}.{hint}"
+            ) from error
         difference, runtime = max_difference(module, fmt, temporary, crop)
         if not difference <= tolerance:
             raise ExportMismatch(
@@ -197,9 +205,13 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--output", help="where to write (default: beside the checkpoint, <name><format suffix>)")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="largest accepted |logit difference|")
     args, overrides = parser.parse_known_args(argv)
-    unknown = [t for t in overrides if t.startswith("--") and not t.startswith(("--model.", "--data.", "--seed_everything"))]
+    unknown = [
+        t for t in overrides if t.startswith("--") and not t.startswith(("--model.", "--data.", "--seed_everything"))
+    ]
     if unknown:
-        parser.error(f"unrecognised arguments: {' '.join(unknown)} (besides its own, export takes --model.* and --data.*)")
+        parser.error(
+            f"unrecognised arguments: {' '.join(unknown)} (besides its own, export takes --model.* and --data.*)"
+        )
     if args.tolerance < 0:
         parser.error(f"--tolerance must be >= 0, got {args.tolerance}")
     return args, overrides

@@ -137,7 +137,10 @@ def test_validate_through_the_cli_with_category_names(tiny_config, run_cli, tmp_
     assert run_cli("validate", "--config", tiny_config, "--config", config, "--ckpt_path", last) == 0
     report = next((tmp_path / "logs").rglob("class_report.json"))
     saved = json.loads(report.read_text())
-    categories = [line.split()[0].strip("/").split("/", 1)[-1] for line in (standin_dir / "categories.txt").read_text().splitlines()]
+    categories = [
+        line.split()[0].strip("/").split("/", 1)[-1]
+        for line in (standin_dir / "categories.txt").read_text().splitlines()
+    ]
     assert [row["name"] for row in saved["classes"]] == categories
     assert saved["images"] == 16
     for name in ("confusion_matrix", "hardest_images"):

@@ -5,7 +5,6 @@ a mismatch leaves nothing at the output path and exits 1; what cannot export say
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -36,9 +35,7 @@ def images(n: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "exported", "onnx"])
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in ARCHITECTURES]
-)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in ARCHITECTURES])
 def test_every_architecture_round_trips_in_every_format(name, fmt, tmp_path):
     model = build(name)
     output = tmp_path / f"model.{fmt}"

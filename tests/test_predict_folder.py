@@ -80,7 +80,9 @@ def test_predict_a_mixed_folder_and_a_single_file_through_the_cli(tiny_config, r
     expected = mixed_folder(photos)
     assert run_cli("fit", "--config", tiny_config, "--trainer.max_epochs", "1") == 0
     last = next((tmp_path / "checkpoints").rglob("last.ckpt"))
-    categories = {line.split()[0].rsplit("/", 1)[-1] for line in (standin_dir / "categories.txt").read_text().splitlines()}
+    categories = {
+        line.split()[0].rsplit("/", 1)[-1] for line in (standin_dir / "categories.txt").read_text().splitlines()
+    }
 
     with caplog.at_level(logging.INFO):
         code = run_cli("predict", "--config", tiny_config, "--ckpt_path", last, "--experiment", "folder",

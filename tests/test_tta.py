@@ -83,7 +83,9 @@ def test_validate_with_tta_through_the_cli(tiny_config, run_cli, tmp_path):
     last = next((tmp_path / "checkpoints").rglob("last.ckpt"))
     losses = {}
     for tta in ("none", "flip"):
-        cli = build_cli(["validate", "--config", str(tiny_config), "--ckpt_path", str(last), "--model.init_args.tta", tta])
+        cli = build_cli(
+            ["validate", "--config", str(tiny_config), "--ckpt_path", str(last), "--model.init_args.tta", tta]
+        )
         assert cli.model.hparams.tta == tta  # the command's choice, not the checkpoint's
         losses[tta] = cli.trainer.callback_metrics["val/loss"].item()
         config = yaml.safe_load((tmp_path / cli.trainer.log_dir / "config.yaml").read_text())

@@ -30,7 +30,9 @@ def run(args) -> list[dict]:
     data.prepare_data()
     data.setup("validate")
     num_classes = model.hparams.num_classes
-    metrics = {mode: accuracy_metrics(num_classes) for mode in ("none", "flip: mean logits", "flip: mean probabilities")}
+    metrics = {
+        mode: accuracy_metrics(num_classes) for mode in ("none", "flip: mean logits", "flip: mean probabilities")
+    }
     seconds = {"none": 0.0, "flip": 0.0}
     images_seen = 0
     with torch.no_grad():

@@ -209,7 +209,9 @@ class ClassReport(Callback):
                 else:
                     padded[key][:n] = value.to(padded[key].dtype)
         if pl_module.trainer.world_size > 1:
-            padded = {key: pl_module.all_gather(v.to(pl_module.device)).cpu().flatten(0, 1) for key, v in padded.items()}
+            padded = {
+                key: pl_module.all_gather(v.to(pl_module.device)).cpu().flatten(0, 1) for key, v in padded.items()
+            }
         order = padded["confidence"].argsort(descending=True, stable=True)
         order = order[padded["confidence"][order] >= 0][:k]
         return {key: value[order] for key, value in padded.items()}
@@ -243,7 +245,9 @@ class ClassReport(Callback):
         for name, picture in pictures.items():
             if picture is None:
                 continue
-            self.paths[name] = atomic_write(log_dir / f"{name}.png", lambda handle, p=picture: figures.save_png(p, handle))
+            self.paths[name] = atomic_write(
+                log_dir / f"{name}.png", lambda handle, p=picture: figures.save_png(p, handle)
+            )
             for logger in trainer.loggers:
                 if isinstance(logger, TensorBoardLogger):
                     logger.experiment.add_image(f"{stage}/{name}", picture, trainer.global_step, dataformats="HWC")
@@ -252,7 +256,8 @@ class ClassReport(Callback):
         rank_zero_info(
             f"Per-class report ({stage}, top-1 {overall:.4f}); lowest: "
             + ", ".join(f"{r['name']} {r['top1']:.2f}" for r in worst)
-            + "\nWrote " + ", ".join(str(p) for p in self.paths.values())
+            + "\nWrote "
+            + ", ".join(str(p) for p in self.paths.values())
         )
 
 

@@ -100,7 +100,9 @@ def hardest_images(images: torch.Tensor, true: list[str], predicted: list[str], 
             ax.axis("off")
             continue
         _show(ax, images[i])
-        ax.set_title(f"{short(true[i], 16)}\n→ {short(predicted[i], 12)} {100 * confidence[i]:.0f}%", fontsize=7, color="red")
+        ax.set_title(
+            f"{short(true[i], 16)}\n→ {short(predicted[i], 12)} {100 * confidence[i]:.0f}%", fontsize=7, color="red"
+        )
     figure.suptitle("Hardest misclassified images: true class → predicted class, its probability", fontsize=9)
     figure.tight_layout()
     return _render(figure)

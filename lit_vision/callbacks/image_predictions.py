@@ -59,7 +59,9 @@ class ImagePredictions(BasePredictionWriter):
             return
         datamodule = trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "predict_set"):
-            raise LitVisionError("ImagePredictions needs the MiniPlaces datamodule (its evaluation transform and class names).")
+            raise LitVisionError(
+                "ImagePredictions needs the MiniPlaces datamodule (its evaluation transform and class names)."
+            )
         self.files = list_image_files(self.input_path)
         hparams = datamodule.hparams
         # The datamodule's setup (run before the callbacks') built its test split; the folder
@@ -88,7 +90,9 @@ class ImagePredictions(BasePredictionWriter):
             "csv": atomic_write_text(folder / f"{OUTPUT_NAME}.csv", to_csv(self.rows)),
             "json": atomic_write_text(
                 folder / f"{OUTPUT_NAME}.json",
-                json.dumps({"input": str(self.input_path), "checkpoint": trainer.ckpt_path, "predictions": self.rows}, indent=2)
+                json.dumps(
+                    {"input": str(self.input_path), "checkpoint": trainer.ckpt_path, "predictions": self.rows}, indent=2
+                )
                 + "\n",
             ),
         }
@@ -119,7 +123,10 @@ def top5_table(rows: list[dict]) -> str:
     ordinals = ["1st", "2nd", "3rd", "4th", "5th"]
     return format_table(
         [
-            {"file": row["file"], **{ordinals[j]: f"{g['class']} {g['probability']:.2f}" for j, g in enumerate(row["top5"])}}
+            {
+                "file": row["file"],
+                **{ordinals[j]: f"{g['class']} {g['probability']:.2f}" for j, g in enumerate(row["top5"])},
+            }
             for row in rows
         ]
     )

@@ -40,12 +40,14 @@ def list_image_files(path: str | Path) -> list[Path]:
     files = sorted(
         p
         for p in path.rglob("*")
-        if p.suffix.lower() in suffixes and p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        if p.suffix.lower() in suffixes
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
     )
     if not files:
+        common = ", ".join(sorted(suffixes & COMMON))
         raise LitVisionError(
-            f"{path} holds no image files (searched recursively for {', '.join(sorted(s for s in suffixes if s in COMMON))}"
-            " and the other formats Pillow reads)."
+            f"{path} holds no image files (searched recursively for {common} and the other formats Pillow reads)."
         )
     return files
 
