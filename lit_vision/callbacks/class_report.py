@@ -55,7 +55,7 @@ class ClassReport(Callback):
         num_pairs: most-confused (true, predicted) pairs in the JSON and the pairs picture.
         examples_per_pair: example images per pair in the picture.
         num_hardest: misclassified images in the hardest-images grid.
-        thumbnail_size: side (pixels) of the kept example images; larger inputs are downscaled.
+        thumbnail_size: side (pixels) of the kept example images (inputs are resized to it).
     """
 
     def __init__(
@@ -152,9 +152,10 @@ class ClassReport(Callback):
         self.hardest = {key: value[keep] for key, value in candidates.items()}
 
     def _thumbnails(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 copies on the CPU, at most `thumbnail_size` pixels a side (memory stays small)."""
+        """uint8 copies on the CPU, `thumbnail_size` pixels a side: memory stays small, and every
+        rank's examples share one shape for all_gather."""
         images = to_unit_float(images.detach()).float()
-        if max(images.shape[-2:]) > self.thumbnail_size:
+        if tuple(images.shape[-2:]) != (self.thumbnail_size,) * 2:
             images = F.interpolate(images, size=(self.thumbnail_size,) * 2, mode="bilinear", antialias=True)
         return images.clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
 
@@ -167,8 +168,8 @@ class ClassReport(Callback):
         num_classes = counts.shape[0]
         names = self.names if self.names and len(self.names) == num_classes else [str(i) for i in range(num_classes)]
         pairs = most_confused_pairs(counts, self.num_pairs)
-        pair_images = self._gather_pair_examples(pl_module, pairs, counts)
-        hardest = self._gather_hardest(pl_module, counts)
+        pair_images = self._gather_pair_examples(pl_module, pairs)
+        hardest = self._gather_hardest(pl_module)
         # trainer.log_dir broadcasts from rank 0: every rank must ask for it.
         log_dir = Path(trainer.log_dir or trainer.default_root_dir)
         if not trainer.is_global_zero:
@@ -176,7 +177,7 @@ class ClassReport(Callback):
         self.report = build_report(counts, names, pairs, stage, trainer.ckpt_path)
         self._write(trainer, log_dir, stage, counts, names, pairs, pair_images, hardest)
 
-    def _gather_pair_examples(self, pl_module, pairs: list[tuple[int, int]], counts: torch.Tensor):
+    def _gather_pair_examples(self, pl_module, pairs: list[tuple[int, int]]) -> list[torch.Tensor]:
         """Every rank's examples of the chosen pairs (the same pairs everywhere: the counts are
         synchronised), padded to one shape for all_gather; rank 0 keeps the first valid ones."""
         size = self.thumbnail_size
@@ -185,15 +186,14 @@ class ClassReport(Callback):
         valid = torch.zeros(shape, dtype=torch.bool)
         for p, pair in enumerate(pairs):
             for e, (thumbnail, _) in enumerate(self.pair_examples.get(pair, [])):
-                h, w = thumbnail.shape[-2:]
-                images[p, e, :, :h, :w] = thumbnail
+                images[p, e] = thumbnail
                 valid[p, e] = True
         if pl_module.trainer.world_size > 1:
             images = pl_module.all_gather(images.to(pl_module.device)).cpu().transpose(0, 1).flatten(1, 2)
             valid = pl_module.all_gather(valid.to(pl_module.device)).cpu().transpose(0, 1).flatten(1, 2)
         return [images[p][valid[p]][: self.examples_per_pair] for p in range(len(pairs))]
 
-    def _gather_hardest(self, pl_module, counts: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _gather_hardest(self, pl_module) -> dict[str, torch.Tensor]:
         size, k = self.thumbnail_size, self.num_hardest
         padded = {
             "images": torch.zeros(k, 3, size, size, dtype=torch.uint8),
@@ -204,10 +204,7 @@ class ClassReport(Callback):
         if self.hardest is not None:
             n = self.hardest["true"].shape[0]
             for key, value in self.hardest.items():
-                if key == "images":
-                    padded[key][:n, :, : value.shape[-2], : value.shape[-1]] = value
-                else:
-                    padded[key][:n] = value.to(padded[key].dtype)
+                padded[key][:n] = value.to(padded[key].dtype)
         if pl_module.trainer.world_size > 1:
             padded = {
                 key: pl_module.all_gather(v.to(pl_module.device)).cpu().flatten(0, 1) for key, v in padded.items()
