@@ -91,3 +91,17 @@ def test_validate_with_tta_through_the_cli(tiny_config, run_cli, tmp_path):
         config = yaml.safe_load((tmp_path / cli.trainer.log_dir / "config.yaml").read_text())
         assert config["model"]["init_args"]["tta"] == tta  # the run's config records it
     assert losses["flip"] != pytest.approx(losses["none"], abs=1e-6)
+
+
+def test_attacks_see_the_averaged_model():
+    """PGD from the same start follows the gradient of whatever the module returns: with TTA
+    that is the mean over image and mirror, so the perturbation differs from the plain model's
+    and the attack's logits are the averaged model's."""
+    from lit_vision.attacks.pgd import PGDAttack
+
+    images, labels = torch.rand(2, 3, 32, 32), torch.tensor([0, 1])
+    attack = PGDAttack(epsilon=8 / 255, step_size=2 / 255, num_steps=3, target="true_label")
+    plain, tta = attack.attack(tiny_model("none"), images, labels), attack.attack(tiny_model("flip"), images, labels)
+    assert (plain.images - tta.images).abs().max() > 1 / 255
+    with torch.no_grad():
+        torch.testing.assert_close(tta.logits, tiny_model("flip")(tta.images), rtol=0, atol=1e-5)
