@@ -24,6 +24,11 @@ Multi-device runs need flags only: `--trainer.devices 4 --trainer.strategy ddp` 
 
 renders runs' learning-rate, loss and top-1/top-5 curves from their TensorBoard event files
 as PNG (handled before LightningCLI; see `lit_vision.plot`).
+
+    lit-vision export --config configs/quickstart.yaml --ckpt_path CKPT --format torchscript|exported|onnx
+
+writes the model (normalisation inside, uint8 input, dynamic batch) and checks the file's logits
+against the checkpoint's (handled before LightningCLI; see `lit_vision.export`).
 """
 
 from __future__ import annotations
@@ -239,6 +244,11 @@ def main(args: list[str] | None = None) -> None:
         from lit_vision.plot import main as plot_main  # matplotlib only when plotting
 
         plot_main(argv[1:])
+        return
+    if argv[:1] == ["export"]:
+        from lit_vision.export import main as export_main
+
+        export_main(argv[1:])
         return
     try:
         build_cli(args)

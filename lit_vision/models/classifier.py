@@ -59,6 +59,7 @@ class ImageClassifier(L.LightningModule):
         label_smoothing: float = 0.0,
         channels_last: bool = False,
         compile: bool = False,
+        tta: Literal["none", "flip"] = "none",
         **net_args,
     ) -> None:
         """
@@ -75,6 +76,10 @@ class ImageClassifier(L.LightningModule):
                 convolutions on GPUs with tensor cores, especially under bf16).
             compile: run the network through `torch.compile` (the first steps are slow while
                 it compiles; checkpoints keep the uncompiled parameter names).
+            tta: test-time augmentation in eval mode (validate, test, predict, attacks on the
+                evaluated model): "flip" averages the logits of each image and its horizontal
+                mirror; "none" uses the image alone. An evaluation choice: checkpoints do not
+                carry it, each command states it.
             **net_args: the architecture's own arguments, passed to `build_net`. LightningCLI
                 follows them into the network's signature, so `--help` lists them with
                 their types and docs.
@@ -88,6 +93,8 @@ class ImageClassifier(L.LightningModule):
             raise LitVisionError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}.")
         if warmup_epochs < 0:
             raise LitVisionError(f"model.warmup_epochs must be >= 0, got {warmup_epochs}.")
+        if tta not in ("none", "flip"):
+            raise LitVisionError(f"model.tta must be 'none' or 'flip', got {tta!r}.")
         self.save_hyperparameters()
         self.normalize = Normalize()
         self.train_metrics = accuracy_metrics(num_classes, "train/")
@@ -104,6 +111,16 @@ class ImageClassifier(L.LightningModule):
 
     # ----------------------------------------------------------------- model
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.hparams.get("tta", "none") == "flip" and not self.training:
+            # One pass over the batch and its mirror: every caller of the module in eval mode
+            # (metrics, predictions, attacks) sees the averaged model, and gradients flow
+            # through both halves.
+            n = images.shape[0]
+            both = self._logits(torch.cat([images, images.flip(-1)]))
+            return (both[:n] + both[n:]) / 2
+        return self._logits(images)
+
+    def _logits(self, images: torch.Tensor) -> torch.Tensor:
         x = self.normalize(images)
         if self.hparams.get("channels_last"):
             x = x.contiguous(memory_format=torch.channels_last)
@@ -119,6 +136,11 @@ class ImageClassifier(L.LightningModule):
             # Kept in __dict__, not registered as a submodule: the state dict stays that of
             # `self.net` (no `_orig_mod.` prefixes), and the wrapper shares its parameters.
             self.__dict__["_compiled_net"] = torch.compile(self.net)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # TTA describes how a run evaluates, not the weights: left in the checkpoint, its value
+        # would override the `--model.init_args.tta` of every later command that loads it.
+        checkpoint.get("hyper_parameters", {}).pop("tta", None)
 
     def __getstate__(self) -> dict:
         # Copies (EMA's deepcopy, pickling) drop the compiled wrapper; it is rebuilt on demand.
@@ -169,8 +191,8 @@ class ImageClassifier(L.LightningModule):
     def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         images, indices = batch
         logits = self(images)
-        k = min(5, logits.shape[1])
-        return {"index": indices, "top5": logits.topk(k, dim=1).indices}
+        top = logits.float().softmax(1).topk(min(5, logits.shape[1]), dim=1)
+        return {"index": indices, "top5": top.indices, "top5_probability": top.values}
 
     # ------------------------------------------------------------ optimiser
     def parameter_groups(self) -> list[dict]:
