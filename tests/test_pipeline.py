@@ -265,6 +265,7 @@ def test_worker_batches_use_the_device_distribution_with_the_keyed_generator():
     out, targets = collate(samples)
     expected = augment(images(1, 32).repeat(4, 1, 1, 1), keyed_generator("cpu", 7, 3, -1))
     assert torch.equal(out, expected) and targets.tolist() == [0, 1, 2, 3]
+    assert out.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_workers_and_ranks_draw_differently_and_reproducibly():

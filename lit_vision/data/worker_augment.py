@@ -5,6 +5,12 @@ training threads it steals their time, while the loader workers wait. As the loa
 `collate_fn` it augments each worker's whole batch in that worker instead, with the same
 `Augmentation` and the same per-sample draws as on the device.
 
+Its batches come in channels-last memory order (NHWC; the same values and shape): oneDNN's
+CPU convolutions take that layout directly, and a SimpleNet training step on it costs about
+two thirds of the CPU time of the same step on contiguous NCHW input
+(`python -m lit_vision.bench train_cpu`, docs/pipeline.md). The copy costs a few
+milliseconds per batch, in the worker.
+
 Random draws: each worker keeps a generator of its own keyed by (the worker's torch seed, the
 rank, the worker id). The DataLoader derives a worker's torch seed from the main process's
 generator (`seed_everything`) for every new set of workers, so runs are reproducible from the
@@ -22,7 +28,7 @@ from lit_vision.utils.generators import keyed_generator
 
 
 class WorkerBatchAugment:
-    """collate_fn: `[images, targets]` with `images` augmented, float32 in [0, 1]."""
+    """collate_fn: `[images, targets]` with `images` augmented, float32 in [0, 1], channels-last."""
 
     def __init__(self, augment: BatchAugment, rank: int = 0) -> None:
         self.augment, self.rank = augment, rank
@@ -31,7 +37,8 @@ class WorkerBatchAugment:
 
     def __call__(self, samples: list) -> list:
         images, targets = default_collate(samples)
-        return [self.augment(images, self.generator()), targets]
+        augmented = self.augment(images, self.generator())
+        return [augmented.contiguous(memory_format=torch.channels_last), targets]
 
     def generator(self) -> torch.Generator:
         """This process's generator (in the main process when the loader has no workers)."""
