@@ -342,3 +342,13 @@ def test_bad_augmentation_from_yaml_is_one_clear_message(tiny_config, run_cli, t
     assert run_cli("fit", "--config", tiny_config, "--config", bad) == 2
     err = capsys.readouterr().err
     assert "data.augmentation.scale must satisfy 0 < low <= high <= 1" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_cpu_training_bench_runs_both_loops(capsys):
+    """`python -m lit_vision.bench train_cpu` at its smallest: both loops train and report."""
+    from lit_vision.bench.__main__ import main
+
+    main(["train_cpu", "--steps", "1", "--warmup", "1", "--rounds", "1", "--batch-size", "4", "--classes", "2", "--workers", "1"])
+    table = capsys.readouterr().out
+    assert "plain PyTorch loop" in table and "ours: Trainer.fit, augment_on=auto (worker_batched)" in table
