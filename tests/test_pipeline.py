@@ -12,7 +12,7 @@ from lit_vision.data import MiniPlacesDataModule
 from lit_vision.data.augment_settings import Augmentation
 from lit_vision.data.batch_augment import BatchAugment
 from lit_vision.data.transforms import SquareResize, train_transform
-from lit_vision.data.worker_augment import WorkerBatchAugment
+from lit_vision.data.collate import WorkerBatchAugment
 from lit_vision.utils.generators import keyed_generator
 
 IDENTITY = Augmentation(flip=False, degrees=0, scale=(1, 1), ratio=(1, 1), gain=0)
@@ -192,13 +192,17 @@ def test_auto_places_augmentation_in_the_workers_on_a_cpu_and_on_the_device_othe
     assert x.dtype == torch.float32 and x.shape == (8, 3, 32, 32)
     trainer.state.stage = "train"  # trainer.training: the hook must not augment again
     assert torch.equal(on_cpu.on_after_batch_transfer([x, None], 0)[0], x)
+    # A CPU run's batches are channels-last (oneDNN's convolutions are faster on them).
+    v, _ = next(iter(on_cpu.val_dataloader()))
+    assert x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    assert v.dtype == torch.uint8 and v.is_contiguous(memory_format=torch.channels_last) and not v.is_contiguous()
 
     on_gpu = make_datamodule(standin_dir)
     on_gpu.trainer = _Trainer(training=True, accelerator=_Accelerator())
     on_gpu.setup("fit")
     assert on_gpu.augment_placement == "device"
     x, _ = next(iter(on_gpu.train_dataloader()))
-    assert x.dtype == torch.uint8
+    assert x.dtype == torch.uint8 and x.is_contiguous()
     assert on_gpu.on_after_batch_transfer([x, None], 0)[0].dtype == torch.float32
 
     forced = make_datamodule(standin_dir, augment_on="device")

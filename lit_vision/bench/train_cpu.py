@@ -62,7 +62,7 @@ WARMUP_FRACTION = 0.25  # of the run's steps, so both loops follow the same sche
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--steps", type=int, default=5, help="timed training steps per loop and round")
+    parser.add_argument("--steps", type=int, default=4, help="timed training steps per loop and round")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (workers start, caches fill)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)

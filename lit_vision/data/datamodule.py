@@ -17,6 +17,7 @@ Training augmentation (`data.augmentation`, one `Augmentation` for every path) r
   (`WorkerBatchAugment` as collate_fn), so on a CPU the training threads only train.
 - `worker`: the per-image torchvision v2 pipeline runs in the workers (uint8 out); ~10×
   slower per worker on a CPU, kept for comparison.
+On a CPU run every loader yields channels-last batches (see `lit_vision.data.collate`).
 Evaluation (validate/test/predict) resizes the shorter side to `resize_size` and keeps the
 centre `crop_size` square on every path; training does not resize to `resize_size` (see
 `lit_vision.data.transforms`).
@@ -43,7 +44,7 @@ from lit_vision.data.download import download_miniplaces, manual_instructions
 from lit_vision.data.listing import list_unlabelled_images, read_categories, read_labelled_list
 from lit_vision.data.standin import generate_standin
 from lit_vision.data.transforms import SquareResize, eval_transform, train_transform
-from lit_vision.data.worker_augment import WorkerBatchAugment
+from lit_vision.data.collate import WorkerBatchAugment, channels_last_collate
 from lit_vision.errors import LitVisionError
 from lit_vision.utils.generators import keyed_generator
 
@@ -224,7 +225,8 @@ class MiniPlacesDataModule(L.LightningDataModule):
             batch_size=hp.batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
-            collate_fn=collate_fn,
+            # On a CPU run, channels-last batches: oneDNN's convolutions are faster on them.
+            collate_fn=collate_fn or (channels_last_collate if self._on_cpu() else None),
             pin_memory=hp.pin_memory and not self._on_cpu(),
             persistent_workers=self.num_workers > 0,
             # A last tiny training batch only adds noise to BatchNorm statistics (and a batch of

@@ -1,15 +1,15 @@
-"""`WorkerBatchAugment`: `BatchAugment` inside the DataLoader workers (`data.augment_on: worker_batched`).
+"""The loaders' collate steps on a CPU run: channels-last batches, and `BatchAugment` inside
+the DataLoader workers (`data.augment_on: worker_batched`).
 
-When the accelerator is the CPU there is no device to hand the augmentation to: run on the
-training threads it steals their time, while the loader workers wait. As the loader's
-`collate_fn` it augments each worker's whole batch in that worker instead, with the same
-`Augmentation` and the same per-sample draws as on the device.
+Channels-last (NHWC) memory order, same values and shape: oneDNN's CPU convolutions take that
+layout directly, and a SimpleNet training step on it costs about two thirds of the CPU time of
+the same step on contiguous NCHW input (`python -m lit_vision.bench train_cpu`,
+docs/pipeline.md). The copy costs a few milliseconds per batch, in the worker.
 
-Its batches come in channels-last memory order (NHWC; the same values and shape): oneDNN's
-CPU convolutions take that layout directly, and a SimpleNet training step on it costs about
-two thirds of the CPU time of the same step on contiguous NCHW input
-(`python -m lit_vision.bench train_cpu`, docs/pipeline.md). The copy costs a few
-milliseconds per batch, in the worker.
+`WorkerBatchAugment`: when the accelerator is the CPU there is no device to hand the
+augmentation to; run on the training threads it steals their time while the loader workers
+wait. As the loader's `collate_fn` it augments each worker's whole batch in that worker
+instead, with the same `Augmentation` and the same per-sample draws as on the device.
 
 Random draws: each worker keeps a generator of its own keyed by (the worker's torch seed, the
 rank, the worker id). The DataLoader derives a worker's torch seed from the main process's
@@ -27,6 +27,12 @@ from lit_vision.data.batch_augment import BatchAugment
 from lit_vision.utils.generators import keyed_generator
 
 
+def channels_last_collate(samples: list) -> list:
+    """collate_fn: `[images, targets]` as `default_collate` stacks them, images channels-last."""
+    images, targets = default_collate(samples)
+    return [images.contiguous(memory_format=torch.channels_last), targets]
+
+
 class WorkerBatchAugment:
     """collate_fn: `[images, targets]` with `images` augmented, float32 in [0, 1], channels-last."""
 
@@ -37,8 +43,7 @@ class WorkerBatchAugment:
 
     def __call__(self, samples: list) -> list:
         images, targets = default_collate(samples)
-        augmented = self.augment(images, self.generator())
-        return [augmented.contiguous(memory_format=torch.channels_last), targets]
+        return [self.augment(images, self.generator()).contiguous(memory_format=torch.channels_last), targets]
 
     def generator(self) -> torch.Generator:
         """This process's generator (in the main process when the loader has no workers)."""
