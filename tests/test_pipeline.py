@@ -11,8 +11,8 @@ from torch.utils.data import DataLoader
 from lit_vision.data import MiniPlacesDataModule
 from lit_vision.data.augment_settings import Augmentation
 from lit_vision.data.batch_augment import BatchAugment
-from lit_vision.data.transforms import SquareResize, train_transform
 from lit_vision.data.collate import WorkerBatchAugment
+from lit_vision.data.transforms import SquareResize, train_transform
 from lit_vision.utils.generators import keyed_generator
 
 IDENTITY = Augmentation(flip=False, degrees=0, scale=(1, 1), ratio=(1, 1), gain=0)
@@ -291,7 +291,7 @@ def test_datamodule_placements_emit_crops(standin_dir, tmp_path, augment_on, cac
     datamodule = make_datamodule(standin_dir, augment_on=augment_on, cache=cache, cache_dir=str(tmp_path / "cache"))
     datamodule.prepare_data()
     datamodule.setup("fit")
-    x, y = next(iter(datamodule.train_dataloader()))
+    x, _ = next(iter(datamodule.train_dataloader()))
     v, _ = next(iter(datamodule.val_dataloader()))
     assert x.dtype == (torch.float32 if augment_on == "worker_batched" else torch.uint8)
     assert x.shape == (8, 3, 32, 32) and v.shape == (8, 3, 32, 32) and v.dtype == torch.uint8

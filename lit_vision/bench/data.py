@@ -34,12 +34,12 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from lit_vision.data.augment_settings import Augmentation
 from lit_vision.data.batch_augment import BatchAugment
 from lit_vision.data.cache import CachedImages, build_cache
 from lit_vision.data.dataset import MiniPlacesImages
 from lit_vision.data.listing import read_labelled_list
 from lit_vision.data.standin import generate_standin
-from lit_vision.data.augment_settings import Augmentation
 from lit_vision.data.transforms import SquareResize, train_transform
 from lit_vision.nets.layers import IMAGENET_MEAN, IMAGENET_STD
 

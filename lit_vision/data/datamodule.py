@@ -39,12 +39,12 @@ from torch.utils.data import DataLoader
 from lit_vision.data.augment_settings import Augmentation
 from lit_vision.data.batch_augment import BatchAugment
 from lit_vision.data.cache import CachedImages, build_cache, cache_path
+from lit_vision.data.collate import WorkerBatchAugment, channels_last_collate
 from lit_vision.data.dataset import MiniPlacesImages
 from lit_vision.data.download import download_miniplaces, manual_instructions
 from lit_vision.data.listing import list_unlabelled_images, read_categories, read_labelled_list
 from lit_vision.data.standin import generate_standin
 from lit_vision.data.transforms import SquareResize, eval_transform, train_transform
-from lit_vision.data.collate import WorkerBatchAugment, channels_last_collate
 from lit_vision.errors import LitVisionError
 from lit_vision.utils.generators import keyed_generator
 
@@ -68,7 +68,7 @@ class MiniPlacesDataModule(L.LightningDataModule):
         crop_size: int = 128,
         pin_memory: bool = True,
         augment_on: AugmentPlace = "auto",
-        augmentation: Augmentation = Augmentation(),
+        augmentation: Augmentation = Augmentation(),  # frozen: one shared default is safe
         cache: bool = False,
         cache_dir: str | None = None,
     ) -> None:
