@@ -51,6 +51,7 @@ from lit_vision.checkpoints import (
 from lit_vision.data import MiniPlacesDataModule
 from lit_vision.errors import LitVisionError
 from lit_vision.models import ImageClassifier
+from lit_vision.models.registry import model_class
 
 LOG_ROOT = "logs"
 CHECKPOINT_ROOT = "checkpoints"
@@ -78,12 +79,24 @@ def check_model_name(args: list[str]) -> None:
             continue
         if "." in name or name.lstrip().startswith(("{", "[")) or name.endswith((".yaml", ".yml", ".json")):
             continue  # a class path, inline config or config file: jsonargparse checks those
-        names = [n for n in lit_vision.models.__all__ if n != "ImageClassifier"]
-        if name not in names:
-            raise LitVisionError(
-                f"Unknown model {name!r} (--model): expected one of {', '.join(names)}, or the dotted class path of an "
-                "ImageClassifier subclass."
-            )
+        model_class(name)  # an unknown name raises an error that lists the registered ones
+
+
+def check_model_classes(args: list[str], config) -> None:
+    """The model's num_classes follows the data's (linked in `add_arguments_to_parser`), and
+    jsonargparse overwrites a linked value without a word: a `--model.init_args.num_classes`
+    flag that disagrees with the data is an error that names the flag to use instead."""
+    given = None
+    for i, token in enumerate(args):
+        flag, _, value = token.partition("=")
+        if flag in ("--model.init_args.num_classes", "--model.num_classes"):
+            given = value if value else (args[i + 1] if i + 1 < len(args) else None)
+    data_classes = (config.get("data") or {}).get("num_classes") if config is not None else None
+    if given is not None and data_classes is not None and str(given) != str(data_classes):
+        raise LitVisionError(
+            f"--model.init_args.num_classes {given} would give the model {given} output classes but the data has "
+            f"{data_classes}: the model's num_classes always equals the data's, set --data.num_classes instead."
+        )
 
 
 class LitVisionCLI(LightningCLI):
@@ -102,11 +115,15 @@ class LitVisionCLI(LightningCLI):
             "(0: at epoch end only). A killed run resumes with --ckpt_path last.",
         )
         parser.set_defaults({"model": {"class_path": DEFAULT_MODEL}})
+        # The class count is stated once, by the data: the model's head always matches it.
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="parse")
 
     def parse_arguments(self, parser, args) -> None:
         self._raw_args = list(args) if isinstance(args, (list, tuple)) else (sys.argv[1:] if args is None else [])
         check_model_name(self._raw_args)
         super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        check_model_classes(self._raw_args, self.config[subcommand] if subcommand else self.config)
 
     def instantiate_trainer(self, **kwargs):
         """Add the project's defaults (TensorBoard logger, checkpointing, finite-loss check, LR

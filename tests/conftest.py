@@ -33,7 +33,7 @@ def tiny_config(standin_dir, tmp_path_factory) -> Path:
         "seed_everything": 0,
         "model": {
             "class_path": "lit_vision.models.SimpleNet",
-            "init_args": {"num_classes": TINY_CLASSES, "optimizer": "adamw", "lr": 2e-3, "warmup_epochs": 0},
+            "init_args": {"optimizer": "adamw", "lr": 2e-3, "warmup_epochs": 0},  # num_classes: the data's
         },
         "data": {
             "data_dir": str(standin_dir),

@@ -1,39 +1,53 @@
-"""One suite for every architecture: an architecture is tested by being exported from
-`lit_vision.models` (its `__all__`), nothing else to add. Small inputs (64×64, 10
-classes) keep the suite in seconds on a 2-core CPU."""
+"""One suite for every architecture: an architecture is tested by being registered
+(`@register_model`, listed by `list_models()`), nothing else to add. Small inputs (64×64,
+10 classes) keep the suite in seconds on a 2-core CPU."""
 
 from __future__ import annotations
-
-import inspect
 
 import pytest
 import torch
 from torch.nn import functional as F
 
-import lit_vision.models as models
-from lit_vision.models.classifier import ImageClassifier
+from lit_vision.errors import LitVisionError
+from lit_vision.models import ImageClassifier, create_model, list_models
+from lit_vision.models.registry import model_class
 
-ARCHITECTURES = sorted(
-    name
-    for name in models.__all__
-    if inspect.isclass(getattr(models, name))
-    and issubclass(getattr(models, name), ImageClassifier)
-    and getattr(models, name) is not ImageClassifier
-)
-# Constructor arguments an architecture needs in a test (no network, no files).
-TEST_KWARGS: dict[str, dict] = {"ResNet18": {"weights": "none"}}
-CONV_ARCHITECTURES = [n for n in ARCHITECTURES if "conv" in inspect.signature(getattr(models, n)).parameters]
+ARCHITECTURES = list_models()
+
+
+def takes_conv(name: str) -> bool:
+    """Whether the architecture lets `conv` choose its convolution (its network says so by
+    accepting the argument)."""
+    try:
+        create_model(name, num_classes=2, conv="torch")
+    except TypeError:
+        return False
+    return True
+
+
+CONV_ARCHITECTURES = [n for n in ARCHITECTURES if takes_conv(n)]
 
 NUM_CLASSES, SIZE = 10, 64
 
 
 def build(name: str, **kwargs) -> ImageClassifier:
     torch.manual_seed(0)
-    return getattr(models, name)(num_classes=NUM_CLASSES, **{**TEST_KWARGS.get(name, {}), **kwargs})
+    return create_model(name, num_classes=NUM_CLASSES, **kwargs)
 
 
-def test_registry_lists_the_issue_architectures():
-    assert {"SimpleNet", "CustomNet1", "CustomNet2", "ResNet18", "ViT"} <= set(ARCHITECTURES)
+def test_registry_lists_the_product_architectures():
+    assert ARCHITECTURES[:5] == ["SimpleNet", "CustomNet1", "CustomNet2", "ResNet18", "ViT"]
+    assert all(issubclass(model_class(n), ImageClassifier) for n in ARCHITECTURES)
+
+
+def test_unknown_name_lists_the_registered_ones():
+    with pytest.raises(LitVisionError, match="Unknown model 'ResNet50'.*SimpleNet, CustomNet1"):
+        create_model("ResNet50")
+
+
+def test_the_shared_base_has_no_network():
+    with pytest.raises(LitVisionError, match="ImageClassifier is the shared base.*--model NAME"):
+        ImageClassifier()
 
 
 # Parameter counts for 100 classes at each architecture's defaults (README's table).
@@ -48,7 +62,7 @@ PARAMETERS_100_CLASSES = {
 
 @pytest.mark.parametrize("name", sorted(PARAMETERS_100_CLASSES))
 def test_parameter_counts_match_the_readme(name):
-    model = getattr(models, name)(num_classes=100, **TEST_KWARGS.get(name, {}))
+    model = create_model(name, num_classes=100)
     assert sum(p.numel() for p in model.net.parameters()) == PARAMETERS_100_CLASSES[name]
 
 
@@ -97,10 +111,10 @@ def test_hyperparameters_rebuild_the_model(name):
 
 
 @pytest.mark.parametrize("name", CONV_ARCHITECTURES)
-def test_custom_conv_matches_torch_conv(name):
-    """conv='custom' builds the same parameters; with the same weights the logits agree."""
+def test_im2col_conv_matches_torch_conv(name):
+    """conv='im2col' builds the same parameters; with the same weights the logits agree."""
     ref = build(name, conv="torch").eval()
-    custom = build(name, conv="custom").eval()
+    custom = build(name, conv="im2col").eval()
     custom.load_state_dict(ref.state_dict())
     images = torch.rand(2, 3, SIZE, SIZE)
     with torch.no_grad():
@@ -110,62 +124,40 @@ def test_custom_conv_matches_torch_conv(name):
     assert all(p.grad is not None for p in custom.parameters())
 
 
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_weight_decay_spares_biases_norms_and_named_parameters(name):
+    """Every trainable parameter lands in exactly one group; the decayed group holds only
+    matrices and kernels, and nothing the network's `no_weight_decay()` names."""
+    model = build(name, weight_decay=0.05)
+    groups = model.parameter_groups()
+    grouped = [id(p) for g in groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.net.parameters())
+    skip = getattr(model.net, "no_weight_decay", lambda: set())()
+    names = {id(p): n for n, p in model.net.named_parameters()}
+    for group in groups:
+        decayed = group["weight_decay"] > 0
+        assert group["weight_decay"] in (0.0, 0.05)
+        for p in group["params"]:
+            assert decayed == (p.ndim > 1 and names[id(p)] not in skip), names[id(p)]
+
+
+def test_vit_position_embedding_is_not_decayed():
+    model = build("ViT", weight_decay=0.05)
+    (decayed,) = [g for g in model.parameter_groups() if g["weight_decay"] > 0]
+    assert all(p is not model.net.pos_embed for p in decayed["params"])
+    assert model.net.pos_embed.ndim > 1  # it would be decayed without the hook
+
+
 # ------------------------------------------------------------------ CLI
-CONFIGS = ["customnet1", "customnet2", "resnet18_finetune", "vit"]
-
-
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
-@pytest.mark.parametrize("config", CONFIGS)
-def test_config_fits_and_checkpoint_validates_through_the_cli(config, tmp_path, monkeypatch):
-    """`lit-vision fit --config configs/X.yaml` on a tiny stand-in (one epoch), then
-    `lit-vision validate --ckpt_path last.ckpt` reproduces the epoch's validation metrics."""
-    import os
-
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    from lit_vision.cli import main
-
-    configs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-    monkeypatch.chdir(tmp_path)
-    tiny = [
-        "--config", f"{configs}/{config}.yaml", "--experiment", "run",
-        "--data.download", "false", "--data.standin", "true", "--data.data_dir", str(tmp_path / "standin"),
-        "--data.num_classes", "4", "--model.init_args.num_classes", "4",
-        "--data.standin_train_per_class", "6", "--data.standin_val_per_class", "4", "--data.standin_test_images", "2",
-        "--data.batch_size", "8", "--data.num_workers", "0", "--data.pin_memory", "false",
-        "--data.resize_size", "36", "--data.crop_size", "32",
-        "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false",
-    ]  # fmt: skip
-    if config == "resnet18_finetune":
-        # The local-file path through the CLI, with a random torchvision resnet18 as the "ImageNet" file.
-        from torchvision.models import resnet18
-
-        torch.save(resnet18(weights=None).state_dict(), tmp_path / "resnet18.pth")
-        tiny += ["--model.init_args.weights", str(tmp_path / "resnet18.pth")]
-    main(["fit", *tiny, "--trainer.max_epochs", "2" if config == "resnet18_finetune" else "1"])
-    checkpoint = tmp_path / "checkpoints" / "run" / "last.ckpt"
-    assert checkpoint.exists()
-    fitted = torch.load(checkpoint, map_location="cpu", weights_only=True)
-
-    validate_args = [*tiny, "--ckpt_path", str(checkpoint)]
-    if config == "resnet18_finetune":
-        validate_args += ["--model.init_args.weights", "none"]  # the checkpoint holds every weight
-    main(["validate", *validate_args])
-    fit_run, validate_run = sorted((tmp_path / "logs" / "run").iterdir())  # version_0, version_1
-
-    def scalars(run, tag):
-        events = EventAccumulator(str(run), size_guidance={"scalars": 0})
-        events.Reload()
-        return [event.value for event in events.Scalars(tag)]
-
-    # last.ckpt is written after every epoch's validation (and at the end of training), so it
-    # holds the last epoch's weights; the fit logged one validation per epoch.
-    epoch = fitted["epoch"]
-    assert epoch == len(scalars(fit_run, "val/top1")) - 1
-    fit_top1 = scalars(fit_run, "val/top1")[epoch]
-    assert scalars(validate_run, "val/top1") == [pytest.approx(fit_top1, abs=1e-6)]
-    # The loss pins the weights down far more finely than accuracy on a few images.
-    (validated_loss,) = scalars(validate_run, "val/loss")
-    assert validated_loss == pytest.approx(scalars(fit_run, "val/loss")[epoch], rel=1e-5)
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_one_step_fit_through_the_cli(name, tiny_config, run_cli, tmp_path):
+    """`lit-vision fit --model NAME` trains one step on the tiny stand-in and saves a
+    checkpoint whose hyperparameters rebuild the same architecture."""
+    assert run_cli("fit", "--config", tiny_config, "--model", name, "--trainer.max_steps", "1") == 0
+    (checkpoint,) = (tmp_path / "checkpoints").rglob("last.ckpt")
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    assert saved["hyper_parameters"]["_class_path"] == f"lit_vision.models.{name}"
+    assert saved["global_step"] == 1
+    rebuilt = model_class(name).load_from_checkpoint(checkpoint, map_location="cpu")
+    assert rebuilt(torch.zeros(2, 3, 32, 32, dtype=torch.uint8)).shape == (2, 4)

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_vision.models.simplenet import SimpleNet
-from lit_vision.nets.simplenet import SimpleNetwork
+from lit_vision.nets.simplenet import SimpleCNN
 from lit_vision.ops.conv import CustomConv2d
 
 NUM_CLASSES, SIZE, BATCH = 10, 32, 8
@@ -31,8 +31,8 @@ def _batches(count: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     ]
 
 
-def test_custom_conv_is_used() -> None:
-    net = SimpleNetwork(NUM_CLASSES, conv="custom")
+def test_im2col_conv_is_used() -> None:
+    net = SimpleCNN(NUM_CLASSES, conv="im2col")
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(isinstance(m, CustomConv2d) for m in convs)
 
@@ -40,12 +40,12 @@ def test_custom_conv_is_used() -> None:
 def test_same_losses_over_sgd_steps() -> None:
     """Same initial weights, same batches: the two convolutions give the same training run."""
     torch.manual_seed(0)
-    reference = SimpleNetwork(NUM_CLASSES, conv="torch")
-    ours = SimpleNetwork(NUM_CLASSES, conv="custom")
+    reference = SimpleCNN(NUM_CLASSES, conv="torch")
+    ours = SimpleCNN(NUM_CLASSES, conv="im2col")
     ours.load_state_dict(reference.state_dict())
     optimizers = [torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9) for net in (reference, ours)]
 
-    losses: dict[str, list[float]] = {"torch": [], "custom": []}
+    losses: dict[str, list[float]] = {"torch": [], "im2col": []}
     for images, labels in _batches(5, seed=1):
         for key, net, optimizer in zip(losses, (reference, ours), optimizers):
             optimizer.zero_grad()
@@ -54,7 +54,7 @@ def test_same_losses_over_sgd_steps() -> None:
             optimizer.step()
             losses[key].append(loss.item())
 
-    torch.testing.assert_close(losses["custom"], losses["torch"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(losses["im2col"], losses["torch"], rtol=1e-4, atol=1e-5)
     # The weights moved (the test is not vacuous) and moved the same way.
     for (name, p_ref), p_ours in zip(reference.named_parameters(), ours.parameters()):
         torch.testing.assert_close(p_ours, p_ref, rtol=1e-3, atol=1e-5, msg=name)
@@ -73,7 +73,7 @@ def _trainer(root, **kwargs) -> L.Trainer:
     )
 
 
-@pytest.mark.parametrize("trained_with,evaluated_with", [("torch", "custom"), ("custom", "torch")])
+@pytest.mark.parametrize("trained_with,evaluated_with", [("torch", "im2col"), ("im2col", "torch")])
 def test_checkpoint_cross_loads(tmp_path, trained_with: str, evaluated_with: str) -> None:
     """A checkpoint trained with one convolution loads with the other and validates the same."""
     torch.manual_seed(0)
@@ -88,7 +88,7 @@ def test_checkpoint_cross_loads(tmp_path, trained_with: str, evaluated_with: str
 
     expected = _trainer(tmp_path).validate(model, val, verbose=False)[0]
     loaded = SimpleNet.load_from_checkpoint(path, conv=evaluated_with)
-    kind = CustomConv2d if evaluated_with == "custom" else torch.nn.Conv2d
+    kind = CustomConv2d if evaluated_with == "im2col" else torch.nn.Conv2d
     assert all(type(m) is kind for m in loaded.modules() if isinstance(m, torch.nn.Conv2d))
     got = _trainer(tmp_path).validate(loaded, val, verbose=False)[0]
 

@@ -77,7 +77,7 @@ def test_imagenet_offline_fails_with_instructions(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     with pytest.raises(LitVisionError) as err:
-        ResNet18(num_classes=5)  # weights="imagenet" is the default
+        ResNet18(num_classes=5, weights="imagenet")
     message = str(err.value)
     assert "offline" in message and "--model.weights none" in message and "resnet18-f37072fd.pth" in message
 
@@ -91,7 +91,7 @@ def test_imagenet_from_torch_hub_cache(tmp_path, monkeypatch, weights_file):
     (checkpoints / "resnet18-f37072fd.pth").write_bytes(path.read_bytes())
     monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("downloaded"))
     # torch.hub checks the hash only when it downloads, so the stand-in loads from the cache.
-    model = ResNet18(num_classes=5)
+    model = ResNet18(num_classes=5, weights="imagenet")
     assert torch.equal(model.net.conv1.weight, reference["conv1.weight"])
 
 
@@ -107,14 +107,14 @@ def test_imagenet_file_planted_in_the_cache_is_refused(tmp_path, monkeypatch):
     checkpoints.mkdir(parents=True)
     torch.save({"conv1.weight": _RunsCode()}, checkpoints / "resnet18-f37072fd.pth")
     with pytest.raises(LitVisionError, match="not a plain state dict and were refused"):
-        ResNet18(num_classes=5)
+        ResNet18(num_classes=5, weights="imagenet")
 
 
-def test_custom_convolution_keeps_the_loaded_weights(weights_file):
+def test_im2col_convolution_keeps_the_loaded_weights(weights_file):
     from lit_vision.ops.conv import CustomConv2d
 
     path, reference = weights_file
-    model = ResNet18(num_classes=5, weights=str(path), conv="custom")
+    model = ResNet18(num_classes=5, weights=str(path), conv="im2col")
     assert isinstance(model.net.conv1, CustomConv2d) and isinstance(model.net.layer4[1].conv2, CustomConv2d)
     assert torch.equal(model.net.layer2[0].downsample[0].weight, reference["layer2.0.downsample.0.weight"])
     same = ResNet18(num_classes=5, weights=str(path))
@@ -123,8 +123,14 @@ def test_custom_convolution_keeps_the_loaded_weights(weights_file):
     torch.testing.assert_close(model.eval()(images), same.eval()(images), rtol=1e-4, atol=1e-5)
 
 
+def test_default_is_random_initialisation_without_download(monkeypatch):
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("downloaded"))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda *a, **k: pytest.fail("asked for ImageNet"))
+    ResNet18(num_classes=5)
+
+
 def test_backbone_gets_scaled_learning_rate():
-    model = ResNet18(num_classes=5, weights="none", lr=0.01, backbone_lr_scale=0.1)
+    model = ResNet18(num_classes=5, lr=0.01, backbone_lr_scale=0.1)
     groups = model.parameter_groups()
     head = {id(p) for p in model.net.fc.parameters()}
     for group in groups:
@@ -154,7 +160,7 @@ class _Record(L.Callback):
 
 def test_freeze_backbone_for_first_epochs():
     torch.manual_seed(0)
-    model = ResNet18(num_classes=4, weights="none", lr=0.05, warmup_epochs=0, freeze_backbone_epochs=1)
+    model = ResNet18(num_classes=4, lr=0.05, warmup_epochs=0, freeze_backbone_epochs=1)
     start = {"conv1": model.net.conv1.weight.detach().clone(), "fc": model.net.fc.weight.detach().clone()}
     start_mean = model.net.bn1.running_mean.clone()
     data = TensorDataset(torch.rand(8, 3, 32, 32), torch.arange(8) % 4)

@@ -1,6 +1,7 @@
 """The Lightning "system" shared by every architecture: loss, top-1/top-5 metrics,
-optimiser and learning-rate schedule. Each architecture is a thin subclass that builds
-its plain `nn.Module` network into `self.net`.
+optimiser and learning-rate schedule. Each architecture is a thin subclass whose
+`build_net` returns its plain `nn.Module` network; the network's typed signature is the
+only place its arguments are declared (see docs/architectures.md).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torchmetrics import MetricCollection
 from lit_vision.errors import LitVisionError
 from lit_vision.nets.layers import Normalize
 from lit_vision.utils.metrics import accuracy_metrics
+from lit_vision.utils.param_groups import no_weight_decay_names, weight_decay_groups
 
 
 class WarmupCosine:
@@ -38,8 +40,9 @@ class WarmupCosine:
 class ImageClassifier(L.LightningModule):
     """Cross-entropy classifier over pixel-space images (uint8 or float in [0, 1]).
 
-    Subclasses call `super().__init__(...)` and then set `self.net`. Normalisation with
-    ImageNet statistics is the model's first operation (see `Normalize`).
+    Subclasses implement `build_net(**net_args)`, which receives `num_classes` and every
+    argument this class does not take, and returns the network. Normalisation with ImageNet
+    statistics is the model's first operation (see `Normalize`).
     """
 
     net: nn.Module
@@ -56,6 +59,7 @@ class ImageClassifier(L.LightningModule):
         label_smoothing: float = 0.0,
         channels_last: bool = False,
         compile: bool = False,
+        **net_args,
     ) -> None:
         """
         Args:
@@ -71,6 +75,9 @@ class ImageClassifier(L.LightningModule):
                 convolutions on GPUs with tensor cores, especially under bf16).
             compile: run the network through `torch.compile` (the first steps are slow while
                 it compiles; checkpoints keep the uncompiled parameter names).
+            **net_args: the architecture's own arguments, passed to `build_net`. LightningCLI
+                follows them into the network's signature, so `--help` lists them with
+                their types and docs.
         """
         super().__init__()
         if num_classes < 2:
@@ -86,6 +93,14 @@ class ImageClassifier(L.LightningModule):
         self.train_metrics = accuracy_metrics(num_classes, "train/")
         self.val_metrics = accuracy_metrics(num_classes, "val/")
         self.test_metrics = accuracy_metrics(num_classes, "test/")
+        self.net = self.build_net(num_classes=num_classes, **net_args)
+
+    def build_net(self, **net_args) -> nn.Module:
+        """The architecture's network, built from `num_classes` and its own arguments."""
+        raise LitVisionError(
+            f"{type(self).__name__} is the shared base of the architectures and has no network: choose one with "
+            "--model NAME (`python -m lit_vision.models` lists them)."
+        )
 
     # ----------------------------------------------------------------- model
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -159,17 +174,12 @@ class ImageClassifier(L.LightningModule):
 
     # ------------------------------------------------------------ optimiser
     def parameter_groups(self) -> list[dict]:
-        """Weight decay on weight matrices and kernels, not on biases and norm scales (the
-        usual practice; decaying them only hurts). Subclasses may return more groups, e.g.
-        a lower learning rate for a pretrained backbone (`lr_scale` multiplies `lr`)."""
-        decay, no_decay = [], []
-        for param in self.net.parameters():
-            if param.requires_grad:
-                (decay if param.ndim > 1 else no_decay).append(param)
-        return [
-            {"params": decay, "weight_decay": self.hparams.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
+        """Weight decay on weight matrices and kernels, not on biases, norm scales and what
+        the network's `no_weight_decay()` names (decaying those only hurts). Subclasses may
+        return more groups, e.g. a lower learning rate for a pretrained backbone (`lr_scale`
+        multiplies `lr`)."""
+        trainable = [(name, p) for name, p in self.net.named_parameters() if p.requires_grad]
+        return weight_decay_groups(trainable, self.hparams.weight_decay, no_weight_decay_names(self.net))
 
     def configure_optimizers(self):
         hp = self.hparams

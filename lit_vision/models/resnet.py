@@ -1,4 +1,5 @@
-"""`--model ResNet18`: fine-tuning torchvision's ResNet18 (ImageNet weights by default).
+"""`--model ResNet18`: fine-tuning torchvision's ResNet18 (random initialisation unless
+`weights` names ImageNet's or a file; configs/resnet18_finetune.yaml asks for ImageNet's).
 
 Fine-tuning knobs: the backbone learns at `backbone_lr_scale × lr` while the new head
 learns at `lr`; `freeze_backbone_epochs` keeps the backbone fixed (parameters frozen,
@@ -11,60 +12,48 @@ from torch import nn
 
 from lit_vision.errors import LitVisionError
 from lit_vision.models.classifier import ImageClassifier
-from lit_vision.nets.layers import ConvName
+from lit_vision.models.registry import register_model
 from lit_vision.nets.resnet import build_resnet18, is_backbone
+from lit_vision.utils.param_groups import no_weight_decay_names, weight_decay_groups
 
 
+@register_model
 class ResNet18(ImageClassifier):
-    """torchvision ResNet18 with a new `num_classes` head (11.23M parameters for 100 classes)."""
+    """torchvision ResNet18 with a new head, a slower backbone and an optional frozen start."""
 
-    def __init__(
-        self,
-        num_classes: int = 100,
-        weights: str = "imagenet",
-        backbone_lr_scale: float = 0.1,
-        freeze_backbone_epochs: int = 0,
-        conv: ConvName = "torch",
-        **kwargs,
-    ) -> None:
+    def build_net(self, backbone_lr_scale: float = 0.1, freeze_backbone_epochs: int = 0, **net_args) -> nn.Module:
         """
+        The fine-tuning knobs are declared here, beside the network's own arguments, because
+        LightningCLI reads an architecture's arguments through this method.
+
         Args:
-            num_classes: classes of the new head.
-            weights: "imagenet" (torchvision's IMAGENET1K_V1, downloaded once and cached by
-                torch.hub), a path to a torchvision resnet18 state-dict file, or "none" for
-                random initialisation. Restoring from a checkpoint of this model overwrites
-                every weight, so `--model.weights none` spares the download there.
             backbone_lr_scale: the backbone's learning rate is `lr × backbone_lr_scale`
                 (the head's is `lr`).
             freeze_backbone_epochs: train only the head for this many first epochs; the
                 backbone's BatchNorm layers stay in eval mode meanwhile. Under DDP this needs
                 `strategy: ddp_find_unused_parameters_true`.
-            conv: "torch" (nn.Conv2d) or "custom" (the hand-written im2col convolution,
-                same weights).
         """
-        super().__init__(num_classes=num_classes, **kwargs)
         if backbone_lr_scale < 0:
             raise LitVisionError(f"model.backbone_lr_scale must be >= 0, got {backbone_lr_scale}.")
         if freeze_backbone_epochs < 0:
             raise LitVisionError(f"model.freeze_backbone_epochs must be >= 0, got {freeze_backbone_epochs}.")
-        self.net = build_resnet18(num_classes, weights, conv)
+        self.backbone_lr_scale = backbone_lr_scale
+        self.freeze_backbone_epochs = freeze_backbone_epochs
         self._backbone_frozen = False
+        return build_resnet18(**net_args)
 
     # ------------------------------------------------------------ optimiser
     def parameter_groups(self) -> list[dict]:
         """Backbone and head, each split into decayed kernels and undecayed biases/norms.
         Frozen backbone parameters are included too: they have no gradient while frozen
         (the optimiser skips them) and start learning when unfrozen."""
-        wd, scale = self.hparams.weight_decay, self.hparams.backbone_lr_scale
-        groups = {
-            (True, True): {"params": [], "weight_decay": wd, "lr_scale": scale},
-            (True, False): {"params": [], "weight_decay": 0.0, "lr_scale": scale},
-            (False, True): {"params": [], "weight_decay": wd, "lr_scale": 1.0},
-            (False, False): {"params": [], "weight_decay": 0.0, "lr_scale": 1.0},
-        }
-        for name, param in self.net.named_parameters():
-            groups[(is_backbone(name), param.ndim > 1)]["params"].append(param)
-        return list(groups.values())
+        wd, skip = self.hparams.weight_decay, no_weight_decay_names(self.net)
+        named = list(self.net.named_parameters())
+        backbone = [(n, p) for n, p in named if is_backbone(n)]
+        head = [(n, p) for n, p in named if not is_backbone(n)]
+        return weight_decay_groups(backbone, wd, skip, lr_scale=self.backbone_lr_scale) + weight_decay_groups(
+            head, wd, skip, lr_scale=1.0
+        )
 
     # -------------------------------------------------------------- freezing
     def set_backbone_frozen(self, frozen: bool) -> None:
@@ -86,7 +75,7 @@ class ResNet18(ImageClassifier):
         return self
 
     def on_train_epoch_start(self) -> None:
-        frozen = self.current_epoch < self.hparams.freeze_backbone_epochs
+        frozen = self.current_epoch < self.freeze_backbone_epochs
         if frozen != self._backbone_frozen:
             self.set_backbone_frozen(frozen)
             state = "frozen" if frozen else "unfrozen"

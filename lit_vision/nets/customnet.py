@@ -1,23 +1,22 @@
-"""CustomNet1 and CustomNet2, the course's two improved CNNs.
+"""The two BatchNorm CNNs behind `--model CustomNet1` and `--model CustomNet2`.
 
-CustomNet1 — SimpleNet's blocks with BatchNorm after every convolution:
+BatchNormCNN (CustomNet1) — SimpleCNN's blocks with BatchNorm after every convolution:
     7×7/2 conv-BN-ReLU, max-pool, [1×1, 3×3, 1×1 → 256], max-pool, [1×1, 3×3, 1×1 → 512],
     global average pool, linear.
 
-CustomNet2 — deeper, five blocks, every convolution 3×3 + BN + ReLU:
+FiveBlockCNN (CustomNet2) — deeper, five blocks, every convolution 3×3 + BN + ReLU:
     block 1: one conv 3→64 at full resolution, then the network's single max-pool (3×3/2)
     blocks 2–5: conv (→ C), conv stride 2, conv; C = 64, 128, 256, 512
     global average pool, linear.
     For a 128×128 image the grid goes 128 → 64 (pool) → 32 → 16 → 8 → 4.
 
-    The issue places the max-pool "at the very beginning"; pooling raw RGB pixels before
-    any learned filter would throw away three quarters of the input, so it follows the
-    first convolution (block 1), as in ResNet's stem. With `residual=True` (default)
-    blocks 2–5 add a shortcut around their three convolutions (1×1 stride-2 conv + BN,
-    since every block halves the grid and most change width), and each block's last BN
-    starts at zero so a block starts as its shortcut. See the README for why.
+    The max-pool follows the first convolution (block 1), as in ResNet's stem: pooling raw
+    RGB pixels before any learned filter would throw away three quarters of the input.
+    With `residual=True` (default) blocks 2–5 add a shortcut around their three
+    convolutions (1×1 stride-2 conv + BN, since every block halves the grid and most change
+    width), and each block's last BN starts at zero so a block starts as its shortcut.
 
-`conv` picks nn.Conv2d ("torch") or the hand-written im2col convolution ("custom").
+`conv` picks nn.Conv2d ("torch") or the hand-written im2col convolution ("im2col").
 Convolutions followed by BatchNorm carry no bias (BN's shift makes it redundant).
 """
 
@@ -25,7 +24,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from lit_vision.nets.layers import conv_class
+from lit_vision.nets.layers import ConvName, conv_class
 
 
 def conv_bn_relu(Conv, cin: int, cout: int, kernel: int, stride: int = 1, relu: bool = True) -> list[nn.Module]:
@@ -38,10 +37,16 @@ def conv_bn_relu(Conv, cin: int, cout: int, kernel: int, stride: int = 1, relu: 
     return layers
 
 
-class CustomNetwork1(nn.Module):
-    """SimpleNet + BatchNorm after every convolution (366,244 parameters for 100 classes)."""
+class BatchNormCNN(nn.Module):
+    """SimpleCNN + BatchNorm after every convolution (366,244 parameters for 100 classes)."""
 
-    def __init__(self, num_classes: int = 100, conv: str = "torch") -> None:
+    def __init__(self, num_classes: int = 100, conv: ConvName = "torch") -> None:
+        """
+        Args:
+            num_classes: classes of the head.
+            conv: "torch" (nn.Conv2d) or "im2col" (the hand-written im2col convolution, same
+                parameters).
+        """
         super().__init__()
         Conv = conv_class(conv)
         self.features = nn.Sequential(
@@ -88,11 +93,19 @@ class DownBlock(nn.Module):
         return self.relu(out)
 
 
-class CustomNetwork2(nn.Module):
+class FiveBlockCNN(nn.Module):
     """Five-block CNN, 13 convolutions (8,088,996 parameters with residual shortcuts,
     7,910,948 without, for 100 classes)."""
 
-    def __init__(self, num_classes: int = 100, conv: str = "torch", residual: bool = True) -> None:
+    def __init__(self, num_classes: int = 100, conv: ConvName = "torch", residual: bool = True) -> None:
+        """
+        Args:
+            num_classes: classes of the head.
+            conv: "torch" (nn.Conv2d) or "im2col" (the hand-written im2col convolution, same
+                parameters).
+            residual: add a projection shortcut around each of blocks 2–5 (ResNet-style);
+                false gives the plain 13-convolution stack.
+        """
         super().__init__()
         Conv = conv_class(conv)
         self.stem = nn.Sequential(

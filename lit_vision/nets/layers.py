@@ -7,26 +7,27 @@ from typing import Literal
 import torch
 from torch import nn
 
-ConvName = Literal["torch", "custom"]
+# "im2col" is the hand-written convolution of lit_vision.ops.conv (same parameters as nn.Conv2d).
+ConvName = Literal["torch", "im2col"]
 
 # ImageNet statistics, in pixel units of [0, 1].
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def conv_class(name: str) -> type[nn.Conv2d]:
-    """`"torch"` -> nn.Conv2d, `"custom"` -> the hand-written im2col CustomConv2d (same parameters)."""
+def conv_class(name: ConvName) -> type[nn.Conv2d]:
+    """`"torch"` -> nn.Conv2d, `"im2col"` -> the hand-written im2col convolution (same parameters)."""
     if name == "torch":
         return nn.Conv2d
-    if name == "custom":
+    if name == "im2col":
         # Imported lazily so that the operator's module is only loaded when it is asked for.
         from lit_vision.ops.conv import CustomConv2d
 
         return CustomConv2d
-    raise ValueError(f"conv must be 'torch' or 'custom', got {name!r}")
+    raise ValueError(f"conv must be 'torch' or 'im2col', got {name!r}")
 
 
-def replace_convolutions(model: nn.Module, conv: str) -> nn.Module:
+def replace_convolutions(model: nn.Module, conv: ConvName) -> nn.Module:
     """Swap every plain nn.Conv2d of `model` (a torchvision network, say) for `conv_class(conv)`
     with the same settings and weights, in place; "torch" leaves the model as it is."""
     Conv = conv_class(conv)

@@ -1,12 +1,12 @@
-"""torchvision's ResNet18 with a new head, initialised from ImageNet weights, a local file
-or (only when asked) at random.
+"""torchvision's ResNet18 with a new head, initialised at random or, when asked, from
+ImageNet weights or a local file.
 
 `weights`:
+  "none"      random initialisation (the default: nothing is downloaded unless asked).
   "imagenet"  torchvision's `ResNet18_Weights.IMAGENET1K_V1`, fetched by torchvision's own
               mechanism (torch.hub cache under $TORCH_HOME, downloaded once when online).
   a path      a torchvision resnet18 state dict saved with `torch.save(model.state_dict())`,
               e.g. the ImageNet file copied from an online machine's torch.hub cache.
-  "none"      random initialisation.
 The pretrained head (`fc.*`, 1000 ImageNet classes) is always dropped: the new head for
 `num_classes` starts from torchvision's default init. Pure torch, no Lightning.
 """
@@ -20,7 +20,7 @@ import torch
 from torchvision.models import ResNet, ResNet18_Weights, resnet18
 
 from lit_vision.errors import LitVisionError
-from lit_vision.nets.layers import replace_convolutions
+from lit_vision.nets.layers import ConvName, replace_convolutions
 
 HEAD_PREFIX = "fc."
 
@@ -29,7 +29,8 @@ HOW_TO_PROVIDE = (
     "`python -c \"from torchvision.models import resnet18, ResNet18_Weights; resnet18(weights=ResNet18_Weights.IMAGENET1K_V1)\"` "
     "and copy the file it writes ($TORCH_HOME/hub/checkpoints/resnet18-f37072fd.pth, by default "
     "~/.cache/torch/hub/checkpoints/) into the same place here, or anywhere and pass its path as "
-    "`--model.weights path/to/resnet18.pth`; (2) train from random initialisation with `--model.weights none`."
+    "`--model.weights path/to/resnet18.pth`; (2) train from random initialisation with `--model.weights none` "
+    "(the default)."
 )
 
 
@@ -95,9 +96,18 @@ def load_backbone(model: ResNet, state: dict[str, torch.Tensor], source: str) ->
         raise LitVisionError(f"{source} does not fit torchvision's resnet18: {err}") from err
 
 
-def build_resnet18(num_classes: int = 100, weights: str = "imagenet", conv: str = "torch") -> ResNet:
-    """torchvision resnet18 with a `num_classes` head, the backbone from `weights`, and its
-    convolutions swapped for the hand-written one when `conv` is "custom"."""
+def build_resnet18(num_classes: int = 100, weights: str = "none", conv: ConvName = "torch") -> ResNet:
+    """torchvision resnet18 with a `num_classes` head (11,227,812 parameters for 100 classes).
+
+    Args:
+        num_classes: classes of the new head.
+        weights: "none" (random initialisation, no download), "imagenet" (torchvision's
+            IMAGENET1K_V1, downloaded once and cached by torch.hub), or a path to a torchvision
+            resnet18 state-dict file. Restoring from a checkpoint of this model overwrites
+            every weight, so a checkpoint needs no ImageNet file.
+        conv: "torch" (nn.Conv2d) or "im2col" (the hand-written im2col convolution, same
+            weights).
+    """
     model = resnet18(weights=None, num_classes=num_classes)
     if weights == "imagenet":
         load_backbone(model, imagenet_state_dict(), "torchvision's ImageNet ResNet18 weights")

@@ -1,21 +1,24 @@
-"""SimpleNet, the course's baseline CNN (365,028 parameters for 100 classes)."""
+"""SimpleCNN: the baseline CNN behind `--model SimpleNet` (365,028 parameters for 100 classes)."""
 
 from __future__ import annotations
 
 from torch import nn
 
-from lit_vision.nets.layers import conv_class
+from lit_vision.nets.layers import ConvName, conv_class
 
 
-class SimpleNetwork(nn.Module):
+class SimpleCNN(nn.Module):
     """7×7/2 stem + max-pool, two bottleneck stages (1×1, 3×3, 1×1) split by a max-pool,
-    global average pool, linear head. No BatchNorm: this is the seed's net as it was.
+    global average pool, linear head. No BatchNorm: the baseline that the BatchNorm CNNs of
+    nets/customnet.py are compared against."""
 
-    `conv` chooses nn.Conv2d ("torch") or the hand-written im2col convolution ("custom");
-    both have the same parameters, so weights move freely between them.
-    """
-
-    def __init__(self, num_classes: int = 100, conv: str = "torch") -> None:
+    def __init__(self, num_classes: int = 100, conv: ConvName = "torch") -> None:
+        """
+        Args:
+            num_classes: classes of the head.
+            conv: "torch" (nn.Conv2d) or "im2col" (the hand-written im2col convolution; same
+                parameters, so weights move freely between the two).
+        """
         super().__init__()
         Conv = conv_class(conv)
         self.features = nn.Sequential(

@@ -1,4 +1,4 @@
-"""Vision Transformer with local (windowed) self-attention — the seed's design.
+"""Vision Transformer with local (windowed) self-attention, behind `--model ViT`.
 
     image [B,3,128,128] --16x16 patches--> tokens [B,8,8,C] + learned absolute position
     -> depth × pre-norm block:  x + DropPath(Attn(LN(x)));  x + DropPath(MLP(LN(x)))
@@ -7,14 +7,14 @@
     -> LayerNorm -> mean over tokens -> linear head
 
 Defaults (patch 16, dim 192, depth 4, heads 4, MLP ×4, windowed blocks 0 and 2 with
-window 4) give 1,959,076 parameters for 100 classes, the seed's table.
+window 4) give 1,959,076 parameters for 100 classes.
 
 Padding: where the token grid does not divide by the window, windows are zero-padded
 (ops/windows.py). By default (`mask_padding=True`) the padded positions are masked out as
 keys, so a real token attends only to real tokens of its window and its output does not
-depend on how much padding its window got. The seed (like Swin/ViTDet without a mask)
-let padded zero tokens take part; `mask_padding=False` reproduces that. With the default
-8×8 grid and window 4 nothing is padded and both settings agree.
+depend on how much padding its window got. `mask_padding=False` lets the padded zero tokens
+take part (as Swin/ViTDet without a mask do). With the default 8×8 grid and window 4
+nothing is padded and both settings agree.
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ class Block(nn.Module):
 
 class VisionTransformer(nn.Module):
     """ViT over [B, 3, H, W] images with a learned absolute position embedding for a
-    `img_size`-square input (bicubically resized when a different grid comes in)."""
+    `img_size`-square input (bicubically resized when a different grid comes in); windowed
+    attention in some blocks (1,959,076 parameters for 100 classes at the defaults)."""
 
     def __init__(
         self,
@@ -104,6 +105,24 @@ class VisionTransformer(nn.Module):
         attention: AttentionImpl = "manual",
         mask_padding: bool = True,
     ) -> None:
+        """
+        Args:
+            num_classes: classes of the head.
+            img_size: training image side; sets the position-embedding grid (other sizes
+                are handled by resizing the embedding).
+            patch_size: side of the square patches (16 -> an 8×8 token grid at 128 px).
+            embed_dim: token width.
+            depth: number of transformer blocks.
+            num_heads: attention heads per block.
+            mlp_ratio: MLP hidden width / embed_dim.
+            window_size: side of the local attention windows, in tokens.
+            window_blocks: indices of the blocks that attend locally; the rest are global.
+            drop_path: stochastic-depth rate of the last block (linear from 0 at the first).
+            attention: "manual" (hand-written softmax(QKᵀ/√d)·V) or "sdpa" (torch's fused
+                kernel, same outputs within float tolerance, faster).
+            mask_padding: mask zero-padded window positions out as keys (matters only when
+                the token grid does not divide by window_size).
+        """
         super().__init__()
         if img_size % patch_size:
             raise ValueError(f"img_size {img_size} is not divisible by patch_size {patch_size}")
@@ -131,6 +150,11 @@ class VisionTransformer(nn.Module):
         self.norm = nn.LayerNorm(embed_dim)
         self.head = nn.Linear(embed_dim, num_classes)
         self._init_weights()
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters that weight decay leaves alone besides biases and norm scales: the
+        position embedding is a table of learned offsets, not a weight to shrink."""
+        return {"pos_embed"}
 
     def _init_weights(self) -> None:
         nn.init.trunc_normal_(self.pos_embed, std=0.02)

@@ -1,0 +1,182 @@
+"""`bench gpu`, section "pipeline": a real `Trainer.fit` through `MiniPlacesDataModule`.
+
+SimpleNet and ResNet18 (their recipes' batch sizes), bf16-mixed, `--workers` DataLoader workers,
+without and with `data.cache` (decoded uint8 memory-mapped splits). Data: a stand-in generated
+into a temporary folder (100 classes × `--standin-per-class` 128-px JPEGs; ~400 images/s on one
+core), or the MiniPlaces folder given with `--data-dir`. Each fit stops at `max_steps` (sized
+from the model's pure speed) or after `--fit-seconds` in all (Lightning's `max_time`), whichever first.
+No logger, no checkpoints, no progress bar, no validation.
+
+GPU busy, two ways: "GPU busy (NVML)" is the mean of `torch.cuda.utilization()` (NVML's share
+of time a kernel was running) sampled every 50 ms during the timed steps; "GPU busy (derived)"
+is (pure-model bf16 step time from section "models" × timed steps) / timed wall time.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from lit_vision.bench._gpu_report import progress
+from lit_vision.bench._gpu_speed import build_module, synchronize
+from lit_vision.data import MiniPlacesDataModule, generate_standin
+
+PIPELINE_ARCHS = ("SimpleNet", "ResNet18")
+SKIPPED_STEPS = 5  # untimed first steps: worker start-up, cuDNN autotuning, cache warm-up
+
+
+class UtilizationSampler(threading.Thread):
+    """Samples NVML's GPU utilisation (percent) every `interval` seconds until stopped."""
+
+    def __init__(self, device: torch.device, interval: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.device, self.interval, self.samples = device, interval, []
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            self.samples.append(torch.cuda.utilization(self.device))
+
+
+class FitTimer(L.Callback):
+    """Wall time from the start of step SKIPPED_STEPS to the end of training (device-synchronised),
+    the steps in between, and NVML samples over the same window."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.fit_called = self.start = self.end = 0.0
+        self.steps = 0
+        self.sampler: UtilizationSampler | None = None
+        self.nvml_error = ""
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx: int) -> None:
+        if trainer.global_step == SKIPPED_STEPS and not self.start:
+            synchronize(self.device)
+            self.start = time.perf_counter()
+            if self.device.type == "cuda":
+                try:
+                    torch.cuda.utilization(self.device)
+                    self.sampler = UtilizationSampler(self.device)
+                    self.sampler.start()
+                except Exception as error:  # noqa: BLE001 — no pynvml: the derived figure remains
+                    self.nvml_error = f"{type(error).__name__}: {error}"
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx: int) -> None:
+        if self.start:
+            self.steps += 1
+
+    def on_train_end(self, trainer, module) -> None:
+        synchronize(self.device)
+        self.end = time.perf_counter()
+        if self.sampler is not None:
+            self.sampler.stopped.set()
+            self.sampler.join()
+
+
+def prepare_data(args, notes: list, workdir: Path) -> tuple[Path, int]:
+    """The folder to read and its class count: `--data-dir`, or a freshly generated stand-in."""
+    if args.data_dir:
+        data_dir = Path(args.data_dir)
+        categories = data_dir / "categories.txt"
+        num_classes = sum(1 for line in categories.read_text().splitlines() if line.strip()) if categories.is_file() else 100
+        notes.append(f"data: {data_dir} ({num_classes} classes)")
+        return data_dir, num_classes
+    start = time.perf_counter()
+    data_dir = generate_standin(
+        workdir / "standin", num_classes=args.standin_classes, train_per_class=args.standin_per_class,
+        val_per_class=1, test_images=0,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    count = args.standin_classes * (args.standin_per_class + 1)
+    notes.append(
+        f"data: generated stand-in, {args.standin_classes} classes × {args.standin_per_class} train images "
+        f"(128 px JPEG), {count} images in {seconds:.1f} s ({count / seconds:.0f} images/s)"
+    )
+    return data_dir, args.standin_classes
+
+
+def pure_step_seconds(results: dict, arch: str) -> float | None:
+    """The bf16 step time of `arch` measured in section "models", if it was."""
+    for row in results["sections"].get("models", {}).get("rows", []):
+        if row.get("arch") == arch and row.get("variant") == "bf16" and row.get("ms/step"):
+            return row["ms/step"] / 1e3
+    return None
+
+
+def measure_fit(arch: str, cache: bool, args, results: dict, data_dir: Path, num_classes: int, workdir: Path, seconds: float) -> dict:
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    module, batch = build_module(arch, args, num_classes)
+    crop = args.image_size
+    datamodule = MiniPlacesDataModule(
+        data_dir=str(data_dir), batch_size=batch, num_workers=args.workers, num_classes=num_classes,
+        crop_size=crop, resize_size=max(crop, round(crop * 144 / 128)), cache=cache,
+        cache_dir=str(workdir / "cache"),
+    )  # fmt: skip
+    pure = pure_step_seconds(results, arch)
+    # Enough steps to fill `seconds` (less ~8 s of start-up) at the model's pure speed;
+    # max_time stops a slower pipeline at `seconds` in all.
+    max_steps = args.steps + SKIPPED_STEPS if args.smoke else 3000
+    if pure and not args.smoke:
+        max_steps = int(min(3000, max(50, (seconds - 8) / pure)))
+    timer = FitTimer(device)
+    trainer = L.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, precision="bf16-mixed",
+        max_steps=max_steps, max_time={"seconds": seconds}, limit_val_batches=0, num_sanity_val_steps=0,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[timer],
+    )  # fmt: skip
+    called = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    if not timer.steps:
+        raise RuntimeError(f"the fit ended after {trainer.global_step} steps, before any timed step")
+    wall = timer.end - timer.start
+    row = {
+        "arch": arch,
+        "cache": "yes" if cache else "no",
+        "workers": args.workers,
+        "batch": batch,
+        "images/s": timer.steps * batch / wall,
+        "steps timed": timer.steps,
+        "timed s": wall,
+        "start-up s": timer.start - called,
+    }
+    if timer.sampler is not None and timer.sampler.samples:
+        row["GPU busy (NVML)"] = statistics.mean(timer.sampler.samples) / 100
+    elif device.type == "cuda":
+        row["GPU busy (NVML)"] = f"n/a ({timer.nvml_error or 'no samples'})"
+    if pure:
+        row["GPU busy (derived)"] = min(1.0, pure * timer.steps / wall)
+    return row
+
+
+def pipeline_rows(args, results: dict, deadline: float, rows: list, notes: list) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="lit_vision_gpu_bench_"))
+    try:
+        data_dir, num_classes = prepare_data(args, notes, workdir)
+        runs = [(arch, cache) for arch in PIPELINE_ARCHS for cache in (False, True)]
+        notes.append(
+            f"bf16-mixed, {args.workers} workers, device augmentation, {args.image_size}px crops; the first "
+            f"{SKIPPED_STEPS} steps untimed; start-up s = from fit() to the first timed step (includes the cache build)"
+        )
+        for index, (arch, cache) in enumerate(runs):
+            left = deadline - time.monotonic()
+            if left <= 5:
+                rows.append({"arch": arch, "cache": "yes" if cache else "no", "skipped": "section budget spent"})
+                continue
+            seconds = min(args.fit_seconds, left / (len(runs) - index))
+            try:
+                row = measure_fit(arch, cache, args, results, data_dir, num_classes, workdir, seconds)
+            except Exception as error:  # noqa: BLE001 — one failing fit must not stop the others
+                row = {"arch": arch, "cache": "yes" if cache else "no", "error": f"{type(error).__name__}: {error}"[:500]}
+            rows.append(row)
+            print(f"   {arch} cache={cache}: {progress(row)}", flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

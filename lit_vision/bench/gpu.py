@@ -1,0 +1,162 @@
+"""Everything measured in one run on a lent GPU: model speeds, the input pipeline, the operators.
+
+    PYTHONPATH=. python3 -m lit_vision.bench gpu --out results/      # ~5.5 min on one H200
+    PYTHONPATH=. python3 -m lit_vision.bench gpu --smoke --out /tmp/g  # the same code paths, CPU, seconds
+
+Sections (each in its own try/except: an error lands in its rows and the run carries on;
+`gpu_bench.json` and `gpu_bench.md` in `--out` are rewritten after every section, so a run
+cut short still leaves every finished section on disk):
+1. models — training images/s of every registered architecture from an in-memory uint8
+   batch (the LightningModule's forward + cross-entropy + backward + optimiser step, no
+   Trainer, no data loading): fp32, bf16 autocast, bf16 + channels_last, and
+   bf16 + channels_last + torch.compile for `--compile-archs` (compile time separate).
+2. pipeline — a real `Trainer.fit` through `MiniPlacesDataModule` on a generated stand-in
+   (or `--data-dir`), bf16, with and without the decoded cache: images/s and GPU-busy share.
+3. ops — hand-written im2col convolution vs cuDNN per SimpleNet layer, hand-written attention
+   vs SDPA at ViT's shapes.
+4. attack — PGD images/s and an adversarial-training epoch vs a clean one
+   (`python -m lit_vision.bench attack`, run from here).
+`--budget-s` is shared among the sections (unspent time flows to the later ones); rows stop
+early when their share is spent. No jsonargparse is imported (the GPU machine has none).
+See docs/gpu-benchmark.md for what each column means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from lit_vision.bench._gpu_ops import attack_section_rows, ops_rows
+from lit_vision.bench._gpu_pipeline import pipeline_rows
+from lit_vision.bench._gpu_report import collect_header, write_results
+from lit_vision.bench._gpu_speed import model_speed_rows
+
+# (section name, title, share of the budget, function(args, results, deadline) -> (rows, notes))
+SECTIONS = [
+    ("models", "Training speed per architecture (in-memory batch, no Trainer)", 0.45, model_speed_rows),
+    ("pipeline", "End to end: Trainer.fit through MiniPlacesDataModule (bf16)", 0.40, pipeline_rows),
+    ("ops", "Operators: im2col conv vs cuDNN, manual attention vs SDPA", 0.10, ops_rows),
+    ("attack", "PGD images/s and the cost of adversarial training", 0.05, attack_section_rows),
+]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="gpu_bench", help="folder for gpu_bench.json and gpu_bench.md")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, 1-2 steps: checks every code path in seconds")
+    parser.add_argument("--budget-s", type=float, default=330.0, help="total seconds, shared among the sections")
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cuda or cpu")
+    parser.add_argument("--sections", default="models,pipeline,ops,attack", help="comma-separated subset to run")
+    parser.add_argument("--archs", default="all", help="comma-separated architectures (default: every registered one)")
+    parser.add_argument(
+        "--compile-archs", default=None, help="architectures also timed under torch.compile (default simplenet,resnet18; smoke: none; also: all)"
+    )
+    parser.add_argument("--compile-reserve-s", type=float, default=60.0, help="skip a compile when less section time is left")
+    parser.add_argument("--batch-size", type=int, default=0, help="override every recipe's batch size (0: the recipe's)")
+    parser.add_argument("--image-size", type=int, default=None, help="pixels (default 128; smoke 32)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per speed row (default 30; smoke 2)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 5; smoke 1)")
+    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default min(16, cores); smoke 1)")
+    parser.add_argument("--fit-seconds", type=float, default=None, help="wall-time cap of each fit, start-up included (default 25; smoke 60)")
+    parser.add_argument("--data-dir", default=None, help="a MiniPlaces-layout folder to read instead of a generated stand-in")
+    parser.add_argument(
+        "--standin-per-class", type=int, default=None, help="stand-in training images per class (default 100 of 100 classes; smoke 8 of 4)"
+    )
+
+
+def resolve_defaults(args: argparse.Namespace) -> None:
+    """Fill the options left unset with the full-run or the smoke value."""
+    smoke = args.smoke
+    defaults = {
+        "compile_archs": "none" if smoke else "simplenet,resnet18",
+        "image_size": 32 if smoke else 128,
+        "steps": 2 if smoke else 30,
+        "warmup": 1 if smoke else 5,
+        "workers": 1 if smoke else min(16, os.cpu_count() or 1),
+        "fit_seconds": 60.0 if smoke else 25.0,
+        "standin_per_class": 8 if smoke else 100,
+    }
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.repeats = 2 if smoke else 10  # timed calls per operator
+    if smoke and not args.batch_size:
+        args.batch_size = 4
+    args.standin_classes = 4 if smoke else 100
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    resolve_defaults(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict = {"header": collect_header(args), "sections": {}}
+    print(f"gpu bench on {results['header']['device']}, budget {args.budget_s:.0f} s, out {out}", flush=True)
+    start = time.monotonic()
+    previous_handler = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        _run_sections(args, results, out, start + args.budget_s)
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+    results["header"]["total_seconds"] = time.monotonic() - start
+    md_path = write_results(results, out)
+    print(md_path.read_text(), flush=True)
+    print(f"wrote {out / 'gpu_bench.json'} and {md_path}", flush=True)
+    return [
+        {"section": name, "status": s["status"], "rows": len(s["rows"]), "seconds": s["seconds"]}
+        for name, s in results["sections"].items()
+    ]
+
+
+def _terminated(signum, frame) -> None:
+    # `timeout` sends SIGTERM: unwind through the sections' `finally`, which writes the rows
+    # finished so far (Python's default would end the process on the spot).
+    raise SystemExit(f"terminated by signal {signum}")
+
+
+def _run_sections(args: argparse.Namespace, results: dict, out: Path, end: float) -> None:
+    wanted = {s.strip() for s in args.sections.split(",") if s.strip()}
+    chosen = [section for section in SECTIONS if section[0] in wanted]
+    for index, (name, title, share, function) in enumerate(chosen):
+        # This section's share of what is left; time a section leaves unspent flows onwards.
+        remaining_shares = sum(s[2] for s in chosen[index:])
+        deadline = time.monotonic() + max(0.0, end - time.monotonic()) * share / remaining_shares
+        section = {"title": title, "status": "running", "error": None, "rows": [], "notes": []}
+        results["sections"][name] = section
+        print(f"== {name}: {title} ({deadline - time.monotonic():.0f} s)", flush=True)
+        section_start = time.monotonic()
+        try:
+            function(args, results, deadline, section["rows"], section["notes"])
+            failed = [row for row in section["rows"] if row.get("error")]
+            section["status"] = "ok" if not failed else f"{len(failed)} of {len(section['rows'])} rows failed"
+        except BaseException as error:  # a GPU run has no second chance: record, go on
+            section["status"] = "error"
+            section["error"] = f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=6)}"
+            print(f"   section {name} failed: {type(error).__name__}: {error}", flush=True)
+            if isinstance(error, (KeyboardInterrupt, SystemExit)):
+                section["status"] = "interrupted"
+                raise  # after `finally` has written every row finished so far
+        finally:
+            section["seconds"] = time.monotonic() - section_start
+            _release_memory(args.device)
+            write_results(results, out)
+
+
+def _release_memory(device: str) -> None:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    # `python -m lit_vision.bench.gpu` works too, without importing the other benchmarks.
+    from lit_vision.bench.table import format_table
+
+    parser = argparse.ArgumentParser(prog="python -m lit_vision.bench.gpu", description=__doc__)
+    add_arguments(parser)
+    print(format_table(run(parser.parse_args())), flush=True)

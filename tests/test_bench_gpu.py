@@ -1,0 +1,111 @@
+"""`python -m lit_vision.bench gpu`: the smoke run exercises every section on the CPU, a failing
+section is recorded while the others still run, and nothing imports jsonargparse (the GPU
+machine has none)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lit_vision.bench import gpu
+from lit_vision.bench.__main__ import main
+
+ARCHS = {"SimpleNet", "CustomNet1", "CustomNet2", "ResNet18", "ViT"}
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and value > 0
+
+
+@pytest.mark.slow
+def test_smoke_run_measures_every_section(tmp_path):
+    main(["gpu", "--smoke", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "gpu_bench.json").read_text())
+    sections = results["sections"]
+    assert set(sections) == {"models", "pipeline", "ops", "attack"}
+    for name, section in sections.items():
+        assert section["status"] == "ok", (name, section["error"], section["rows"])
+        assert section["rows"], name
+        assert not [row for row in section["rows"] if "error" in row or "skipped" in row], name
+
+    models = sections["models"]["rows"]
+    assert {row["arch"] for row in models} == ARCHS
+    assert {row["variant"] for row in models} == {"fp32", "bf16", "bf16+channels_last"}  # smoke: no compile
+    assert all(_positive(row["images/s"]) and row["batch"] == 4 for row in models)
+
+    pipeline = sections["pipeline"]["rows"]
+    assert {(row["arch"], row["cache"]) for row in pipeline} == {
+        (arch, cache) for arch in ("SimpleNet", "ResNet18") for cache in ("no", "yes")
+    }
+    assert all(_positive(row["images/s"]) and row["steps timed"] == 2 for row in pipeline)
+    assert "generated stand-in, 4 classes" in sections["pipeline"]["notes"][0]
+
+    ops = sections["ops"]["rows"]
+    assert sum(row["op"].startswith("conv ") for row in ops) == 7
+    assert sum(row["op"].startswith("attention ") for row in ops) == 4
+    assert all(_positive(row["time ratio"]) and row["max diff out"] < 0.1 for row in ops)
+    attack = [row for row in sections["attack"]["rows"] if "images/s" in row]
+    assert len(attack) == 2 and all(_positive(row["images/s"]) for row in attack)
+
+    header = results["header"]
+    assert header["torch"] and header["cpu_cores"] and header["device"]
+    markdown = (tmp_path / "gpu_bench.md").read_text()
+    assert markdown.startswith(f"# GPU benchmark — {header['device']}")
+    assert "## pipeline" in markdown and "| SimpleNet" in markdown
+
+
+def test_failing_section_is_recorded_and_the_rest_still_runs(tmp_path, monkeypatch):
+    def explode(args, results, deadline, rows, notes):
+        rows.append({"arch": "SimpleNet", "images/s": 1.0})
+        raise RuntimeError("out of memory in the middle of a section")
+
+    def after(args, results, deadline, rows, notes):
+        # The failed section is already on disk when the next one runs.
+        written = json.loads((tmp_path / "gpu_bench.json").read_text())
+        rows.append({"seen status": written["sections"]["explode"]["status"]})
+
+    monkeypatch.setattr(gpu, "SECTIONS", [("explode", "fails", 0.5, explode), ("after", "runs", 0.5, after)])
+    summary = gpu.run(gpu_arguments(["--smoke", "--out", str(tmp_path), "--sections", "explode,after"]))
+    assert [row["status"] for row in summary] == ["error", "ok"]
+    results = json.loads((tmp_path / "gpu_bench.json").read_text())
+    failed = results["sections"]["explode"]
+    assert "RuntimeError: out of memory in the middle of a section" in failed["error"]
+    assert failed["rows"] == [{"arch": "SimpleNet", "images/s": 1.0}]  # rows finished before the error are kept
+    assert results["sections"]["after"]["rows"] == [{"seen status": "error"}]
+    assert "out of memory in the middle" in (tmp_path / "gpu_bench.md").read_text()
+
+
+def gpu_arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    gpu.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+@pytest.mark.slow
+def test_bench_gpu_does_not_import_jsonargparse():
+    code = "import sys, lit_vision.bench.__main__ as m; m.discover(); print('jsonargparse' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_sigterm_mid_section_keeps_the_rows_finished_so_far(tmp_path, monkeypatch):
+    def terminated_midway(args, results, deadline, rows, notes):
+        rows.append({"arch": "SimpleNet", "images/s": 1.0})
+        os.kill(os.getpid(), signal.SIGTERM)  # what `timeout` sends
+        time.sleep(5)  # the handler interrupts this
+        rows.append({"arch": "never reached"})
+
+    monkeypatch.setattr(gpu, "SECTIONS", [("cut", "cut short", 1.0, terminated_midway)])
+    with pytest.raises(SystemExit, match="terminated by signal"):
+        gpu.run(gpu_arguments(["--smoke", "--out", str(tmp_path), "--sections", "cut"]))
+    results = json.loads((tmp_path / "gpu_bench.json").read_text())
+    assert results["sections"]["cut"]["status"] == "interrupted"
+    assert results["sections"]["cut"]["rows"] == [{"arch": "SimpleNet", "images/s": 1.0}]
+    assert signal.getsignal(signal.SIGTERM) is not gpu._terminated  # the previous handler is back

@@ -1,0 +1,56 @@
+"""Every recipe in configs/ (found by glob, so a new recipe is tested by existing) runs
+through the CLI: `lit-vision fit --config configs/X.yaml` with `fast_dev_run` on the tiny
+stand-in. Flags shrink the data and move the run to the CPU; everything else (model,
+optimiser, trainer options, callbacks, the shared pieces a recipe names) is the recipe's.
+
+configs/resnet18_finetune.yaml asks for ImageNet weights, a download: the test sets
+`--model.init_args.weights none` for it (the weights-file path is tested in
+tests/test_resnet_weights.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+# Top-level files only: configs/data/, configs/trainer/ hold the shared pieces.
+RECIPES = sorted(CONFIGS.glob("*.yaml"))
+NEEDS_A_DOWNLOAD = {"resnet18_finetune": ["--model.init_args.weights", "none"]}
+# Recipes being rewritten on another branch and layered when it merges; the layering checks
+# skip them until then (they still run through the CLI below).
+NOT_YET_LAYERED = {"quickstart_adv", "simplenet_adv", "adv_eval"}
+
+
+def test_recipes_are_found():
+    assert {"quickstart", "simplenet", "vit"} <= {r.stem for r in RECIPES}
+
+
+@pytest.mark.parametrize("piece", sorted(CONFIGS.glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shared_piece_is_used(piece):
+    """A piece no recipe names is dead weight (or a recipe repeats it inline)."""
+    reference = f"{piece.parent.name}/{piece.name}"
+    assert any(reference in recipe.read_text() for recipe in RECIPES), reference
+
+
+def test_num_classes_is_stated_once_per_recipe():
+    for recipe in (r for r in RECIPES if r.stem not in NOT_YET_LAYERED):
+        model = (yaml.safe_load(recipe.read_text()) or {}).get("model")
+        init_args = model.get("init_args", {}) if isinstance(model, dict) else {}
+        assert "num_classes" not in init_args, f"{recipe.name}: the model's num_classes follows data.num_classes"
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_recipe_runs_one_step(recipe, standin_dir, run_cli, capsys):
+    tiny = [
+        "--data.download", "false", "--data.standin", "false", "--data.data_dir", str(standin_dir),
+        "--data.num_classes", "4", "--data.batch_size", "8", "--data.num_workers", "0",
+        "--data.pin_memory", "false", "--data.resize_size", "36", "--data.crop_size", "32",
+        "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.fast_dev_run", "true",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+    ]  # fmt: skip
+    code = run_cli("fit", "--config", recipe, *tiny, *NEEDS_A_DOWNLOAD.get(recipe.stem, []))
+    assert code == 0, capsys.readouterr().err
