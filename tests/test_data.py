@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from lit_vision.data import MiniPlacesDataModule, generate_standin
+from lit_vision.data.augment_settings import Augmentation
 from lit_vision.data.listing import read_categories, read_labelled_list
 from lit_vision.errors import LitVisionError
 
@@ -139,3 +140,24 @@ def test_inconsistent_categories_are_reported(standin_dir, tmp_path):
 def test_bad_settings_are_refused(tmp_path, settings, expected):
     with pytest.raises(LitVisionError, match=expected):
         make_datamodule(tmp_path, **settings)
+
+
+@pytest.mark.parametrize(
+    "settings, expected",
+    [
+        (dict(scale=(0, 1)), r"data.augmentation.scale must satisfy 0 < low <= high <= 1 .*got \[0.0, 1.0\]"),
+        (dict(scale=(0.9, 0.5)), r"data.augmentation.scale .*got \[0.9, 0.5\]"),
+        (dict(scale=(0.5,)), r"data.augmentation.scale must be a pair \[low, high\], got \(0.5,\)"),
+        (dict(ratio=(1.2, 0.8)), r"data.augmentation.ratio must satisfy 0 < low <= high .*got \[1.2, 0.8\]"),
+        (dict(degrees=-5), r"data.augmentation.degrees must lie in \[0, 180\], got -5"),
+        (dict(gain=1.5), r"data.augmentation.gain must lie in \[0, 1\], got 1.5"),
+    ],
+)
+def test_bad_augmentation_settings_are_refused(settings, expected):
+    with pytest.raises(LitVisionError, match=expected):
+        Augmentation(**settings)
+
+
+def test_bad_augment_on_names_the_choices(tmp_path):
+    with pytest.raises(LitVisionError, match="data.augment_on must be one of auto, device, worker_batched, worker; got 'gpu'"):
+        make_datamodule(tmp_path, augment_on="gpu")

@@ -11,7 +11,7 @@ that each sees the same machine state. Rows:
 - seed-style: PIL decode, resize to 144, flip, per-channel gain, rotation ≤15°, random
   resized crop to 128 (all PIL/numpy per image), normalised float32 tensor — the course's
   loader (it used OpenCV, not installed here; PIL is its stand-in).
-- ours, worker (augment_on=device): what our worker does — libjpeg-turbo decode to uint8.
+- ours, worker (augment_on=device or worker_batched): what our worker does — libjpeg-turbo decode to uint8.
 - ours, device augmentation on this CPU: `BatchAugment` over batches of 256 on one thread
   (on a GPU this is negligible) — and "ours end to end, one CPU core": both costs in series.
 - ours, v2 per image (augment_on=worker): torchvision v2 transforms in the worker.
@@ -32,13 +32,15 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
 
+from lit_vision.data.augment_settings import Augmentation
 from lit_vision.data.batch_augment import BatchAugment
 from lit_vision.data.cache import CachedImages, build_cache
 from lit_vision.data.dataset import MiniPlacesImages
 from lit_vision.data.listing import read_labelled_list
 from lit_vision.data.standin import generate_standin
-from lit_vision.data.transforms import device_train_transform, train_transform
+from lit_vision.data.transforms import SquareResize, train_transform
 from lit_vision.nets.layers import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -147,8 +149,8 @@ def run(args: argparse.Namespace) -> list[dict]:
         images_dir = root / "images"
         crop = 128
         seed_style = SeedStyleImages(paths, labels)
-        ours = MiniPlacesImages(images_dir, relative, labels, device_train_transform(crop))
-        ours_v2 = MiniPlacesImages(images_dir, relative, labels, train_transform(144, crop))
+        ours = MiniPlacesImages(images_dir, relative, labels, SquareResize(crop))
+        ours_v2 = MiniPlacesImages(images_dir, relative, labels, v2.Compose([SquareResize(crop), train_transform(Augmentation(), crop)]))
         cache = build_cache(Path(tmp) / "cache.u8", ours, crop)
         cached = CachedImages(cache, crop, labels)
 

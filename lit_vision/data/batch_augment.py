@@ -1,11 +1,16 @@
-"""Training augmentation of whole batches on the device, with its own random draw per sample.
+"""Training augmentation of whole batches, with its own random draw per sample.
 
-Workers only decode (and resize to `resize_size`); this module then does, in ONE
-`affine_grid`/`grid_sample` per batch, what the per-image pipeline does in four steps:
+It does, in ONE `affine_grid`/`grid_sample` per batch, what the per-image pipeline
+(`transforms.train_transform`) does in four steps, with the same `Augmentation` settings:
 
-    horizontal flip (p=0.5) -> rotation about the image centre (±15°, zero fill)
-    -> random resized crop (area 0.25–1 of the image, aspect 0.8–1.2, log-uniform) to `crop`
-    and a per-channel gain (×[0.85, 1.15], each channel its own factor) after sampling.
+    horizontal flip (p=0.5) -> rotation about the image centre (zero fill)
+    -> random resized crop (area a fraction `scale` of the image, aspect `ratio`, log-uniform)
+    to `crop` pixels, and a per-channel gain after sampling.
+
+Where it runs (`data.augment_on`): after the copy to a GPU (`on_after_batch_transfer`), or,
+when the accelerator is the CPU, inside each loader worker on that worker's batch
+(`WorkerBatchAugment`), so the training threads only train. Workers emit the square training
+image of `crop` pixels either way (`transforms.SquareResize`).
 
 Why: torchvision's v2 draws one parameter set per call, and its per-image rotation costs
 ~2.5 ms on a CPU worker; a batched affine costs ~1.4 ms per image on one CPU thread and next to
@@ -14,8 +19,8 @@ nothing on a GPU. Input: uint8 (or float in [0, 1]) images [B, 3, H, W]; output:
 
 Geometry, in pixels relative to the image centre: an output pixel at normalised position
 o ∈ [-1, 1]² comes from the rotated-frame point p = c + diag(±w/2, h/2)·o (the crop box of
-size w×h centred at c, ± for the flip), which is R(θ)·p in the source image. `affine_grid`
-wants source positions in normalised units, so the matrix is diag(2/W, 2/H)·R(θ)·[diag | c].
+size w×h centred at c, ± for the flip), which is R(θ)·p in the source image; `grid_sample`
+wants source positions in normalised units (x·2/W, y·2/H).
 """
 
 from __future__ import annotations
@@ -26,46 +31,35 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lit_vision.data.augment_settings import Augmentation
 from lit_vision.utils.images import to_unit_float
 
 
 class BatchAugment(nn.Module):
-    def __init__(
-        self,
-        crop: int = 128,
-        scale: tuple[float, float] = (0.25, 1.0),
-        ratio: tuple[float, float] = (0.8, 1.2),
-        degrees: float = 15.0,
-        gain: float = 0.15,
-        flip: bool = True,
-    ) -> None:
+    def __init__(self, crop: int = 128, augmentation: Augmentation = Augmentation()) -> None:
         """
         Args:
             crop: side of the square output (pixels).
-            scale: range of the crop's area as a fraction of the input image's area.
-            ratio: range of the crop's aspect ratio w/h (drawn log-uniformly).
-            degrees: rotations are drawn uniformly from [-degrees, degrees].
-            gain: each channel is multiplied by its own factor from [1 - gain, 1 + gain].
-            flip: flip horizontally with probability 0.5.
+            augmentation: what to draw (flip, rotation, crop scale and ratio, channel gain).
         """
         super().__init__()
-        self.crop, self.scale, self.ratio = crop, scale, ratio
-        self.degrees, self.gain, self.flip = degrees, gain, flip
+        self.crop, self.augmentation = crop, augmentation
 
     def extra_repr(self) -> str:
-        return (
-            f"crop={self.crop}, scale={self.scale}, ratio={self.ratio}, degrees={self.degrees}, "
-            f"gain={self.gain}, flip={self.flip}"
-        )
+        return f"crop={self.crop}, {self.augmentation}"
 
-    def sample_theta(self, batch: int, height: int, width: int, device, generator=None) -> torch.Tensor:
-        """Per-sample [B, 2, 3] matrices for `affine_grid` (align_corners=False)."""
+    def sample_boxes(self, batch: int, height: int, width: int, device, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample crop boxes and rotations in `affine_grid`'s normalised units
+        (align_corners=False): `box` [B, 2, 3] maps output positions o ∈ [-1, 1]² to points of
+        the image frame (|det| = crop area / image area, negative when flipped); `rotation`
+        [B, 2, 2] turns frame points about the centre into source-image points."""
+        settings = self.augmentation
 
         def uniform(low: float, high: float) -> torch.Tensor:
             return low + (high - low) * torch.rand(batch, device=device, generator=generator)
 
-        area = uniform(*self.scale) * (height * width)
-        aspect = torch.exp(uniform(math.log(self.ratio[0]), math.log(self.ratio[1])))
+        area = uniform(*settings.scale) * (height * width)
+        aspect = torch.exp(uniform(math.log(settings.ratio[0]), math.log(settings.ratio[1])))
         # Boxes that would not fit are shrunk to the image (torchvision retries, then falls
         # back to a centre crop; with these ranges and square images a clamp is rarely hit).
         box_w = torch.sqrt(area * aspect).clamp(max=width)
@@ -74,28 +68,37 @@ class BatchAugment(nn.Module):
         cx = (torch.rand(batch, device=device, generator=generator) - 0.5) * (width - box_w)
         cy = (torch.rand(batch, device=device, generator=generator) - 0.5) * (height - box_h)
         sign = torch.ones(batch, device=device)
-        if self.flip:
+        if settings.flip:
             sign = torch.where(torch.rand(batch, device=device, generator=generator) < 0.5, -sign, sign)
-        angle = uniform(-self.degrees, self.degrees) * (math.pi / 180)
+        angle = uniform(-settings.degrees, settings.degrees) * (math.pi / 180)
         cos, sin = torch.cos(angle), torch.sin(angle)
-        half_w, half_h = sign * box_w / 2, box_h / 2
-        # rows of diag(2/W, 2/H) · R(θ) · [[half_w, 0, cx], [0, half_h, cy]]
-        theta = torch.stack(
+        zero = torch.zeros_like(cx)
+        box = torch.stack(
             [
-                torch.stack([cos * half_w, -sin * half_h, cos * cx - sin * cy], dim=1) * (2 / width),
-                torch.stack([sin * half_w, cos * half_h, sin * cx + cos * cy], dim=1) * (2 / height),
+                torch.stack([sign * box_w / width, zero, cx * (2 / width)], dim=1),
+                torch.stack([zero, box_h / height, cy * (2 / height)], dim=1),
             ],
             dim=1,
         )
-        return theta
+        # diag(2/W, 2/H) · R(θ) · diag(W/2, H/2)
+        rotation = torch.stack(
+            [torch.stack([cos, -sin * (height / width)], dim=1), torch.stack([sin * (width / height), cos], dim=1)], dim=1
+        )
+        return box, rotation
 
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         batch, channels, height, width = images.shape
         pixels = to_unit_float(images).float()
-        theta = self.sample_theta(batch, height, width, images.device, generator)
-        grid = F.affine_grid(theta, [batch, channels, self.crop, self.crop], align_corners=False)
+        box, rotation = self.sample_boxes(batch, height, width, images.device, generator)
+        frame = F.affine_grid(box, [batch, channels, self.crop, self.crop], align_corners=False)
+        # Frame points between the outermost pixel centres and the frame's edge read the edge
+        # pixels, as cropping then resizing does; only rotation brings in zeros (from outside
+        # the source image), as rotating the whole image with zero fill does.
+        frame[..., 0].clamp_(-1 + 1 / width, 1 - 1 / width)
+        frame[..., 1].clamp_(-1 + 1 / height, 1 - 1 / height)
+        grid = frame @ rotation.transpose(1, 2)[:, None]
         out = F.grid_sample(pixels, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        if self.gain:
-            factors = 1 + (torch.rand(batch, channels, 1, 1, device=images.device, generator=generator) * 2 - 1) * self.gain
+        if gain := self.augmentation.gain:
+            factors = 1 + (torch.rand(batch, channels, 1, 1, device=images.device, generator=generator) * 2 - 1) * gain
             out = out.mul_(factors)
         return out.clamp_(0, 1)

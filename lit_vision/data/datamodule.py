@@ -5,14 +5,22 @@ normalises. `test` runs on the labelled validation split (the challenge's test s
 no labels); `predict` runs on the unlabelled test split and yields item indices instead of
 labels, which the submission writer maps back to file names.
 
-Input pipeline (`data.augment_on`):
-- `device` (default): workers only decode JPEGs (libjpeg-turbo, uint8) at the crop size;
+Training augmentation (`data.augmentation`, one `Augmentation` for every path) runs where
+`data.augment_on` says:
+- `auto` (default): `worker_batched` when the trainer's accelerator is the CPU, else `device`.
+- `device`: workers only decode JPEGs (libjpeg-turbo, uint8) to the crop-size square;
   batches cross to the device as uint8 (a quarter of float's traffic) and `BatchAugment`
   applies flip, rotation, random resized crop and per-channel gain to the whole batch in one
   fused `grid_sample`, with its own random draw per sample, in `on_after_batch_transfer`
   during training only. Training batches then reach the model as float in [0, 1].
+- `worker_batched`: the same `BatchAugment` runs in each loader worker on that worker's batch
+  (`WorkerBatchAugment` as collate_fn), so on a CPU the training threads only train.
 - `worker`: the per-image torchvision v2 pipeline runs in the workers (uint8 out); ~10×
-  slower per worker on a CPU, kept for comparison and for exactness with earlier runs.
+  slower per worker on a CPU, kept for comparison.
+On a CPU run every loader yields channels-last batches (see `lit_vision.data.collate`).
+Evaluation (validate/test/predict) resizes the shorter side to `resize_size` and keeps the
+centre `crop_size` square on every path; training does not resize to `resize_size` (see
+`lit_vision.data.transforms`).
 `data.cache: true` decodes each labelled split once into a memory-mapped uint8 array and
 reads it instead of the JPEGs (see `lit_vision.data.cache`).
 """
@@ -21,21 +29,27 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import lightning as L
 import torch
+from lightning.pytorch.accelerators import CPUAccelerator
 from torch.utils.data import DataLoader
 
+from lit_vision.data.augment_settings import Augmentation
 from lit_vision.data.batch_augment import BatchAugment
 from lit_vision.data.cache import CachedImages, build_cache, cache_path
+from lit_vision.data.collate import WorkerBatchAugment, channels_last_collate
 from lit_vision.data.dataset import MiniPlacesImages
 from lit_vision.data.download import download_miniplaces, manual_instructions
 from lit_vision.data.listing import list_unlabelled_images, read_categories, read_labelled_list
 from lit_vision.data.standin import generate_standin
-from lit_vision.data.transforms import device_train_transform, eval_transform, train_transform
+from lit_vision.data.transforms import SquareResize, eval_transform, train_transform
 from lit_vision.errors import LitVisionError
 from lit_vision.utils.generators import keyed_generator
+
+AugmentPlace = Literal["auto", "device", "worker_batched", "worker"]
+AUGMENT_PLACES = get_args(AugmentPlace)
 
 
 class MiniPlacesDataModule(L.LightningDataModule):
@@ -53,7 +67,8 @@ class MiniPlacesDataModule(L.LightningDataModule):
         resize_size: int = 144,
         crop_size: int = 128,
         pin_memory: bool = True,
-        augment_on: Literal["device", "worker"] = "device",
+        augment_on: AugmentPlace = "auto",
+        augmentation: Augmentation = Augmentation(),  # frozen: one shared default is safe
         cache: bool = False,
         cache_dir: str | None = None,
     ) -> None:
@@ -70,11 +85,16 @@ class MiniPlacesDataModule(L.LightningDataModule):
             standin_train_per_class: stand-in training images per class.
             standin_val_per_class: stand-in validation images per class.
             standin_test_images: stand-in unlabelled test images.
-            resize_size: the shorter image side is resized to this before cropping (pixels).
-            crop_size: side of the square crops the model sees (pixels).
-            pin_memory: page-locked host memory for faster copies to a GPU.
-            augment_on: where training augmentation runs: "device" (batched, after the copy to
-                the accelerator; workers only decode) or "worker" (per image, torchvision v2).
+            resize_size: evaluation (validate, test, predict): the shorter image side is
+                resized to this, then the centre crop_size square is kept (pixels). Training
+                crops come from the whole image (augmentation.scale), so it does not apply there.
+            crop_size: side of the square images the model sees (pixels).
+            pin_memory: page-locked host memory for faster copies to a GPU (never on a CPU run).
+            augment_on: where training augmentation runs: "auto" (worker_batched when the
+                accelerator is the CPU, else device), "device" (batched, after the copy to the
+                accelerator; workers only decode), "worker_batched" (batched, in each loader
+                worker) or "worker" (per image, torchvision v2, in the workers).
+            augmentation: the training augmentation, the same on every augment_on path.
             cache: decode each labelled split once into a uint8 memory-mapped file and read
                 that instead of the JPEGs (train ≈ 4.9 GB for real MiniPlaces at 128 px).
             cache_dir: where cache files go (default: <data_dir>/cache).
@@ -91,14 +111,18 @@ class MiniPlacesDataModule(L.LightningDataModule):
             raise LitVisionError(f"data.num_workers must be >= 0, got {num_workers}.")
         if resize_size < crop_size:
             raise LitVisionError(f"data.resize_size ({resize_size}) must be >= data.crop_size ({crop_size}).")
-        if augment_on not in ("device", "worker"):
-            raise LitVisionError(f"data.augment_on must be 'device' or 'worker', got {augment_on!r}.")
+        if augment_on not in AUGMENT_PLACES:
+            raise LitVisionError(f"data.augment_on must be one of {', '.join(AUGMENT_PLACES)}; got {augment_on!r}.")
+        if not isinstance(augmentation, Augmentation):
+            raise LitVisionError(f"data.augmentation must be an Augmentation, got {augmentation!r}.")
         self.save_hyperparameters()
+        self.hparams["augmentation"] = augmentation.as_plain_dict()
+        self.augmentation = augmentation
         self.num_workers = num_workers
         self.data_dir = Path(data_dir)
         self.cache_dir = Path(cache_dir) if cache_dir else self.data_dir / "cache"
-        # Device-side augmentation (no parameters or buffers: it follows its input's device).
-        self.batch_augment = BatchAugment(crop=crop_size) if augment_on == "device" else None
+        # No parameters or buffers: it follows its input's device, or runs in the workers.
+        self.batch_augment = BatchAugment(crop_size, augmentation)
         self._augment_generator: torch.Generator | None = None
         self.num_classes = num_classes
         self.class_names: list[str] = []
@@ -144,20 +168,29 @@ class MiniPlacesDataModule(L.LightningDataModule):
         paths, labels = zip(*entries)
         return MiniPlacesImages(images, list(paths), list(labels), transform)
 
+    @property
+    def augment_placement(self) -> str:
+        """Where training augmentation runs now: "device", "worker_batched" or "worker"."""
+        if self.hparams.augment_on != "auto":
+            return self.hparams.augment_on
+        return "worker_batched" if self._on_cpu() else "device"
+
+    def _on_cpu(self) -> bool:
+        return isinstance(getattr(getattr(self, "trainer", None), "accelerator", None), CPUAccelerator)
+
     def _split_transform(self, list_name: str):
         """What a worker applies to a decoded image of this split: the deterministic part
-        (cacheable) and the random part (per image, `worker` mode only)."""
+        (cacheable) and the random part (per image, `worker` placement only)."""
         hp = self.hparams
         if list_name == "val.txt":
             return eval_transform(hp.resize_size, hp.crop_size), None
-        if hp.augment_on == "device":
-            return device_train_transform(hp.crop_size), None
-        # Worker mode: the cache holds the decoded crop-size square; v2 does the rest.
-        return device_train_transform(hp.crop_size), train_transform(hp.resize_size, hp.crop_size)
+        # Training: the crop-size square; the cache holds it, augmentation starts from it.
+        random = train_transform(self.augmentation, hp.crop_size) if self.augment_placement == "worker" else None
+        return SquareResize(hp.crop_size), random
 
     def _cached(self, list_name: str, build: bool = False) -> CachedImages:
         fixed, random = self._split_transform(list_name)
-        kind = "eval" if list_name == "val.txt" else "train"
+        kind = f"eval{self.hparams.resize_size}" if list_name == "val.txt" else "train"
         size = self.hparams.crop_size
         path = cache_path(self.cache_dir, self.data_dir / list_name, kind, size)
         if build or not path.is_file():
@@ -185,14 +218,16 @@ class MiniPlacesDataModule(L.LightningDataModule):
                 self.data_dir / "images", self.test_paths, None, eval_transform(hp.resize_size, hp.crop_size)
             )
 
-    def _loader(self, dataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset, shuffle: bool, collate_fn=None) -> DataLoader:
         hp = self.hparams
         return DataLoader(
             dataset,
             batch_size=hp.batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
-            pin_memory=hp.pin_memory,
+            # On a CPU run, channels-last batches: oneDNN's convolutions are faster on them.
+            collate_fn=collate_fn or (channels_last_collate if self._on_cpu() else None),
+            pin_memory=hp.pin_memory and not self._on_cpu(),
             persistent_workers=self.num_workers > 0,
             # A last tiny training batch only adds noise to BatchNorm statistics (and a batch of
             # one breaks it); evaluation keeps every sample.
@@ -200,7 +235,11 @@ class MiniPlacesDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        collate = None
+        if self.augment_placement == "worker_batched":
+            rank = getattr(getattr(self, "trainer", None), "global_rank", 0)
+            collate = WorkerBatchAugment(self.batch_augment, rank)
+        return self._loader(self.train_set, shuffle=True, collate_fn=collate)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)
@@ -215,7 +254,7 @@ class MiniPlacesDataModule(L.LightningDataModule):
         # Lightning calls this for every stage; augmentation belongs to training only (not
         # to validation inside fit, nor to validate/test/predict).
         trainer = getattr(self, "trainer", None)
-        if self.batch_augment is not None and trainer is not None and trainer.training:
+        if self.augment_placement == "device" and trainer is not None and trainer.training:
             generator = self.augment_generator(batch[0].device, trainer.global_rank)
             batch[0] = self.batch_augment(batch[0], generator)  # default_collate gives a list
         return batch

@@ -1,17 +1,28 @@
-"""Per-image transforms (torchvision.transforms.v2) on uint8 tensors, following the
-course's augmentation family. Outputs stay uint8: normalisation is the model's job."""
+"""Per-image transforms (torchvision.transforms.v2) on uint8 tensors. Outputs stay uint8:
+normalisation is the model's job.
+
+Every image first becomes a square (shorter side resized, centre square kept):
+- training: the square of `crop_size` pixels, then the random augmentation (`Augmentation`),
+  per image here (`data.augment_on: worker`) or batched (`BatchAugment`). A random resized
+  crop's area is a fraction of the image's, so resizing before it would not change which part
+  of the scene a crop covers; training therefore does not use `resize_size`.
+- evaluation (validate, test, predict): shorter side to `resize_size`, then the centre
+  `crop_size` square: the model sees the centre (crop_size / resize_size)² of the square scene.
+"""
 
 from __future__ import annotations
 
 import torch
-from torchvision.transforms import v2
+from torchvision.transforms import InterpolationMode, v2
+
+from lit_vision.data.augment_settings import Augmentation
 
 
 class RandomChannelGain(torch.nn.Module):
     """Multiply each colour channel by its own factor drawn from [1 - gain, 1 + gain].
 
-    torchvision's ColorJitter scales all channels together; the course's colour jitter
-    scaled them independently, which shifts the white balance too.
+    torchvision's ColorJitter scales all channels together; this scales them independently,
+    which shifts the white balance too.
     """
 
     def __init__(self, gain: float = 0.15) -> None:
@@ -21,24 +32,6 @@ class RandomChannelGain(torch.nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         factors = 1 + (torch.rand(image.shape[-3], 1, 1) * 2 - 1) * self.gain
         return (image.float() * factors).clamp_(0, 255).to(image.dtype)
-
-
-def train_transform(resize: int = 144, crop: int = 128) -> v2.Compose:
-    """Resize shorter side, flip, colour gain ±15%, rotate ≤15°, random resized crop."""
-    return v2.Compose(
-        [
-            v2.Resize(resize, antialias=True),
-            v2.RandomHorizontalFlip(),
-            RandomChannelGain(0.15),
-            v2.RandomRotation(15),
-            v2.RandomResizedCrop(crop, scale=(0.25, 1.0), ratio=(0.8, 1.2), antialias=True),
-        ]
-    )
-
-
-def eval_transform(resize: int = 144, crop: int = 128) -> v2.Compose:
-    """Resize shorter side, centre crop."""
-    return v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(crop)])
 
 
 class SquareResize(torch.nn.Module):
@@ -56,12 +49,20 @@ class SquareResize(torch.nn.Module):
         return v2.functional.center_crop(image, [self.size, self.size])
 
 
-def device_train_transform(crop: int = 128) -> SquareResize:
-    """Worker side of `data.augment_on: device`: decode only, at the model's resolution.
+def train_transform(augmentation: Augmentation, crop: int = 128) -> v2.Compose:
+    """The random part of training, per image, on the `crop`-pixel square: flip, channel gain,
+    rotation, random resized crop — bilinear, as `BatchAugment` samples."""
+    steps: list[torch.nn.Module] = []
+    if augmentation.flip:
+        steps.append(v2.RandomHorizontalFlip())
+    if augmentation.gain:
+        steps.append(RandomChannelGain(augmentation.gain))
+    if augmentation.degrees:
+        steps.append(v2.RandomRotation(augmentation.degrees, interpolation=InterpolationMode.BILINEAR))
+    steps.append(v2.RandomResizedCrop(crop, scale=augmentation.scale, ratio=augmentation.ratio, antialias=True))
+    return v2.Compose(steps)
 
-    Resizing the shorter side to `resize_size` before a random resized crop does not change
-    which part of the image a crop covers (the crop's area is a fraction of the image's), so
-    the resize is folded into `BatchAugment`'s sampling box: square images of `crop` pixels
-    leave the worker untouched, others are resized to that square first.
-    """
-    return SquareResize(crop)
+
+def eval_transform(resize: int = 144, crop: int = 128) -> v2.Compose:
+    """Shorter side to `resize`, then the centre `crop` square."""
+    return v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(crop)])
