@@ -80,6 +80,10 @@ def test_channels_last_changes_weights_and_activations(tiny_config, run_cli):
     assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
     assert not any(c.weight.is_contiguous() for c in convs)  # NHWC, not the default NCHW
     assert all(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() for x in probe.inputs)
+    # Without the option the weights stay NCHW (CPU runs get channels-last *inputs* from the
+    # DataModule either way, so the weights are what tells the option apart).
+    plain, _ = fit_with_probe(tiny_config)
+    assert all(m.weight.is_contiguous() for m in plain.net.modules() if isinstance(m, torch.nn.Conv2d))
 
 
 def test_label_smoothing_gives_the_smoothed_loss(tiny_config, run_cli):
