@@ -23,6 +23,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.profilers import SimpleProfiler
 
 from lit_vision.bench._gpu_report import progress
 from lit_vision.bench._gpu_speed import build_module, synchronize
@@ -130,7 +131,9 @@ def measure_fit(
     if pure and not args.smoke:
         max_steps = int(min(3000, max(50, (seconds - 8) / pure)))
     timer = FitTimer(device)
+    profiler = SimpleProfiler() if args.profile else None
     trainer = L.Trainer(
+        profiler=profiler,
         accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, precision="bf16-mixed",
         max_steps=max_steps, max_time={"seconds": seconds}, limit_val_batches=0, num_sanity_val_steps=0,
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -141,6 +144,11 @@ def measure_fit(
     if not timer.steps:
         raise RuntimeError(f"the fit ended after {trainer.global_step} steps, before any timed step")
     wall = timer.end - timer.start
+    if profiler is not None:
+        # Host seconds per Lightning hook: on an accelerator that runs asynchronously, the hooks
+        # that wait (a synchronisation) or that cost Python time show up here.
+        name = f"profile_{arch}_{'cache' if cache else 'jpeg'}_{describe(options)}.txt"
+        (Path(args.out) / name).write_text(profiler.summary())
     row = {
         "arch": arch,
         "cache": "yes" if cache else "no",

@@ -65,6 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fit-seconds", type=float, default=None, help="wall-time cap of each fit, start-up included (default 25; smoke 60)")
     parser.add_argument("--data-dir", default=None, help="a MiniPlaces-layout folder to read instead of a generated stand-in")
     parser.add_argument(
+        "--profile", action="store_true",
+        help="also write Lightning's SimpleProfiler summary of each end-to-end fit (host time per hook) to OUT/profile_*.txt",
+    )
+    parser.add_argument(
         "--standin-per-class", type=int, default=None, help="stand-in training images per class (default 100 of 100 classes; smoke 8 of 4)"
     )
 
