@@ -91,6 +91,16 @@ class StopRequests:
             self.requested = signum
 
 
+def leave_stops_to_the_main_process(worker_id: int) -> None:
+    """A DataLoader `worker_init_fn`: the worker ignores SIGTERM and SIGINT. A scheduler (or a
+    terminal's Ctrl-C) signals the whole process group; torch's workers die of a SIGTERM from
+    anyone but their parent, and the main process then fails mid-step with "DataLoader worker
+    is killed by signal" before it can save. The main process stops its workers itself, and
+    they exit on their own when it dies."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def stop_at_once(signum: int, frame: FrameType | None) -> None:
     """A handler for outside training: nothing to save, stop now (exit 128 + signum)."""
     if not _in_worker():

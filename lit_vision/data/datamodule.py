@@ -35,6 +35,7 @@ from lit_vision.data.listing import list_unlabelled_images, read_categories, rea
 from lit_vision.data.standin import generate_standin
 from lit_vision.data.transforms import device_train_transform, eval_transform, train_transform
 from lit_vision.errors import LitVisionError
+from lit_vision.signals import leave_stops_to_the_main_process
 from lit_vision.utils.generators import keyed_generator
 
 
@@ -197,6 +198,7 @@ class MiniPlacesDataModule(L.LightningDataModule):
             # A last tiny training batch only adds noise to BatchNorm statistics (and a batch of
             # one breaks it); evaluation keeps every sample.
             drop_last=shuffle and len(dataset) > hp.batch_size,
+            worker_init_fn=leave_stops_to_the_main_process,
         )
 
     def train_dataloader(self) -> DataLoader:
