@@ -285,6 +285,7 @@ def main(args: list[str] | None = None) -> None:
     previous = signals.install(signals.stop_at_once)
     try:
         build_cli(args)
+        run_folders.forget_claims()
     except Stopped as stopped:
         console.say(stopped.describe())
         sys.exit(stopped.exit_code)
@@ -298,6 +299,7 @@ def main(args: list[str] | None = None) -> None:
         user_error = find_user_error(error)
         if user_error is None:
             raise
+        run_folders.release_unused()
         console.say_error(user_message(user_error))
         sys.exit(2)
     finally:

@@ -33,6 +33,8 @@ VERSION_ENV = "LIT_VISION_RUN_VERSION"
 CKPT_PATH_ENV = "LIT_VISION_RESOLVED_CKPT_PATH"
 
 _VERSION = re.compile(r"version_(\d+)")
+# Version folders this process claimed, for `release_unused` after a run that failed early.
+_claimed: list[Path] = []
 
 
 def is_launching_process() -> bool:
@@ -60,6 +62,7 @@ def claim_version(claim_in: Path, *also_taken_in: Path) -> int:
     while True:
         try:
             os.mkdir(claim_in / f"version_{version}")
+            _claimed.append(claim_in / f"version_{version}")
             return version
         except FileExistsError:
             version += 1  # another run claimed it between our scan and our mkdir
@@ -114,3 +117,22 @@ def resolve_ckpt_keyword(experiment: str, keyword: str) -> Path:
     path = newest_checkpoint(experiment, keyword)
     os.environ[CKPT_PATH_ENV] = str(path)
     return path
+
+
+def release_unused() -> None:
+    """Remove the version folders this process claimed that are still empty (a run that failed
+    before writing anything), with their log twins; `os.rmdir` leaves a non-empty folder alone."""
+    while _claimed:
+        folder = _claimed.pop()
+        twin = Path(LOG_ROOT) / folder.relative_to(CHECKPOINT_ROOT) if folder.is_relative_to(CHECKPOINT_ROOT) else None
+        for path in (folder, twin):
+            try:
+                if path is not None:
+                    path.rmdir()
+            except OSError:
+                pass
+
+
+def forget_claims() -> None:
+    """The run finished: its folders are its own, empty or not."""
+    _claimed.clear()
