@@ -111,8 +111,8 @@ class LitVisionCLI(LightningCLI):
             "--checkpoint_every_n_steps",
             type=int,
             default=500,
-            help="Write checkpoints/<experiment>/version_N/last.ckpt every N optimiser steps, as well as at every epoch end "
-            "(0: at epoch end only). A killed run resumes with --ckpt_path last.",
+            help="Write checkpoints/<experiment>/version_N/last.ckpt every N optimiser steps, as well as at every "
+            "epoch end (0: at epoch end only). A killed run resumes with --ckpt_path last.",
         )
         parser.set_defaults({"model": {"class_path": DEFAULT_MODEL}})
 

@@ -58,7 +58,7 @@ class Stopped(BaseException):
         if self.global_step is None:
             return f"stopped by {name}; nothing was saved."
         if self.saved is None:
-            return f"stopped by {name} at global step {self.global_step}; no last.ckpt is configured, nothing was saved."
+            return f"stopped by {name} at global step {self.global_step}; no last.ckpt is configured, nothing saved."
         return (
             f"stopped by {name} at global step {self.global_step}; saved {self.saved}. "
             "Resume with the same command and --ckpt_path last."

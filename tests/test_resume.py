@@ -217,3 +217,45 @@ def test_atomic_checkpoint_io_replaces_whole_files_only(tmp_path, monkeypatch):
     assert path.read_bytes() == before
     assert io_plugin.load_checkpoint(path)["global_step"] == 1
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+
+
+WAITER = '''
+import pathlib
+import time
+from lightning.pytorch.callbacks import Callback
+
+
+class WaitInValidation(Callback):
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        pathlib.Path(self.marker).touch()
+        time.sleep(60)
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_sigterm_during_validate_exits_143_at_once(tiny_config, tmp_path):
+    """Outside training there is nothing to save: the command stops at once, not with exit 0."""
+    (tmp_path / "waiter.py").write_text(textwrap.dedent(WAITER))
+    marker = tmp_path / "validating"
+    waiter = tmp_path / "waiter.yaml"
+    waiter.write_text(yaml.safe_dump({"trainer": {"callbacks": [
+        {"class_path": "waiter.WaitInValidation", "init_args": {"marker": str(marker)}}]}}))  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lit_vision", "validate", "--config", str(tiny_config), "--config", str(waiter)],
+        cwd=tmp_path, env=python_path_with(tmp_path), start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(marker.exists, process, 120, "validation to start")
+        os.killpg(process.pid, signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 143, stderr
+    assert "lit-vision: stopped by SIGTERM; nothing was saved." in stderr and "Traceback" not in stderr

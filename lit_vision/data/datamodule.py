@@ -138,7 +138,7 @@ class MiniPlacesDataModule(L.LightningDataModule):
         else:
             list_names = ("train.txt", "val.txt") if stage == "fit" else ("val.txt",)
             lists = {
-                str(self.data_dir / name): [relative for relative, _ in read_labelled_list(self.data_dir / name, self.num_classes)]
+                str(self.data_dir / name): [path for path, _ in read_labelled_list(self.data_dir / name, self.num_classes)]
                 for name in list_names
             }
         verify_images(images, lists, self.cache_dir, self.num_workers)

@@ -67,7 +67,7 @@ def find_unreadable(images_dir: Path, relative_paths: list[str], num_workers: in
         worker_init_fn=leave_stops_to_the_main_process,
     )
     reasons = [reason for batch in loader for reason in batch]
-    return [(relative, reason) for relative, reason in zip(relative_paths, reasons) if reason]
+    return [(relative, reason) for relative, reason in zip(relative_paths, reasons, strict=True) if reason]
 
 
 def verify_images(images_dir: Path, lists: dict[str, list[str]], stamp_dir: Path, num_workers: int = 0) -> None:
