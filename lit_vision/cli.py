@@ -2,20 +2,28 @@
 test and predict.
 
     lit-vision fit --config configs/quickstart.yaml
-    lit-vision validate --config configs/quickstart.yaml --ckpt_path checkpoints/quickstart/last.ckpt
+    lit-vision fit --config configs/quickstart.yaml --ckpt_path last        # resume the newest run
+    lit-vision validate --config configs/quickstart.yaml --ckpt_path last
     lit-vision fit --model CustomNet1 --data.data_dir data/miniplaces --trainer.max_epochs 60
 
-Every run is named by `--experiment NAME`: TensorBoard logs go to logs/NAME/version_N/ and
-checkpoints to checkpoints/NAME/ (last.ckpt and the best by val/top1).
+Every run is named by `--experiment NAME` and owns its folders (`lit_vision.run_folders`):
+each `fit` claims checkpoints/NAME/version_N/ (last.ckpt and the best by val/top1) and logs
+to logs/NAME/version_N/, the same N; validate/test/predict log to logs/NAME/eval/version_M/,
+so `lit-vision plot logs/NAME` shows training runs only. Two runs never share a folder.
+`--ckpt_path last` (or `best`) means that file of the newest version of NAME holding one.
 
 What the CLI adds to Lightning's defaults (each only when the user configured none of its kind):
 - checkpoints: the best by val/top1, and last.ckpt every `--checkpoint_every_n_steps` steps and
-  at each epoch end, written atomically (`AtomicCheckpointIO`); a killed run resumes with
-  `lit-vision fit ... --ckpt_path last`;
+  at each epoch end, written atomically (`AtomicCheckpointIO`);
+- SIGTERM / SIGINT during fit: the step finishes, last.ckpt is saved, exit 143 / 130
+  (`StopOnSignal`); resume with `--ckpt_path last`;
 - `FiniteLossCheck`: the first non-finite training loss stops the run before it is applied;
-- `--ckpt_path FILE` is read with `torch.load(weights_only=True)` and checked against the config
-  (architecture, class count) before anything is built, with errors that name both sides;
+- `--ckpt_path` (a file, `last` or `best`) is read with `torch.load(weights_only=True)` and
+  checked against the config (architecture, class count) before anything is built, with errors
+  that name both sides;
 - TensorBoard logging, a learning-rate monitor, and a submission writer for `predict`.
+Exit status: 0 done, 2 a user error (one paragraph naming the culprit), 130 / 143 stopped by
+SIGINT / SIGTERM, 1 anything else (a bug: its traceback is printed).
 
 Multi-device runs need flags only: `--trainer.devices 4 --trainer.strategy ddp` (plus
 `--trainer.num_nodes N` under torchrun or SLURM); see the README.
@@ -33,6 +41,8 @@ against the checkpoint's (handled before LightningCLI; see `lit_vision.export`).
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -42,10 +52,12 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import lit_vision.models  # noqa: F401  (registers every architecture for --model NAME)
 from lit_vision.callbacks.checkpointing import LastCheckpoint, best_checkpoint
 from lit_vision.callbacks.finite_loss import FiniteLossCheck
+from lit_vision.callbacks.preemption import StopOnSignal
 from lit_vision.callbacks.submission import SubmissionWriter
 from lit_vision.checkpoints import (
     CKPT_PATH_KEYWORDS,
@@ -53,22 +65,21 @@ from lit_vision.checkpoints import (
     check_checkpoint_matches,
     load_lightning_checkpoint,
 )
+from lit_vision import console, run_folders
 from lit_vision.data import MiniPlacesDataModule
 from lit_vision.errors import LitVisionError
 from lit_vision.models import ImageClassifier
 from lit_vision.models.registry import model_class
-
-LOG_ROOT = "logs"
-CHECKPOINT_ROOT = "checkpoints"
-
+from lit_vision.run_folders import EVAL_FOLDER, LOG_ROOT
+from lit_vision import signals
+from lit_vision.signals import Stopped
 
 DEFAULT_MODEL = "lit_vision.models.SimpleNet"
 
 
-def default_checkpoints(experiment: str, every_n_steps: int) -> list[ModelCheckpoint]:
+def default_checkpoints(dirpath: str, every_n_steps: int) -> list[ModelCheckpoint]:
     """The best checkpoint by val/top1 and last.ckpt (every N steps and at epoch end). The
     best one comes first: last.ckpt, written after it, then records its latest state."""
-    dirpath = f"{CHECKPOINT_ROOT}/{experiment}"
     return [best_checkpoint(dirpath), LastCheckpoint(dirpath, every_n_train_steps=every_n_steps)]
 
 
@@ -110,14 +121,16 @@ class LitVisionCLI(LightningCLI):
             "--experiment",
             type=str,
             default="default",
-            help="Run name: logs go to logs/<experiment>/version_N, checkpoints to checkpoints/<experiment>/.",
+            help="Run name: each fit logs to logs/<experiment>/version_N and checkpoints to "
+            "checkpoints/<experiment>/version_N (a new N per run); validate/test/predict log to "
+            "logs/<experiment>/eval/version_N. --ckpt_path last resumes the newest version's last.ckpt.",
         )
         parser.add_argument(
             "--checkpoint_every_n_steps",
             type=int,
             default=500,
-            help="Write checkpoints/<experiment>/last.ckpt every N optimiser steps, as well as at every epoch end "
-            "(0: at epoch end only). A killed run resumes with --ckpt_path last.",
+            help="Write checkpoints/<experiment>/version_N/last.ckpt every N optimiser steps, as well as at every "
+            "epoch end (0: at epoch end only). A killed run resumes with --ckpt_path last.",
         )
         parser.set_defaults({"model": {"class_path": DEFAULT_MODEL}})
         # The class count is stated once, by the data: the model's head always matches it.
@@ -137,12 +150,25 @@ class LitVisionCLI(LightningCLI):
         experiment = config["experiment"]
         trainer_config = config["trainer"]
         callbacks = list(trainer_config.get("callbacks") or [])
-        if trainer_config.get("logger") in (None, True):
-            kwargs["logger"] = TensorBoardLogger(LOG_ROOT, name=experiment, default_hp_metric=False)
-        if trainer_config.get("enable_checkpointing", True) is not False and not any(
+        default_logger = trainer_config.get("logger") in (None, True)
+        default_checkpointing = trainer_config.get("enable_checkpointing", True) is not False and not any(
             isinstance(c, ModelCheckpoint) for c in callbacks
-        ):
-            callbacks += default_checkpoints(experiment, config["checkpoint_every_n_steps"])
+        )
+        training = self.subcommand in (None, "fit")
+        # A fit claims a version (and its checkpoint folder) when it writes anything there.
+        version = None
+        if training and (default_logger or default_checkpointing):
+            version = run_folders.fit_version(experiment)
+        elif not training and default_logger:
+            version = run_folders.eval_version(experiment)
+        if default_logger:
+            name = experiment if training else f"{experiment}/{EVAL_FOLDER}"
+            kwargs["logger"] = TensorBoardLogger(LOG_ROOT, name=name, version=version, default_hp_metric=False)
+        if default_checkpointing:
+            folder = run_folders.checkpoint_folder(experiment, version)
+            callbacks += default_checkpoints(folder, config["checkpoint_every_n_steps"])
+        if training and not any(isinstance(c, StopOnSignal) for c in callbacks):
+            callbacks.append(StopOnSignal())
         if not any(isinstance(c, FiniteLossCheck) for c in callbacks):
             callbacks.append(FiniteLossCheck())
         if trainer_config.get("logger") is not False and not any(isinstance(c, LearningRateMonitor) for c in callbacks):
@@ -168,6 +194,11 @@ class LitVisionCLI(LightningCLI):
             return
         config = self.config[subcommand]
         ckpt_path = config.get("ckpt_path")
+        if ckpt_path in ("last", "best"):
+            ckpt_path = str(run_folders.resolve_ckpt_keyword(config["experiment"], ckpt_path))
+            console.say(f"--ckpt_path {config['ckpt_path']}: using {ckpt_path} (the newest of experiment "
+                        f"{config['experiment']!r}).")  # fmt: skip
+            config["ckpt_path"] = ckpt_path
         if not ckpt_path or str(ckpt_path) in CKPT_PATH_KEYWORDS or "://" in str(ckpt_path):
             return
         checkpoint = load_lightning_checkpoint(ckpt_path)
@@ -184,6 +215,31 @@ class LitVisionCLI(LightningCLI):
         if saved:
             hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
         self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+
+    # ------------------------------------------------------------------ console
+    def before_fit(self) -> None:
+        self._start()
+
+    def before_validate(self) -> None:
+        self._start()
+
+    def before_test(self) -> None:
+        self._start()
+
+    def before_predict(self) -> None:
+        self._start()
+
+    def _start(self) -> None:
+        console.bar_may_be_open = self.trainer.progress_bar_callback is not None
+
+    def after_fit(self) -> None:
+        console.bar_may_be_open = False
+        folders = {cb.dirpath for cb in self.trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)}
+        where = [f"checkpoints in {os.path.relpath(folder)}" for folder in sorted(folders)]
+        if self.trainer.logger is not None and self.trainer.log_dir:
+            where.append(f"logs in {os.path.relpath(self.trainer.log_dir)}")
+        if where:
+            console.say(f"fit done: {'; '.join(where)}.")
 
     def _model_named_explicitly(self, config) -> bool:
         """Whether the user chose the architecture (`--model X` or a config file's `model:`)
@@ -250,14 +306,32 @@ def main(args: list[str] | None = None) -> None:
 
         export_main(argv[1:])
         return
+    console.silence_lightning_tips()
+    # Until training starts (where StopOnSignal takes over) a signal has nothing to save: stop
+    # at once with 143 / 130 (rather than Lightning's exit 0 for SIGTERM and 1 for Ctrl-C).
+    previous = signals.install(signals.stop_at_once)
     try:
         build_cli(args)
+        run_folders.forget_claims()
+    except Stopped as stopped:
+        console.say(stopped.describe())
+        sys.exit(stopped.exit_code)
+    except SIGTERMException:  # Lightning's own, outside training
+        console.say(Stopped(signal.SIGTERM).describe())
+        sys.exit(128 + signal.SIGTERM)
+    except KeyboardInterrupt:
+        console.say(Stopped(signal.SIGINT).describe())
+        sys.exit(128 + signal.SIGINT)
     except Exception as error:
         user_error = find_user_error(error)
         if user_error is None:
             raise
-        print(f"lit-vision: error: {user_message(user_error)}", file=sys.stderr)
+        run_folders.release_unused()
+        console.say_error(user_message(user_error))
         sys.exit(2)
+    finally:
+        signals.restore(previous)
+        console.bar_may_be_open = False
 
 
 if __name__ == "__main__":

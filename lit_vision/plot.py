@@ -26,16 +26,20 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from lit_vision.errors import LitVisionError  # noqa: E402
+from lit_vision.run_folders import EVAL_FOLDER  # noqa: E402
 
 EVENT_GLOB = "events.out.tfevents.*"
 Series = tuple[list[int], list[float]]
 
 
 def find_runs(folder: Path) -> list[Path]:
-    """Folders under (or equal to) `folder` that hold event files, sorted."""
+    """Folders under (or equal to) `folder` that hold event files, sorted. Evaluation runs
+    (logs/<experiment>/eval/...) are left out unless `folder` is inside them."""
     if not folder.is_dir():
         raise LitVisionError(f"{folder} is not a folder: give a run's log folder, e.g. logs/quickstart/version_0.")
-    runs = sorted({path.parent for path in folder.rglob(EVENT_GLOB)})
+    runs = sorted(
+        {path.parent for path in folder.rglob(EVENT_GLOB) if EVAL_FOLDER not in path.relative_to(folder).parts[:-1]}
+    )
     if not runs:
         raise LitVisionError(
             f"{folder} holds no TensorBoard event files ({EVENT_GLOB}): give a run's log folder, "

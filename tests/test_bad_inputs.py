@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -56,6 +58,15 @@ ROWS = [
     ("checkpoint other model", "test --config {config} --ckpt_path {ckpt:vit}",     None,                     ["holds a lit_vision.models.ViT model", "configured model is lit_vision.models.SimpleNet"]),
     ("checkpoint other classes", "predict --config {config} --ckpt_path {ckpt:seven}", None,                  ["trained for 7 classes, but data.num_classes is 4"]),
     ("resume from crafted",    "fit --config {config} --ckpt_path {ckpt:crafted}",   None,                     ["Refusing to load the checkpoint"]),
+    ("checkpoint is text",     "validate --config {config} --ckpt_path {ckpt:text}", None,                     ["text.ckpt", "cannot be read as a PyTorch file"]),
+    ("checkpoint empty",       "test --config {config} --ckpt_path {ckpt:empty}",   None,                     ["empty.ckpt (0 bytes) cannot be read as a PyTorch file"]),
+    ("checkpoint random bytes", "fit --config {config} --ckpt_path {ckpt:random}",  None,                     ["random.ckpt (4096 bytes) cannot be read as a PyTorch file"]),
+    ("checkpoint zip, not torch", "validate --config {config} --ckpt_path {ckpt:zip}", None,                  ["zip.ckpt", "cannot be read as a PyTorch file"]),
+    ("checkpoint is a folder", "validate --config {config} --ckpt_path {ckpt:folder}", None,                  ["folder.ckpt is not a file"]),
+    ("resume last, other model", "fit --config {config} --ckpt_path last --model CustomNet1", None,           ["--ckpt_path last: using", "version_0/last.ckpt holds a lit_vision.models.SimpleNet model", "configured model is lit_vision.models.CustomNet1"]),
+    ("resume last, no such run", "fit --config {config} --ckpt_path last --experiment elsewhere", None,       ["--ckpt_path last: no last.ckpt", "checkpoints/elsewhere", "'elsewhere'"]),
+    # --- images, checked before the first step
+    ("unreadable images",      "fit --config {config} --data.data_dir {bad_images}", None,                   ["2 of the 80 listed images cannot be read", "(listed in", "train.txt): it is empty (0 bytes)", "val.txt): it is not an image", "data.verify: false"]),
     # --- attack parameters
     ("adv eval epsilon < 0",   "test --config {config} --config {yaml}",             callback(ADV_EVAL, epsilon=-0.1), ["PGD epsilon must be >= 0", "got -0.1"]),
     ("adv eval zero steps",    "test --config {config} --config {yaml}",             callback(ADV_EVAL, num_steps=0), ["PGD num_steps must be an integer >= 1, got 0"]),
@@ -85,6 +96,11 @@ def files(tmp_path_factory, standin_dir, tiny_config) -> dict:
         lines[line] = bad or f"{lines[line].split()[0]} 9"
         (folder / "val.txt").write_text("\n".join(lines) + "\n")
         made[name] = folder
+    made["bad_images"] = root / "bad_images"
+    shutil.copytree(standin_dir, made["bad_images"])
+    for list_name, index, content in (("train.txt", 2, b""), ("val.txt", 0, b"\x89PNG but not really")):
+        relative = (made["bad_images"] / list_name).read_text().split()[2 * index]
+        (made["bad_images"] / "images" / relative).write_bytes(content)
 
     previous = os.getcwd()
     os.chdir(root)
@@ -93,7 +109,7 @@ def files(tmp_path_factory, standin_dir, tiny_config) -> dict:
                    "--trainer.limit_val_batches", "0"])  # fmt: skip
     finally:
         os.chdir(previous)
-    good = root / "checkpoints" / "tiny" / "last.ckpt"
+    good = root / "checkpoints" / "tiny" / "version_0" / "last.ckpt"
     checkpoint = torch.load(good, weights_only=True)
     ckpts = {"good": good, "absent": root / "absent.ckpt"}
     ckpts["truncated"] = root / "truncated.ckpt"
@@ -105,6 +121,17 @@ def files(tmp_path_factory, standin_dir, tiny_config) -> dict:
     for name, change in (("vit", {"_class_path": "lit_vision.models.ViT"}), ("seven", {"num_classes": 7})):
         ckpts[name] = root / f"{name}.ckpt"
         torch.save({**checkpoint, "hyper_parameters": {**checkpoint["hyper_parameters"], **change}}, ckpts[name])
+    ckpts["text"] = root / "text.ckpt"
+    ckpts["text"].write_text("model: SimpleNet\nlr: 0.1\n")
+    ckpts["empty"] = root / "empty.ckpt"
+    ckpts["empty"].write_bytes(b"")
+    ckpts["random"] = root / "random.ckpt"
+    ckpts["random"].write_bytes(random.Random(0).randbytes(4096))
+    ckpts["zip"] = root / "zip.ckpt"
+    with zipfile.ZipFile(ckpts["zip"], "w") as archive:
+        archive.writestr("notes.txt", "not a checkpoint")
+    ckpts["folder"] = root / "folder.ckpt"
+    ckpts["folder"].mkdir()
     made["ckpt"] = ckpts
     return made
 
@@ -121,8 +148,8 @@ def snapshot(*folders: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("args, yaml_content, expected", [row[1:] for row in ROWS], ids=[row[0] for row in ROWS])
 def test_bad_input_is_a_clear_error_and_harms_nothing(args, yaml_content, expected, files, run_cli, tmp_path, capsys):
-    # A previous run's last.ckpt sits where this run would write its own.
-    existing = tmp_path / "checkpoints" / "tiny"
+    # A previous run's last.ckpt sits where a run of the same name writes (and resumes from).
+    existing = tmp_path / "checkpoints" / "tiny" / "version_0"
     existing.mkdir(parents=True)
     shutil.copy(files["ckpt"]["good"], existing / "last.ckpt")
     row_yaml = tmp_path / "row.yaml"
@@ -134,7 +161,8 @@ def test_bad_input_is_a_clear_error_and_harms_nothing(args, yaml_content, expect
         for name, path in files["ckpt"].items():
             token = token.replace(f"{{ckpt:{name}}}", str(path))
         argv.append(token.format(**places))
-    watched = [files["data"], files["bad_label"], files["bad_range"], existing, files["ckpt"]["good"].parent]
+    watched = [files["data"], files["bad_label"], files["bad_range"], files["bad_images"], existing,
+               files["ckpt"]["good"].parent]  # fmt: skip
     before = snapshot(*watched)
 
     code = run_cli(*argv)
@@ -146,3 +174,5 @@ def test_bad_input_is_a_clear_error_and_harms_nothing(args, yaml_content, expect
     assert "Traceback" not in err
     assert snapshot(*watched) == before  # nothing written, nothing replaced or removed
     assert not files["marker"].exists()  # the crafted checkpoint ran nothing
+    # A run that failed leaves no empty checkpoint folder behind.
+    assert sorted(p.name for p in existing.parent.iterdir()) == ["version_0"]

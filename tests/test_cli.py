@@ -32,9 +32,9 @@ def test_fit_then_validate_reproduces_val_top1_then_predict(tiny_config, run_cli
     logged = fit.trainer.callback_metrics["val/top1"].item()
     for name in ("val/top1", "val/top5", "val/loss", "train/loss", "train/top1", "train/top5"):
         assert name in fit.trainer.callback_metrics, name
-    last = tmp_path / "checkpoints" / "tiny" / "last.ckpt"
+    last = tmp_path / "checkpoints" / "tiny" / "version_0" / "last.ckpt"
     assert last.is_file()
-    assert list((tmp_path / "checkpoints" / "tiny").glob("best-*.ckpt"))
+    assert list((tmp_path / "checkpoints" / "tiny" / "version_0").glob("best-*.ckpt"))
     assert list((tmp_path / "logs" / "tiny" / "version_0").glob("events.out.tfevents.*"))
     # A checkpoint alone rebuilds the model, with plain-typed hyperparameters.
     checkpoint = torch.load(last, weights_only=True, map_location="cpu")
@@ -44,7 +44,7 @@ def test_fit_then_validate_reproduces_val_top1_then_predict(tiny_config, run_cli
     assert validate.trainer.callback_metrics["val/top1"].item() == pytest.approx(logged, abs=1e-6)
 
     assert run_cli("predict", "--config", tiny_config, "--ckpt_path", last) == 0
-    submission = next((tmp_path / "logs" / "tiny").glob("version_*/submission.txt"))
+    submission = next((tmp_path / "logs" / "tiny" / "eval").glob("version_*/submission.txt"))
     lines = submission.read_text().splitlines()
     assert len(lines) == 6
     path, *classes = lines[0].split()

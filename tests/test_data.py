@@ -1,14 +1,18 @@
-"""The MiniPlaces data layer: list parsing, layout checks, image errors, the stand-in, the DataModule."""
+"""The MiniPlaces data layer: list parsing, layout checks, image formats and errors, the
+pre-flight image check, the stand-in, the DataModule."""
 
 from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from lit_vision.data import MiniPlacesDataModule, generate_standin
+from lit_vision.data import MiniPlacesDataModule, generate_standin, preflight
 from lit_vision.data.augment_settings import Augmentation
+from lit_vision.data.dataset import load_image
 from lit_vision.data.listing import read_categories, read_labelled_list
 from lit_vision.errors import LitVisionError
 
@@ -117,7 +121,7 @@ def test_corrupt_image_is_named_even_from_a_worker(standin_dir, tmp_path, num_wo
     (data / "images" / "val" / "00000002.jpg").write_bytes(b"not a jpeg at all")
     datamodule = make_datamodule(data, num_workers=num_workers)
     datamodule.setup("validate")
-    with pytest.raises(LitVisionError, match="val/00000002.jpg: it could not be decoded"):
+    with pytest.raises(LitVisionError, match="val/00000002.jpg: it is not an image any decoder here reads"):
         next(iter(datamodule.val_dataloader()))
 
 
@@ -161,3 +165,93 @@ def test_bad_augmentation_settings_are_refused(settings, expected):
 def test_bad_augment_on_names_the_choices(tmp_path):
     with pytest.raises(LitVisionError, match="data.augment_on must be one of auto, device, worker_batched, worker; got 'gpu'"):
         make_datamodule(tmp_path, augment_on="gpu")
+
+
+# What each format keeps of an RGB picture: lossless ones every pixel, lossy ones nearly.
+FORMATS = [
+    # name,          Pillow mode, format, tolerance (mean absolute error, 0-255)
+    ("png",           "RGB",  "PNG",  0),
+    ("png grey",      "L",    "PNG",  0),
+    ("png alpha",     "RGBA", "PNG",  0),
+    ("gif palette",   "P",    "GIF",  0),
+    ("bmp",           "RGB",  "BMP",  0),
+    ("webp",          "RGB",  "WEBP", 12),
+    ("jpeg cmyk",     "CMYK", "JPEG", 12),
+    ("jpeg",          "RGB",  "JPEG", 12),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("mode, image_format, tolerance", [f[1:] for f in FORMATS], ids=[f[0] for f in FORMATS])
+def test_any_image_format_is_read_whatever_the_file_name(tmp_path, mode, image_format, tolerance):
+    rng = np.random.default_rng(0)
+    pixels = np.kron(rng.integers(0, 256, (6, 5, 3), dtype=np.uint8), np.ones((8, 8, 1), dtype=np.uint8))
+    picture = Image.fromarray(pixels).convert(mode)
+    path = tmp_path / "named_like_a.jpg"
+    picture.save(path, format=image_format)
+    expected = torch.from_numpy(np.array(picture.convert("RGB"))).permute(2, 0, 1)
+
+    image = load_image(path)
+
+    assert image.dtype == torch.uint8 and image.shape == (3, 48, 40)
+    assert (image.float() - expected.float()).abs().mean() <= tolerance
+
+
+def test_list_file_with_a_byte_order_mark_crlf_and_blank_lines(standin_dir, tmp_path):
+    data = copy_dataset(standin_dir, tmp_path)
+    expected = read_labelled_list(data / "train.txt", 4)
+    text = (data / "train.txt").read_text()
+    (data / "train.txt").write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode() + b"\r\n\r\n\n")
+    assert read_labelled_list(data / "train.txt", 4) == expected
+    (data / "categories.txt").write_bytes(b"\xef\xbb\xbf" + (data / "categories.txt").read_bytes())
+    assert read_categories(data / "categories.txt", 4) == read_categories(standin_dir / "categories.txt", 4)
+    make_datamodule(data).setup("fit")  # the first listed image is found
+
+
+def break_images(data):
+    """An empty training image, an undecodable validation one and a PNG named .jpg (fine)."""
+    train = [line.split()[0] for line in (data / "train.txt").read_text().splitlines()]
+    val = [line.split()[0] for line in (data / "val.txt").read_text().splitlines()]
+    (data / "images" / train[3]).write_bytes(b"")
+    (data / "images" / val[1]).write_bytes(b"<html>not found</html>")
+    Image.open(data / "images" / train[5]).save(data / "images" / train[5], format="PNG")
+    return train[3], val[1], train[5]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_preflight_names_every_unreadable_image_in_one_message(standin_dir, tmp_path, num_workers):
+    data = copy_dataset(standin_dir, tmp_path)
+    empty, garbage, png = break_images(data)
+    with pytest.raises(LitVisionError) as caught:
+        make_datamodule(data, num_workers=num_workers).check_images("fit")
+    message = str(caught.value)
+    assert message.startswith("2 of the 80 listed images cannot be read")
+    assert f"{empty} (listed in {data / 'train.txt'}): it is empty (0 bytes)" in message
+    assert f"{garbage} (listed in {data / 'val.txt'}): it is not an image" in message
+    assert png not in message and "data.verify: false" in message
+    # validate reads the val list only: the empty training image is not its concern.
+    with pytest.raises(LitVisionError, match="1 of the 16 listed images") as caught:
+        make_datamodule(data).check_images("validate")
+
+
+def test_preflight_runs_once_per_unchanged_dataset(standin_dir, tmp_path, monkeypatch):
+    data = copy_dataset(standin_dir, tmp_path)
+    decoded = []
+    real_decode = preflight.decode_rgb
+    monkeypatch.setattr(preflight, "decode_rgb", lambda path: decoded.append(path) or real_decode(path))
+    make_datamodule(data).check_images("fit")
+    assert len(decoded) == 80
+    make_datamodule(data).check_images("fit")
+    assert len(decoded) == 80  # stamped: not decoded again
+    # An image replaced in place (new size and time) is checked again, and named.
+    first = data / "images" / (data / "train.txt").read_text().split()[0]
+    first.write_bytes(b"truncated")
+    with pytest.raises(LitVisionError, match=f"1 of the 80 listed images.*{first.name}"):
+        make_datamodule(data).check_images("fit")
+
+
+def test_verify_false_skips_the_preflight_check(standin_dir, tmp_path):
+    data = copy_dataset(standin_dir, tmp_path)
+    break_images(data)
+    with pytest.raises(LitVisionError, match="cannot be read"):
+        make_datamodule(data).prepare_data()
+    make_datamodule(data, verify=False).prepare_data()  # no error: the check is off

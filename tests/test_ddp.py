@@ -95,13 +95,16 @@ def test_two_process_ddp_fit_then_single_process_validate(tiny_config, tmp_path,
     for seen in ranks:
         assert seen["world_size"] == 2 and seen["batchnorm"], seen
         assert seen["val_batches"] == [1]  # 16 val images / 2 ranks = 8 each: one batch of 16 fits
-    # Rank 0 alone wrote: one log version with one config, one best and one last checkpoint.
+    # Rank 0 alone wrote, and both ranks used its run folders: one log version with one
+    # config, one checkpoint version with one best and one last checkpoint.
     (run,) = (tmp_path / "logs" / "tiny").iterdir()
-    assert (run / "config.yaml").is_file()
-    names = sorted(p.name for p in (tmp_path / "checkpoints" / "tiny").iterdir())
+    assert run.name == "version_0" and (run / "config.yaml").is_file()
+    (folder,) = (tmp_path / "checkpoints" / "tiny").iterdir()
+    assert folder.name == "version_0"
+    names = sorted(p.name for p in folder.iterdir())
     assert len(names) == 2 and names[1] == "last.ckpt" and names[0].startswith("best-"), names
 
-    last = tmp_path / "checkpoints" / "tiny" / "last.ckpt"
+    last = folder / "last.ckpt"
     checkpoint = torch.load(last, weights_only=True, map_location="cpu")
     assert checkpoint["hyper_parameters"]["_class_path"] == "lit_vision.models.CustomNet1"
     assert checkpoint["epoch"] == 1

@@ -1,6 +1,8 @@
-"""Kill and resume: a training process SIGKILLed at different moments resumes with
-`--ckpt_path last` from the step last.ckpt holds and finishes; and a save that dies halfway
-never leaves a truncated last.ckpt in place of the previous good one."""
+"""Kill, stop and resume: a training process SIGKILLed at different moments resumes with
+`--ckpt_path last` from the step last.ckpt holds and finishes; SIGTERM and SIGINT save
+last.ckpt at the step they arrive, exit 143 / 130, and the resumed run starts at exactly
+that step; a save that dies halfway never leaves a truncated last.ckpt in place of the
+previous good one."""
 
 from __future__ import annotations
 
@@ -47,6 +49,23 @@ def global_step(path: Path) -> int:
     return torch.load(path, weights_only=True, map_location="cpu")["global_step"]
 
 
+def last_of(root: Path, version: int) -> Path:
+    return root / "checkpoints" / "tiny" / f"version_{version}" / "last.ckpt"
+
+
+def probe_config(folder: Path, record: Path, sleep: float) -> Path:
+    """A probe callback in `folder` (importable as `probe`) and a YAML that adds it."""
+    (folder / "probe.py").write_text(textwrap.dedent(PROBE))
+    config = folder / f"probe-{sleep}.yaml"
+    config.write_text(yaml.safe_dump({"trainer": {"callbacks": [
+        {"class_path": "probe.Probe", "init_args": {"record": str(record), "sleep": sleep}}]}}))  # fmt: skip
+    return config
+
+
+def python_path_with(folder: Path) -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")])}
+
+
 def wait_for(condition, process, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -60,16 +79,12 @@ def wait_for(condition, process, timeout: float, what: str) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_sigkill_twice_then_resume_from_last(tiny_config, tmp_path):
-    (tmp_path / "probe.py").write_text(textwrap.dedent(PROBE))
     record = tmp_path / "starts.txt"
-    probe = tmp_path / "probe.yaml"
-    probe.write_text(yaml.safe_dump({"trainer": {"callbacks": [
-        {"class_path": "probe.Probe", "init_args": {"record": str(record), "sleep": 0.1}}]}}))  # fmt: skip
+    probe = probe_config(tmp_path, record, 0.1)
     command = [sys.executable, "-m", "lit_vision", "fit", "--config", str(tiny_config), "--config", str(probe),
                "--trainer.max_steps", str(MAX_STEPS), "--trainer.max_epochs", "100",
                "--checkpoint_every_n_steps", "3", "--trainer.logger", "false"]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
-    last = tmp_path / "checkpoints" / "tiny" / "last.ckpt"
+    env = python_path_with(tmp_path)
     processes = []
 
     def start(*extra: str) -> subprocess.Popen:
@@ -85,33 +100,75 @@ def test_sigkill_twice_then_resume_from_last(tiny_config, tmp_path):
 
     try:
         # 1. Killed as soon as the first last.ckpt exists (right after a save).
+        # Each run writes into a version folder of its own: 0, then 1 and 2 for the resumes.
         first = start()
-        wait_for(last.exists, first, 120, "the first last.ckpt")
+        wait_for(last_of(tmp_path, 0).exists, first, 120, "the first last.ckpt")
         kill(first)
-        step_1 = global_step(last)
+        step_1 = global_step(last_of(tmp_path, 0))
         assert 0 < step_1 < MAX_STEPS
 
         # 2. Resumed, then killed a moment after its first save (mid-step or mid-validation).
         second = start("--ckpt_path", "last")
-        wait_for(lambda: global_step(last) > step_1, second, 120, "a save after resuming")
+        wait_for(last_of(tmp_path, 1).exists, second, 120, "a save after resuming")
         time.sleep(0.35)
         kill(second)
-        step_2 = global_step(last)
+        step_2 = global_step(last_of(tmp_path, 1))
         assert step_1 < step_2 < MAX_STEPS
 
         # 3. Resumed again, runs to the end.
         third = start("--ckpt_path", "last")
         _, stderr = third.communicate(timeout=150)
         assert third.returncode == 0, stderr
+        assert f"using {Path('checkpoints/tiny/version_1/last.ckpt')}" in stderr  # says what it resumed
     finally:
         for process in processes:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+    last = last_of(tmp_path, 2)
     assert global_step(last) == MAX_STEPS
     # Each run started where last.ckpt stood when the previous one was killed.
     assert [int(line) for line in record.read_text().split()] == [0, step_1, step_2]
-    assert not list(last.parent.glob(".*.tmp"))  # no temporary files left by the kills
+    assert not list(last.parent.parent.glob("*/.*.tmp"))  # no temporary files left by the kills
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("signum, exit_code, workers", [(signal.SIGTERM, 143, 1), (signal.SIGINT, 130, 0)],
+                         ids=["SIGTERM", "SIGINT"])  # fmt: skip
+def test_signal_saves_last_ckpt_exits_nonzero_and_resume_continues_there(signum, exit_code, workers, tiny_config,
+                                                                          tmp_path):  # fmt: skip
+    """The signal goes to the whole process group, as a scheduler's (or a terminal's Ctrl-C)
+    does, DataLoader workers included. No periodic save is due: last.ckpt is the signal's."""
+    max_steps, record = 16, tmp_path / "starts.txt"
+    command = [sys.executable, "-m", "lit_vision", "fit", "--config", str(tiny_config),
+               "--trainer.max_steps", str(max_steps), "--trainer.max_epochs", "100", "--trainer.logger", "false",
+               "--checkpoint_every_n_steps", "1000", "--data.num_workers", str(workers)]  # fmt: skip
+    env = python_path_with(tmp_path)
+    slow, fast = probe_config(tmp_path, record, 0.25), probe_config(tmp_path, record, 0.0)
+    process = subprocess.Popen([*command, "--config", str(slow)], cwd=tmp_path, env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_for(record.exists, process, 120, "training to start")
+        time.sleep(1.2)  # a few steps into the first epoch (4 steps per epoch)
+        os.killpg(process.pid, signum)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == exit_code, stderr
+    stopped_at = global_step(last_of(tmp_path, 0))
+    assert 0 < stopped_at < max_steps
+    name = signal.Signals(signum).name
+    assert f"stopped by {name} at global step {stopped_at}; saved" in stderr and "last.ckpt" in stderr, stderr
+    assert "Traceback" not in stderr
+
+    resumed = subprocess.run([*command, "--config", str(fast), "--ckpt_path", "last"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=150)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [int(line) for line in record.read_text().split()] == [0, stopped_at]  # exactly where it stopped
+    assert global_step(last_of(tmp_path, 1)) == max_steps
 
 
 def test_a_save_that_dies_halfway_leaves_the_previous_last_ckpt(tiny_config, run_cli, tmp_path, monkeypatch, capsys):
@@ -139,7 +196,7 @@ def test_a_save_that_dies_halfway_leaves_the_previous_last_ckpt(tiny_config, run
     message = capsys.readouterr().err
     assert "No space left" in message and "last.ckpt" in message
     assert len(saves) == 3
-    last = tmp_path / "checkpoints" / "tiny" / "last.ckpt"
+    last = last_of(tmp_path, 0)
     assert global_step(last) == 2
     assert not list(last.parent.glob(".*.tmp"))
 
@@ -160,3 +217,45 @@ def test_atomic_checkpoint_io_replaces_whole_files_only(tmp_path, monkeypatch):
     assert path.read_bytes() == before
     assert io_plugin.load_checkpoint(path)["global_step"] == 1
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+
+
+WAITER = '''
+import pathlib
+import time
+from lightning.pytorch.callbacks import Callback
+
+
+class WaitInValidation(Callback):
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        pathlib.Path(self.marker).touch()
+        time.sleep(60)
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_sigterm_during_validate_exits_143_at_once(tiny_config, tmp_path):
+    """Outside training there is nothing to save: the command stops at once, not with exit 0."""
+    (tmp_path / "waiter.py").write_text(textwrap.dedent(WAITER))
+    marker = tmp_path / "validating"
+    waiter = tmp_path / "waiter.yaml"
+    waiter.write_text(yaml.safe_dump({"trainer": {"callbacks": [
+        {"class_path": "waiter.WaitInValidation", "init_args": {"marker": str(marker)}}]}}))  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lit_vision", "validate", "--config", str(tiny_config), "--config", str(waiter)],
+        cwd=tmp_path, env=python_path_with(tmp_path), start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(marker.exists, process, 120, "validation to start")
+        os.killpg(process.pid, signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 143, stderr
+    assert "lit-vision: stopped by SIGTERM; nothing was saved." in stderr and "Traceback" not in stderr

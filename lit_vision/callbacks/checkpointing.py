@@ -63,6 +63,11 @@ class LastCheckpoint(ModelCheckpoint):
     def on_train_end(self, trainer, pl_module) -> None:
         self._save_last_unless_done(trainer)
 
+    def save_now(self, trainer) -> str:
+        """Write last.ckpt now (a step boundary; every rank calls it, rank 0 writes); return its path."""
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        return self.last_model_path
+
     def _save_last_unless_done(self, trainer) -> None:
         if not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

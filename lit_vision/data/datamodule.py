@@ -43,9 +43,11 @@ from lit_vision.data.collate import WorkerBatchAugment, channels_last_collate
 from lit_vision.data.dataset import MiniPlacesImages
 from lit_vision.data.download import download_miniplaces, manual_instructions
 from lit_vision.data.listing import list_unlabelled_images, read_categories, read_labelled_list
+from lit_vision.data.preflight import verify_images
 from lit_vision.data.standin import generate_standin
 from lit_vision.data.transforms import SquareResize, eval_transform, train_transform
 from lit_vision.errors import LitVisionError
+from lit_vision.signals import leave_stops_to_the_main_process
 from lit_vision.utils.generators import keyed_generator
 
 AugmentPlace = Literal["auto", "device", "worker_batched", "worker"]
@@ -71,6 +73,7 @@ class MiniPlacesDataModule(L.LightningDataModule):
         augmentation: Augmentation = Augmentation(),  # frozen: one shared default is safe
         cache: bool = False,
         cache_dir: str | None = None,
+        verify: bool = True,
     ) -> None:
         """
         Args:
@@ -97,7 +100,10 @@ class MiniPlacesDataModule(L.LightningDataModule):
             augmentation: the training augmentation, the same on every augment_on path.
             cache: decode each labelled split once into a uint8 memory-mapped file and read
                 that instead of the JPEGs (train ≈ 4.9 GB for real MiniPlaces at 128 px).
-            cache_dir: where cache files go (default: <data_dir>/cache).
+            cache_dir: where cache files (and the image check's stamps) go (default: <data_dir>/cache).
+            verify: before the first step, decode every image the run will read (in parallel,
+                on num_workers) and name every unreadable one in one error; runs once per
+                unchanged set of files (see `lit_vision.data.preflight`).
         """
         super().__init__()
         if download and standin:
@@ -138,13 +144,28 @@ class MiniPlacesDataModule(L.LightningDataModule):
             )  # fmt: skip
         elif hp.download:
             download_miniplaces(self.data_dir, hp.num_classes)
+        stage = getattr(getattr(getattr(self, "trainer", None), "state", None), "fn", None)
+        stage = getattr(stage, "value", stage)
+        if hp.verify:
+            self.check_images(stage)
         if hp.cache:
             self._check_layout()
-            stage = getattr(getattr(getattr(self, "trainer", None), "state", None), "fn", None)
-            stage = getattr(stage, "value", stage)
-            splits = {"fit": ("train.txt", "val.txt"), "predict": ()}.get(stage, ("val.txt",))
-            for list_name in splits:
+            for list_name in {"fit": ("train.txt", "val.txt"), "predict": ()}.get(stage, ("val.txt",)):
                 self._cached(list_name, build=True)
+
+    def check_images(self, stage: str | None) -> None:
+        """The pre-flight check (`lit_vision.data.preflight`) of every image `stage` reads."""
+        self._check_layout()
+        images = self.data_dir / "images"
+        if stage == "predict":
+            lists = {str(images / "test"): list_unlabelled_images(images, "test")}
+        else:
+            list_names = ("train.txt", "val.txt") if stage == "fit" else ("val.txt",)
+            lists = {
+                str(self.data_dir / name): [path for path, _ in read_labelled_list(self.data_dir / name, self.num_classes)]
+                for name in list_names
+            }
+        verify_images(images, lists, self.cache_dir, self.num_workers)
 
     def _check_layout(self) -> None:
         required = [self.data_dir / "images", self.data_dir / "train.txt", self.data_dir / "val.txt"]
@@ -232,6 +253,7 @@ class MiniPlacesDataModule(L.LightningDataModule):
             # A last tiny training batch only adds noise to BatchNorm statistics (and a batch of
             # one breaks it); evaluation keeps every sample.
             drop_last=shuffle and len(dataset) > hp.batch_size,
+            worker_init_fn=leave_stops_to_the_main_process,
         )
 
     def train_dataloader(self) -> DataLoader:

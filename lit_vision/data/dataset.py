@@ -1,26 +1,54 @@
-"""A map-style dataset over MiniPlaces JPEG files, decoded with libjpeg-turbo into uint8 tensors."""
+"""A map-style dataset over MiniPlaces image files, decoded into uint8 RGB tensors.
+
+Whatever a file's name says, its bytes decide how it is read: torchvision's `decode_image`
+(libjpeg-turbo for JPEG, also PNG, GIF and WebP; grey, CMYK, palette and alpha become RGB),
+and Pillow for the formats it lacks (BMP, TIFF, ...). Real datasets hold PNGs named .jpg."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_jpeg, read_file
+from torchvision.io import ImageReadMode, decode_image, read_file
 
 from lit_vision.errors import LitVisionError
 
 
-def load_image(path: Path) -> torch.Tensor:
-    """Read and decode one JPEG as a uint8 [3, H, W] RGB tensor; a missing or corrupt file
-    raises a LitVisionError that names it (not a bare decoder traceback from a worker)."""
+def decode_rgb(path: Path) -> torch.Tensor:
+    """Decode one image file of any common format into a uint8 [3, H, W] RGB tensor; raises
+    whatever the decoders raise."""
+    data = read_file(str(path))
+    if data.numel() == 0:
+        raise ValueError("it is empty (0 bytes)")
     try:
-        data = read_file(str(path))
-        return decode_jpeg(data, mode=ImageReadMode.RGB)
-    except (RuntimeError, OSError) as error:
-        reason = "it does not exist" if not path.exists() else f"it could not be decoded as a JPEG ({error})"
-        raise LitVisionError(f"Cannot read image {path}: {reason}.") from None
+        image = decode_image(data, mode=ImageReadMode.RGB)
+    except RuntimeError:
+        with Image.open(path) as pil_image:  # the formats torchvision does not decode
+            return torch.from_numpy(np.array(pil_image.convert("RGB"))).permute(2, 0, 1).contiguous()
+    return image[0] if image.ndim == 4 else image  # an animated GIF: its first frame
+
+
+def load_image(path: Path) -> torch.Tensor:
+    """`decode_rgb`, with a LitVisionError that names the file (not a bare decoder traceback
+    from a worker) when it is missing, empty or not an image."""
+    try:
+        return decode_rgb(path)
+    except Exception as error:  # each decoder has its own exception types
+        raise LitVisionError(f"Cannot read image {path}: {unreadable_reason(path, error)}.") from None
+
+
+def unreadable_reason(path: Path, error: Exception) -> str:
+    """Why `path` cannot be read, in a few words."""
+    if not path.exists():
+        return "it does not exist"
+    if path.is_file() and path.stat().st_size == 0:
+        return "it is empty (0 bytes)"
+    detail = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
+    return f"it is not an image any decoder here reads (JPEG, PNG, GIF, WebP, BMP, ...): {detail}"
 
 
 class MiniPlacesImages(Dataset):

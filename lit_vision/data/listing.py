@@ -1,5 +1,6 @@
 """Reading MiniPlaces' list files (`train.txt`, `val.txt`, `categories.txt`) with errors
-that name the file and line of any problem."""
+that name the file and line of any problem. A UTF-8 byte-order mark, CRLF line ends and
+blank lines are accepted (editors on Windows write them)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 
 from lit_vision.errors import LitVisionError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg")
+# Files of the unlabelled split that are read as images (by their bytes, whatever the suffix says).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 
 
 def read_labelled_list(path: Path, num_classes: int) -> list[tuple[str, int]]:
@@ -16,7 +18,7 @@ def read_labelled_list(path: Path, num_classes: int) -> list[tuple[str, int]]:
         raise LitVisionError(f"{path} is missing: expected a list of '<image path> <label>' lines.")
     entries: list[tuple[str, int]] = []
     seen: dict[str, int] = {}
-    for line_number, line in enumerate(path.read_text().splitlines(), start=1):
+    for line_number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split()
@@ -47,7 +49,7 @@ def read_categories(path: Path, num_classes: int) -> list[str]:
     if not path.is_file():
         return [f"class_{i}" for i in range(num_classes)]
     names: dict[int, str] = {}
-    for line_number, line in enumerate(path.read_text().splitlines(), start=1):
+    for line_number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split()
@@ -76,5 +78,5 @@ def list_unlabelled_images(images_dir: Path, split: str = "test") -> list[str]:
         p.relative_to(images_dir).as_posix() for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
     )
     if not paths:
-        raise LitVisionError(f"{folder} holds no .jpg images.")
+        raise LitVisionError(f"{folder} holds no images (.jpg, .jpeg, .png, .gif, .bmp, .webp).")
     return paths
