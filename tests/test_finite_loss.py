@@ -39,11 +39,11 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_config,
     assert code == 2
     assert "training loss is not finite (nan) at global step 5, epoch 1, batch 1" in error, error
     assert "Traceback" not in error
-    last = tmp_path / "checkpoints" / "tiny" / "last.ckpt"
+    last = tmp_path / "checkpoints" / "tiny" / "version_0" / "last.ckpt"
     checkpoint = torch.load(last, weights_only=True, map_location="cpu")
     assert checkpoint["global_step"] == 4  # the end of epoch 0, before the NaN
     assert all(torch.isfinite(t).all() for t in checkpoint["state_dict"].values() if t.is_floating_point())
-    (best,) = (tmp_path / "checkpoints" / "tiny").glob("best-*.ckpt")
+    (best,) = (tmp_path / "checkpoints" / "tiny" / "version_0").glob("best-*.ckpt")
     assert torch.load(best, weights_only=True, map_location="cpu")["global_step"] == 4
 
 
@@ -51,4 +51,4 @@ def test_finite_training_is_untouched(tiny_config, run_cli, tmp_path):
     code = run_cli("fit", "--config", tiny_config, "--model", MODEL, "--model.init_args.num_classes", "4",
                    "--model.init_args.nan_from_step", "1000", "--trainer.max_steps", "3", "--trainer.logger", "false")  # fmt: skip
     assert code == 0
-    assert torch.load(tmp_path / "checkpoints" / "tiny" / "last.ckpt", weights_only=True)["global_step"] == 3
+    assert torch.load(tmp_path / "checkpoints" / "tiny" / "version_0" / "last.ckpt", weights_only=True)["global_step"] == 3

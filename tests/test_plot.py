@@ -32,17 +32,20 @@ def test_plot_one_run_and_overlay(tiny_run, run_cli, tmp_path, capsys):
     assert_png(tmp_path / "each" / "tiny-version_0.png")
 
 
-def test_parent_folder_skips_runs_without_scalars(tiny_run, tiny_config, run_cli, tmp_path, capsys):
-    """A predict run logs no scalars; the other runs of the experiment are still drawn."""
-    checkpoint = tmp_path / "checkpoints" / "tiny" / "last.ckpt"
+def test_evaluation_runs_stay_out_of_the_training_plots(tiny_run, tiny_config, run_cli, tmp_path, capsys):
+    """validate/predict log under logs/<experiment>/eval/: plotting the experiment draws its
+    training runs only; plotting eval/ draws the validate run and skips the predict run, which
+    logs no scalars."""
+    checkpoint = tmp_path / "checkpoints" / "tiny" / "version_0" / "last.ckpt"
     assert run_cli("predict", "--config", tiny_config, "--ckpt_path", checkpoint) == 0
     assert run_cli("validate", "--config", tiny_config, "--ckpt_path", checkpoint) == 0
     capsys.readouterr()
-    assert run_cli("plot", tmp_path / "logs" / "tiny", "--out", tmp_path / "each") == 0
+    assert run_cli("plot", tmp_path / "logs" / "tiny", "--out", tmp_path / "training") == 0
+    assert "skipping" not in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "training").iterdir()) == ["tiny-version_0.png"]
+    assert run_cli("plot", tmp_path / "logs" / "tiny" / "eval", "--out", tmp_path / "eval") == 0
     assert "skipping" in capsys.readouterr().err
-    assert_png(tmp_path / "each" / "tiny-version_0.png")
-    assert_png(tmp_path / "each" / "tiny-version_2.png")
-    assert not (tmp_path / "each" / "tiny-version_1.png").exists()
+    assert [p.name for p in (tmp_path / "eval").iterdir()] == ["eval-version_1.png"]
 
 
 def test_scalars_the_figure_needs_are_logged(tiny_run):

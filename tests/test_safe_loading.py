@@ -13,10 +13,14 @@ import zipfile
 import pytest
 import torch
 
-import lit_vision.models
-from lit_vision.checkpoints import AtomicCheckpointIO, load_checkpoint_safely, load_lightning_checkpoint
+from lit_vision.checkpoints import (
+    AtomicCheckpointIO,
+    load_checkpoint_safely,
+    load_lightning_checkpoint,
+)
 from lit_vision.cli import build_cli
 from lit_vision.errors import LitVisionError
+from lit_vision.models.registry import list_models
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
 
@@ -140,7 +144,7 @@ def test_damaged_checkpoints_are_clear_errors(damage, expected, fitted, tiny_con
     assert expected in error and str(path) in error and "Traceback" not in error
 
 
-@pytest.mark.parametrize("architecture", [m for m in lit_vision.models.__all__ if m != "ImageClassifier"])
+@pytest.mark.parametrize("architecture", list_models())
 def test_saved_hyperparameters_are_plain_types(architecture, tiny_config, tmp_path, monkeypatch):
     """Every architecture's checkpoint loads with weights_only=True, hyperparameters included."""
     monkeypatch.chdir(tmp_path)
