@@ -22,7 +22,7 @@ import time
 import torch
 from torch.nn import functional as F
 
-from lit_vision.attacks.pgd import SEED_EPSILON, PGDAttack
+from lit_vision.attacks.pgd import COURSE_EPSILON, PGDAttack, step_size_for
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,14 +74,14 @@ def _attack_rows(args, device: torch.device) -> list[dict]:
     torch.manual_seed(0)
     model = SimpleNet(num_classes=args.num_classes).to(device)
     images = torch.randint(0, 256, (args.batch_size, 3, args.image_size, args.image_size), dtype=torch.uint8, device=device)
-    step_size = SEED_EPSILON / args.steps
-    attack = PGDAttack(SEED_EPSILON, step_size, args.steps, target="least_likely")
+    step_size = step_size_for(COURSE_EPSILON, args.steps, 1.0)
+    attack = PGDAttack(COURSE_EPSILON, step_size, args.steps, target="least_likely")
 
     def ours():
         return attack.perturb(model, images)
 
     def reference():
-        return reference_pgd(model, images, SEED_EPSILON, step_size, args.steps)
+        return reference_pgd(model, images, COURSE_EPSILON, step_size, args.steps)
 
     ours(), reference()  # warm-up
     times: dict[str, list[float]] = {"ours": [], "reference": []}
@@ -139,7 +139,7 @@ def _epoch_rows(args, device: torch.device) -> list[dict]:
         adv = None
         if adversarial:
             adv = AdversarialTraining(
-                fraction=args.fraction, epsilon=(SEED_EPSILON, SEED_EPSILON), steps=(args.steps, args.steps), seed=args.seed
+                fraction=args.fraction, epsilon=(COURSE_EPSILON, COURSE_EPSILON), steps=(args.steps, args.steps), seed=args.seed
             )
             callbacks.append(adv)
         trainer = L.Trainer(
@@ -190,7 +190,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     device = torch.device(args.device)
     print(
         f"SimpleNet, {args.num_classes} classes, batch {args.batch_size}, {args.image_size}px, "
-        f"epsilon {SEED_EPSILON:.4f} (≈{SEED_EPSILON * 255:.2f}/255), {args.steps} steps, device {device}",
+        f"epsilon {COURSE_EPSILON:.4f} (≈{COURSE_EPSILON * 255:.2f}/255), {args.steps} steps, device {device}",
         flush=True,
     )
     rows = _attack_rows(args, device)
