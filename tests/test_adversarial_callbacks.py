@@ -358,8 +358,9 @@ def test_evaluation_refuses_no_op_attacks():
 # -------------------------------------------------------------------- CLI
 @pytest.mark.slow
 def test_adversarial_fit_and_checkpoint_evaluation_through_the_cli(tmp_path, monkeypatch):
-    """The documented commands: fit with configs/quickstart_adv.yaml, then
-    `lit-vision test --config … --config configs/adv_eval.yaml --ckpt_path …`."""
+    """The documented commands: fit with configs/quickstart_adv.yaml (robust validation metric,
+    checkpoints selected by it), then `lit-vision test --config … --config configs/adv_eval.yaml
+    --ckpt_path …` with the transfer check crafted on the same model (so it must pass)."""
     from lit_vision.cli import main
 
     configs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -373,29 +374,35 @@ def test_adversarial_fit_and_checkpoint_evaluation_through_the_cli(tmp_path, mon
     main(["fit", "--config", f"{configs}/quickstart_adv.yaml", *tiny, "--trainer.max_epochs", "1"])
     checkpoint = tmp_path / "checkpoints" / "quickstart_adv" / "last.ckpt"
     assert checkpoint.exists()
+    assert list((tmp_path / "checkpoints" / "quickstart_adv").glob("best-robust-*-adv*.ckpt"))
 
     # The shipped adv_eval.yaml, with a smaller sweep for speed.
     with open(f"{configs}/adv_eval.yaml") as handle:
         text = handle.read()
     assert "inference_mode: false" in text and "AdversarialEvaluation" in text
-    text = text.replace("sweep_epsilons: [0.0039, 0.0113, 0.0226, 0.0314]", "sweep_epsilons: [0.0, 0.0314]")
+    text = text.replace("sweep_epsilons: [0.0078, 0.0157, 0.0314]", "sweep_epsilons: [0.0078, 0.0314]")
     text = text.replace("sweep_steps: [1, 10]", "sweep_steps: [2]").replace("num_steps: 10", "num_steps: 3")
+    text = text.replace("transfer_from: null", f"transfer_from: {checkpoint}")
     (tmp_path / "adv_eval.yaml").write_text(text)
     main(["test", "--config", f"{configs}/quickstart_adv.yaml", "--config", str(tmp_path / "adv_eval.yaml"), *tiny,
           "--ckpt_path", str(checkpoint)])  # fmt: skip
 
     (run_dir,) = [p for p in (tmp_path / "logs" / "quickstart_adv").iterdir() if (p / f"{TABLE_NAME}.csv").exists()]
     with open(run_dir / f"{TABLE_NAME}.json") as handle:
-        rows = json.load(handle)["rows"]
-    assert [r["attack"] for r in rows] == ["clean", "least_likely"] + ["least_likely (sweep)"] * 2
-    assert rows[2]["epsilon"] == 0.0 and rows[2]["top1"] == pytest.approx(rows[0]["top1"])
+        report = json.load(handle)
+    rows = report["rows"]
+    assert [r["attack"] for r in rows[:4]] == ["clean", "least_likely", "true_label", "worst case (all attacks within epsilon)"]
+    assert [r["attack"] for r in rows[4:8]] == ["least_likely (sweep)"] * 2 + ["true_label (sweep)"] * 2
+    assert rows[3]["top1"] <= min(rows[1]["top1"], rows[2]["top1"])
+    checks = {c["check"]: c["passed"] for c in report["checks"]}
+    assert checks["transfer attack does not beat white-box"] is True  # the source is the model itself
     assert (run_dir / PICTURE_NAME).stat().st_size > 10_000
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     assert "test/adversarial_examples" in events.Tags()["images"]
-    assert {"test/adv_top1", "test/adv_top5", "test/top1"} <= set(events.Tags()["scalars"])
+    assert {"test/adv_top1", "test/adv_top5", "test/top1", "test/robust_top1"} <= set(events.Tags()["scalars"])
 
 
 class RecordBatches(L.Callback):
@@ -433,8 +440,16 @@ def test_ddp_ranks_perturb_the_same_batches_and_evaluation_syncs(tmp_path, monke
     assert written == [f"{TABLE_NAME}.csv", f"{TABLE_NAME}.json", PICTURE_NAME]
 
 
-@pytest.mark.parametrize("name", ["simplenet_adv", "quickstart_adv"])
-def test_adversarial_configs_parse(name, capsys):
+@pytest.mark.parametrize(
+    "name, shown",
+    [
+        ("simplenet_adv", ["fraction: 0.2", "target: least_likely"]),  # the course's recipe, kept
+        ("quickstart_adv", ["fraction: 1.0", "target: true_label", "monitor: val/adv_top1"]),
+        ("simplenet_robust", ["fraction: 1.0", "steps:\n      - 3", "monitor: val/adv_top1"]),
+        ("simplenet_fast", ["steps:\n      - 1", "step_scale: 1.25", "on_collapse: restore"]),
+    ],
+)
+def test_adversarial_configs_parse(name, shown, capsys):
     from lit_vision.cli import main
 
     configs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -442,4 +457,6 @@ def test_adversarial_configs_parse(name, capsys):
         main(["fit", "--config", f"{configs}/{name}.yaml", "--print_config"])
     assert exit_info.value.code in (0, None)
     printed = capsys.readouterr().out
-    assert "AdversarialTraining" in printed and "fraction: 0.2" in printed
+    assert "AdversarialTraining" in printed
+    for text in shown:
+        assert text in printed, text
