@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -123,9 +124,11 @@ def train_and_attack(args, name: str) -> dict:
         )
     row = {"setting": name}
     for i, evaluation in enumerate(attacks):
-        tester = L.Trainer(accelerator="cpu", devices=1, callbacks=[evaluation], inference_mode=False,
-                           limit_test_batches=args.eval_batches or 1.0, **quiet)  # fmt: skip
-        (results,) = tester.test(model, datamodule=data, verbose=False)
+        # The evaluation's own table files go to a throwaway folder: the bench reports the rows.
+        with tempfile.TemporaryDirectory() as scratch:
+            tester = L.Trainer(accelerator="cpu", devices=1, callbacks=[evaluation], inference_mode=False,
+                               limit_test_batches=args.eval_batches or 1.0, default_root_dir=scratch, **quiet)  # fmt: skip
+            (results,) = tester.test(model, datamodule=data, verbose=False)
         if i == 0:
             by = {(r.get("target"), r.get("epsilon_255")): r["top1"] for r in evaluation.rows if r.get("target")}
             row["clean"] = results["test/top1"]
