@@ -17,6 +17,7 @@ With `--plots DIR`, writes robustness_vs_epsilon_<data>.png and frontier_<data>.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -62,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settings", default="clean,course,card_robust,robust,fast")
     parser.add_argument("--confirm", action="store_true", help="also attack with 50 steps × 5 restarts (true label, 8/255)")
     parser.add_argument("--plots", metavar="DIR", help="write the two PNGs here")
+    parser.add_argument("--from-json", metavar="PATH", help="re-plot the rows of an earlier --json instead of training")
     parser.add_argument("--eval-batches", type=int, default=None, help="attack only the first N validation batches")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: steadiest on a shared CPU)")
     parser.add_argument("--seed", type=int, default=0)
@@ -167,6 +169,19 @@ def plot(rows: list[dict], folder: Path, label: str) -> list[Path]:
     for row in rows:
         axis.plot(row["clean"], row["tl@8"], "o")
         axis.annotate(row["setting"], (row["clean"], row["tl@8"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    # The knob's curve: the robust attack at adversarial_weight 0.25 … 1 ("robust" is 0.5).
+    knob = sorted(
+        (SETTINGS["robust"]["adversarial_weight"] if r["setting"] == "robust" else float(r["setting"][6:]), r["clean"], r["tl@8"])
+        for r in rows
+        if r["setting"] == "robust" or r["setting"].startswith("weight")
+    )
+    if len(knob) > 1:
+        axis.plot([k[1] for k in knob], [k[2] for k in knob], ":", color="grey", label="adversarial_weight 0.25 → 1")
+    clean = next((r for r in rows if r["setting"] == "clean"), None)
+    if clean is not None:  # the goal: ≥ +30 points robust at ≤ 3 points clean loss
+        axis.axhline(clean["tl@8"] + 0.30, color="green", linestyle="--", linewidth=0.8, label="goal: clean model + 30 points")
+        axis.axvline(clean["clean"] - 0.03, color="red", linestyle="--", linewidth=0.8, label="goal: ≤ 3 points clean loss")
+    axis.legend(fontsize=7, loc="lower left")
     axis.set(xlabel="clean top-1", ylabel="true-label PGD 8/255 top-1", title=f"clean vs robust frontier ({label})")
     axis.grid(alpha=0.3)
     figure.tight_layout()
@@ -177,6 +192,11 @@ def plot(rows: list[dict], folder: Path, label: str) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> list[dict]:
+    if args.from_json:
+        rows = json.loads(Path(args.from_json).read_text())["rows"]
+        for path in plot(rows, Path(args.plots or "."), Path(args.data_dir).name):
+            print(f"wrote {path}", flush=True)
+        return rows
     torch.set_num_threads(args.threads)
     names = [n.strip() for n in args.settings.split(",") if n.strip()]
     for name in names:
