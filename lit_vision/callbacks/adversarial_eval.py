@@ -106,7 +106,10 @@ class AdversarialEvaluation(Callback):
         if not targets or len(set(targets)) != len(targets):
             raise LitVisionError(f"AdversarialEvaluation targets must name each attack once, got {targets}.")
         if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 1:
-            raise LitVisionError(f"AdversarialEvaluation num_steps must be an integer >= 1, got {num_steps}.")
+            raise LitVisionError(
+                f"PGD num_steps must be an integer >= 1, got {num_steps} (AdversarialEvaluation num_steps): "
+                "with no step the attack changes nothing."
+            )
         if step_size is None:
             step_size = step_size_for(epsilon, num_steps, step_scale)
         self.attacks = [
