@@ -34,7 +34,7 @@ def test_layout_split_and_categories(digits16):
                                 resize_size=16, crop_size=16, pin_memory=False)  # fmt: skip
     data.setup("validate")
     assert data.class_names == DIGIT_NAMES
-    images, label = next(iter(data.val_dataloader()))
+    images, _ = next(iter(data.val_dataloader()))
     assert images.shape == (8, 3, 16, 16) and images.dtype == torch.uint8
     assert images.float().std() > 30  # real strokes, not a blank page
 

@@ -123,10 +123,11 @@ def train_and_attack(args, name: str) -> dict:
         )
     ]  # fmt: skip
     if args.confirm:
-        attacks.append(
-            AdversarialEvaluation(epsilon=EPS8, num_steps=50, step_scale=2.5, targets=["true_label"], random_start=True,
-                                  restarts=5, masking_checks=False, num_images=0, seed=args.seed)  # fmt: skip
-        )
+        confirmation = AdversarialEvaluation(
+            epsilon=EPS8, num_steps=50, step_scale=2.5, targets=["true_label"], random_start=True, restarts=5,
+            masking_checks=False, num_images=0, seed=args.seed,
+        )  # fmt: skip
+        attacks.append(confirmation)
     row = {"setting": name}
     for i, evaluation in enumerate(attacks):
         # The evaluation's own table files go to a throwaway folder: the bench reports the rows.
