@@ -1,5 +1,5 @@
-"""AdversarialTraining and AdversarialEvaluation inside a real Trainer (tiny model, CPU), and
-the documented CLI command end to end (slow)."""
+"""AdversarialTraining, AdversarialValidation and AdversarialEvaluation inside a real Trainer
+(tiny model, CPU), and the documented CLI commands end to end (slow)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lit_vision.callbacks.adversarial_eval import PICTURE_NAME, TABLE_NAME, AdversarialEvaluation
 from lit_vision.callbacks.adversarial_training import AdversarialTraining
+from lit_vision.callbacks.adversarial_validation import AdversarialValidation
 from lit_vision.errors import LitVisionError
 from lit_vision.models.classifier import ImageClassifier
 
@@ -80,7 +81,7 @@ def test_selection_is_reproducible_and_about_the_fraction():
     plans = [p for p in (a.plan(*key) for key in keys) if p is not None]
     assert all(a.epsilon[0] <= p.epsilon <= a.epsilon[1] and a.steps[0] <= p.num_steps <= a.steps[1] for p in plans)
     assert {p.num_steps for p in plans} == set(range(a.steps[0], a.steps[1] + 1))  # steps vary per batch
-    assert all(p.step_size == pytest.approx(p.epsilon / p.num_steps) for p in plans)
+    assert all(p.step_size == pytest.approx(p.epsilon / p.num_steps) for p in plans)  # the course's rule
     assert not any(AdversarialTraining(fraction=0.0).plan(*key) for key in keys[:200])
     assert all(AdversarialTraining(fraction=1.0).plan(*key) for key in keys[:200])
 
@@ -94,12 +95,48 @@ def test_selection_is_reproducible_and_about_the_fraction():
         {"steps": (0, 5)},
         {"steps": (5, 2)},
         {"step_scale": 0.0},
+        {"epsilon": (0.0, 0.0)},
+        {"adversarial_weight": 0.0},
+        {"adversarial_weight": 1.5},
+        {"epsilon_ramp_epochs": -1},
         {"target": "nope"},
     ],
 )
 def test_training_arguments_are_checked(kwargs):
-    with pytest.raises(LitVisionError):
+    with pytest.raises(LitVisionError, match=next(iter(kwargs))):
         AdversarialTraining(**kwargs)
+
+
+@pytest.mark.parametrize("weight, kept, attacked", [(0.5, BATCH, BATCH), (0.2, BATCH, 2), (0.75, 3, BATCH), (1.0, 0, BATCH)])
+def test_adversarial_weight_sets_the_batch_composition(tmp_path, weight, kept, attacked):
+    """The knob reaches the training step: a perturbed batch holds `kept` clean images then
+    `attacked` adversarial ones, so the mean loss gives the adversarial part `weight`."""
+    callback = AdversarialTraining(fraction=1.0, epsilon=(8 / 255, 8 / 255), steps=(1, 1), adversarial_weight=weight)
+    assert callback.composition(BATCH) == (kept, attacked)
+    model = TinyClassifier()
+    trainer(tmp_path, [callback], max_steps=2).fit(model, train_dataloaders=loader(2))
+    assert len(model.seen) == 2
+    for _, i, images, labels in model.seen:
+        assert labels.shape[0] == kept + attacked
+        original = loader(2).dataset.tensors[0][i * BATCH : (i + 1) * BATCH].float() / 255
+        assert torch.equal(images[:kept], original[:kept])
+        assert (images[kept:] - original[:attacked]).abs().max() <= 8 / 255 + 1e-6
+        assert (images[kept:] != original[:attacked]).any()
+    assert kept / (kept + attacked) == pytest.approx(1 - weight, abs=0.13)
+
+
+def test_epsilon_ramp_grows_the_radius_over_the_first_epochs(tmp_path):
+    callback = AdversarialTraining(fraction=1.0, epsilon=(8 / 255, 8 / 255), steps=(2, 2), epsilon_ramp_epochs=2)
+    assert callback.epsilon_scale(0, 0, 10) == pytest.approx(0.05)
+    assert callback.epsilon_scale(1, 4, 10) == pytest.approx(0.75) and callback.epsilon_scale(3, 0, 10) == 1.0
+    model = TinyClassifier()
+    trainer(tmp_path, [callback], max_epochs=3).fit(model, train_dataloaders=loader(4))
+    distances = {}
+    for epoch, i, images, _ in model.seen:
+        distances[(epoch, i)] = (images[BATCH:] - images[:BATCH]).abs().max().item()
+    for (epoch, i), distance in distances.items():
+        assert distance <= 8 / 255 * callback.epsilon_scale(epoch, i, 4) + 1e-6
+    assert distances[(0, 0)] <= 1 / 255 + 1e-6 and distances[(2, 3)] > 7 / 255  # 1/8 of ε at the first batch
 
 
 def test_callback_doubles_about_a_fifth_of_the_batches(tmp_path):
@@ -140,6 +177,58 @@ def test_callback_rejects_tuple_batches(tmp_path):
         trainer(tmp_path, [AdversarialTraining(fraction=1.0, steps=(1, 1))]).fit(model, train_dataloaders=tuples)
 
 
+# ------------------------------------------------------------- validation
+class Sabotage(L.Callback):
+    """Scrambles the head at the start of one epoch: robust accuracy collapses, as in
+    catastrophic over-fitting, without waiting for it to happen by itself."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            head = pl_module.net[-1]
+            with torch.no_grad():
+                head.weight.copy_(-10 * head.weight)  # confidently wrong
+
+
+def test_validation_logs_robust_accuracy_and_restores_after_a_collapse(tmp_path):
+    torch.manual_seed(0)
+    model = TinyClassifier()
+    guard = AdversarialValidation(epsilon=4 / 255, num_steps=2, max_batches=2, on_collapse="restore", min_best_top1=0.3)
+    fit = trainer(tmp_path, [guard, Sabotage(epoch=3)], max_epochs=8, limit_val_batches=3)
+    fit.fit(model, train_dataloaders=loader(12), val_dataloaders=loader(4, seed=1))
+
+    assert len(guard.history) == 4 and fit.current_epoch == 4, "the collapse at epoch 3 stopped the 8-epoch run"
+    assert guard.collapsed_at == 3 and guard.history[3] < 0.5 * max(guard.history[:3])
+    assert guard.best_top1 == max(guard.history[:3]) > 0.3
+    assert fit.logged_metrics["val/adv_collapse"].item() == 1.0
+    # The best robust epoch's weights are back: its accuracy on the same attacked subset.
+    trainer(tmp_path, [guard]).validate(model, dataloaders=loader(4, seed=1))
+    assert guard.history[-1] == pytest.approx(guard.best_top1)
+
+
+def test_validation_without_collapse_runs_to_the_end_and_attacks_a_fixed_subset(tmp_path):
+    torch.manual_seed(0)
+    guard = AdversarialValidation(epsilon=4 / 255, num_steps=2, max_batches=1)
+    model = TinyClassifier()
+    fit = trainer(tmp_path, [guard], max_epochs=3)
+    fit.fit(model, train_dataloaders=loader(6), val_dataloaders=loader(3, seed=1))
+    assert len(guard.history) == 3 and guard.collapsed_at is None
+    assert 0 <= fit.logged_metrics["val/adv_top1"].item() <= 1
+    assert fit.logged_metrics["val/adv_collapse"].item() == 0.0
+    # Same weights, same images, same random starts: the same number on every pass.
+    for _ in range(2):
+        trainer(tmp_path, [guard]).validate(model, dataloaders=loader(3, seed=1))
+    assert guard.history[-1] == guard.history[-2] == pytest.approx(guard.history[2])
+
+
+@pytest.mark.parametrize("kwargs", [{"max_batches": 0}, {"on_collapse": "panic"}, {"collapse_ratio": 1.0}, {"epsilon": 0.0}])
+def test_validation_arguments_are_checked(kwargs):
+    with pytest.raises(LitVisionError, match=next(iter(kwargs))):
+        AdversarialValidation(**kwargs)
+
+
 # ------------------------------------------------------------- evaluation
 @pytest.mark.parametrize("inference_mode", [True, False])
 def test_evaluation_logs_adversarial_metrics_and_writes_files(tmp_path, inference_mode):
@@ -147,29 +236,36 @@ def test_evaluation_logs_adversarial_metrics_and_writes_files(tmp_path, inferenc
     model = TinyClassifier()
     trainer(tmp_path, [], max_epochs=3).fit(model, train_dataloaders=loader(20))
     callback = AdversarialEvaluation(
-        epsilon=16 / 255, num_steps=5, target="true_label", sweep_epsilons=[0.0, 16 / 255], sweep_steps=[1, 5], num_images=3
+        epsilon=16 / 255, num_steps=5, targets=["true_label", "least_likely"], sweep_epsilons=[4 / 255, 16 / 255],
+        sweep_steps=[1, 5], num_images=3,
     )
     test = trainer(tmp_path, [callback], inference_mode=inference_mode)
     (results,) = test.test(model, dataloaders=loader(4, seed=1))
 
-    assert {"test/top1", "test/top5", "test/adv_top1", "test/adv_top5"} <= set(results)
+    assert {"test/top1", "test/top5", "test/adv_top1", "test/adv_top5", "test/robust_top1"} <= set(results)
+    assert results["test/adv_top1"] == results["test/adv_top1_true_label"]
+    worst = min(results["test/adv_top1_true_label"], results["test/adv_top1_least_likely"])
+    assert results["test/robust_top1"] <= worst
     assert results["test/top1"] > 0.5, "the tiny model should have learnt the brightness classes"
     assert results["test/adv_top1"] < results["test/top1"]
     assert results["test/adv_top5"] == 1.0  # 4 classes, top-5 covers them all
 
     rows = callback.rows
-    assert [r["attack"] for r in rows[:2]] == ["clean", "true_label"]
+    assert [r["attack"] for r in rows[:4]] == ["clean", "true_label", "least_likely", "worst case (all attacks within epsilon)"]
     assert rows[0]["top1"] == pytest.approx(results["test/top1"])
     assert rows[1]["top1"] == pytest.approx(results["test/adv_top1"])
-    sweep = {(r["epsilon_255"], r["steps"]): r["top1"] for r in rows[2:]}
-    assert set(sweep) == {(0.0, 1), (0.0, 5), (16.0, 1), (16.0, 5)}
-    assert sweep[(0.0, 1)] == sweep[(0.0, 5)] == pytest.approx(results["test/top1"])  # ε = 0: clean accuracy
-    assert sweep[(16.0, 5)] <= sweep[(16.0, 1)] + 1e-6 and sweep[(16.0, 5)] == pytest.approx(rows[1]["top1"])
+    assert rows[3]["top1"] == pytest.approx(results["test/robust_top1"])
+    sweep = {(r["target"], r["epsilon_255"], r["steps"]): r["top1"] for r in rows if r["attack"].endswith("(sweep)")}
+    assert len(sweep) == 8
+    assert sweep[("true_label", 16.0, 5)] == pytest.approx(rows[1]["top1"])  # the same attack as the main one
+    assert sweep[("true_label", 16.0, 5)] <= sweep[("true_label", 4.0, 5)]
+    assert all(check["passed"] is not False for check in callback.checks), callback.checks
 
     with open(callback.paths["csv"]) as handle:
         assert len(list(csv.DictReader(handle))) == len(rows)
     with open(callback.paths["json"]) as handle:
-        assert json.load(handle)["rows"] == rows
+        written = json.load(handle)
+    assert written["rows"] == rows and written["checks"] == callback.checks
     from PIL import Image
 
     picture = Image.open(callback.paths["png"])
@@ -178,11 +274,93 @@ def test_evaluation_logs_adversarial_metrics_and_writes_files(tmp_path, inferenc
     assert os.path.basename(callback.paths["csv"]) == f"{TABLE_NAME}.csv" and callback.paths["png"].endswith(PICTURE_NAME)
 
 
+class Quantised(nn.Module):
+    """A trained model behind an input quantiser: round() has zero gradient almost everywhere,
+    so white-box PGD learns nothing and reports a robustness that is not there."""
+
+    def __init__(self, model: nn.Module, levels: int = 32) -> None:
+        super().__init__()
+        self.model, self.levels = model, levels
+
+    def forward(self, images):
+        x = images.float() / 255 if images.dtype == torch.uint8 else images
+        return self.model(torch.round(x * self.levels) / self.levels)
+
+
+class QuantisedClassifier(TinyClassifier):
+    def forward(self, images):
+        return Quantised(lambda x: super(QuantisedClassifier, self).forward(x))(images)
+
+
+def masked_copy(model: TinyClassifier) -> TinyClassifier:
+    masked = QuantisedClassifier()
+    masked.load_state_dict(model.state_dict())
+    return masked
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_masking_checks_trip_on_a_quantising_model_only(tmp_path, masked):
+    torch.manual_seed(0)
+    clean_model = TinyClassifier()
+    trainer(tmp_path, [], max_epochs=3).fit(clean_model, train_dataloaders=loader(20))
+    tested = masked_copy(clean_model) if masked else clean_model
+    callback = AdversarialEvaluation(
+        epsilon=16 / 255, num_steps=5, step_scale=2.5, targets=["true_label"], random_start=True,
+        sweep_epsilons=[4 / 255, 16 / 255, 32 / 255], sweep_steps=[1, 5], num_images=0,
+    )  # fmt: skip
+    callback.transfer_model = TinyClassifier()
+    callback.transfer_model.load_state_dict(clean_model.state_dict())
+    (results,) = trainer(tmp_path, [callback]).test(tested, dataloaders=loader(4, seed=1))
+    verdicts = {check["check"]: check["passed"] for check in callback.checks}
+    assert set(verdicts) == {
+        "accuracy does not rise with epsilon", "accuracy does not rise with steps",
+        "accuracy falls to ~0 at a large epsilon", "transfer attack does not beat white-box",
+    }  # fmt: skip
+    assert results["test/top1"] > 0.5
+    if masked:
+        assert verdicts["accuracy falls to ~0 at a large epsilon"] is False
+        assert verdicts["transfer attack does not beat white-box"] is False
+        assert results["test/masking_warnings"] >= 2
+    else:
+        assert all(verdicts.values()), callback.checks
+        assert results["test/masking_warnings"] == 0
+    with open(callback.paths["json"]) as handle:
+        assert json.load(handle)["checks"] == callback.checks
+
+
+def test_masking_checks_flag_accuracy_rising_with_a_stronger_attack():
+    from lit_vision.attacks.masking import masking_checks
+
+    sweep = [
+        {"target": "true_label", "epsilon": e, "steps": s, "top1": acc}
+        for (e, s, acc) in [(0.01, 1, 0.5), (0.03, 1, 0.3), (0.01, 10, 0.6), (0.03, 10, 0.2)]
+    ]
+    checks = {c["check"]: c for c in masking_checks(sweep, 0.0, 0.25, 0.05, 0.2, 0.3, 0.02)}
+    assert checks["accuracy does not rise with epsilon"]["passed"] is True
+    assert checks["accuracy does not rise with steps"]["passed"] is False
+    assert "epsilon 0.01: 1 → 10: 0.500 → 0.600" in checks["accuracy does not rise with steps"]["detail"]
+    assert checks["accuracy falls to ~0 at a large epsilon"]["passed"] is True
+
+
+def test_evaluation_refuses_no_op_attacks():
+    with pytest.raises(LitVisionError, match="epsilon must be > 0"):
+        AdversarialEvaluation(epsilon=0.0)
+    with pytest.raises(LitVisionError, match="num_steps"):
+        AdversarialEvaluation(num_steps=0)
+    with pytest.raises(LitVisionError, match="step_size must be > 0"):
+        AdversarialEvaluation(step_size=0.0)
+    with pytest.raises(LitVisionError, match="sweep_steps"):
+        AdversarialEvaluation(sweep_steps=[0, 5])
+    with pytest.raises(LitVisionError, match="transfer_from 'missing.ckpt' is not a file"):
+        AdversarialEvaluation(transfer_from="missing.ckpt")
+
+
 # -------------------------------------------------------------------- CLI
 @pytest.mark.slow
 def test_adversarial_fit_and_checkpoint_evaluation_through_the_cli(tmp_path, monkeypatch):
-    """The documented commands: fit with configs/quickstart_adv.yaml, then
-    `lit-vision test --config … --config configs/adv_eval.yaml --ckpt_path …`."""
+    """The documented commands: fit with configs/quickstart_adv.yaml (robust validation metric,
+    checkpoints selected by it), then `lit-vision test --config … --config configs/adv_eval.yaml
+    --ckpt_path …` with the transfer check crafted on the same model (so it must pass)."""
     from lit_vision.cli import main
 
     configs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -196,29 +374,35 @@ def test_adversarial_fit_and_checkpoint_evaluation_through_the_cli(tmp_path, mon
     main(["fit", "--config", f"{configs}/quickstart_adv.yaml", *tiny, "--trainer.max_epochs", "1"])
     checkpoint = tmp_path / "checkpoints" / "quickstart_adv" / "last.ckpt"
     assert checkpoint.exists()
+    assert list((tmp_path / "checkpoints" / "quickstart_adv").glob("best-robust-*-adv*.ckpt"))
 
     # The shipped adv_eval.yaml, with a smaller sweep for speed.
     with open(f"{configs}/adv_eval.yaml") as handle:
         text = handle.read()
     assert "inference_mode: false" in text and "AdversarialEvaluation" in text
-    text = text.replace("sweep_epsilons: [0.0039, 0.0113, 0.0226, 0.0314]", "sweep_epsilons: [0.0, 0.0314]")
+    text = text.replace("sweep_epsilons: [0.0078, 0.0157, 0.0314]", "sweep_epsilons: [0.0078, 0.0314]")
     text = text.replace("sweep_steps: [1, 10]", "sweep_steps: [2]").replace("num_steps: 10", "num_steps: 3")
+    text = text.replace("transfer_from: null", f"transfer_from: {checkpoint}")
     (tmp_path / "adv_eval.yaml").write_text(text)
     main(["test", "--config", f"{configs}/quickstart_adv.yaml", "--config", str(tmp_path / "adv_eval.yaml"), *tiny,
           "--ckpt_path", str(checkpoint)])  # fmt: skip
 
     (run_dir,) = [p for p in (tmp_path / "logs" / "quickstart_adv").iterdir() if (p / f"{TABLE_NAME}.csv").exists()]
     with open(run_dir / f"{TABLE_NAME}.json") as handle:
-        rows = json.load(handle)["rows"]
-    assert [r["attack"] for r in rows] == ["clean", "least_likely"] + ["least_likely (sweep)"] * 2
-    assert rows[2]["epsilon"] == 0.0 and rows[2]["top1"] == pytest.approx(rows[0]["top1"])
+        report = json.load(handle)
+    rows = report["rows"]
+    assert [r["attack"] for r in rows[:4]] == ["clean", "least_likely", "true_label", "worst case (all attacks within epsilon)"]
+    assert [r["attack"] for r in rows[4:8]] == ["least_likely (sweep)"] * 2 + ["true_label (sweep)"] * 2
+    assert rows[3]["top1"] <= min(rows[1]["top1"], rows[2]["top1"])
+    checks = {c["check"]: c["passed"] for c in report["checks"]}
+    assert checks["transfer attack does not beat white-box"] is True  # the source is the model itself
     assert (run_dir / PICTURE_NAME).stat().st_size > 10_000
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     assert "test/adversarial_examples" in events.Tags()["images"]
-    assert {"test/adv_top1", "test/adv_top5", "test/top1"} <= set(events.Tags()["scalars"])
+    assert {"test/adv_top1", "test/adv_top5", "test/top1", "test/robust_top1"} <= set(events.Tags()["scalars"])
 
 
 class RecordBatches(L.Callback):
@@ -256,8 +440,16 @@ def test_ddp_ranks_perturb_the_same_batches_and_evaluation_syncs(tmp_path, monke
     assert written == [f"{TABLE_NAME}.csv", f"{TABLE_NAME}.json", PICTURE_NAME]
 
 
-@pytest.mark.parametrize("name", ["simplenet_adv", "quickstart_adv"])
-def test_adversarial_configs_parse(name, capsys):
+@pytest.mark.parametrize(
+    "name, shown",
+    [
+        ("simplenet_adv", ["fraction: 0.2", "target: least_likely"]),  # the course's recipe, kept
+        ("quickstart_adv", ["fraction: 1.0", "target: true_label", "monitor: val/adv_top1"]),
+        ("simplenet_robust", ["fraction: 1.0", "steps:\n      - 3", "monitor: val/adv_top1"]),
+        ("simplenet_fast", ["steps:\n      - 1", "step_scale: 1.25", "on_collapse: restore"]),
+    ],
+)
+def test_adversarial_configs_parse(name, shown, capsys):
     from lit_vision.cli import main
 
     configs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -265,4 +457,6 @@ def test_adversarial_configs_parse(name, capsys):
         main(["fit", "--config", f"{configs}/{name}.yaml", "--print_config"])
     assert exit_info.value.code in (0, None)
     printed = capsys.readouterr().out
-    assert "AdversarialTraining" in printed and "fraction: 0.2" in printed
+    assert "AdversarialTraining" in printed
+    for text in shown:
+        assert text in printed, text

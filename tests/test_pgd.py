@@ -1,6 +1,7 @@
-"""PGDAttack: the ε-ball and [0, 1] hold, ε = 0 is the identity, the attack works on a trained
-model, and it leaves the model as it found it (parameters' gradients, train/eval flags,
-BatchNorm statistics), also under inference mode and bf16 autocast."""
+"""PGDAttack: the ε-ball and [0, 1] hold (and a batch outside them is refused), no-op settings are
+refused, restarts keep each image's successful run, the attack works on a trained model, and it
+leaves the model as it found it (parameters' gradients, train/eval flags, BatchNorm statistics),
+also under inference mode and bf16 autocast."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lit_vision.attacks import SEED_EPSILON, SEED_NUM_STEPS, SEED_STEP_SIZE, PGDAttack
+from lit_vision.attacks import COURSE_EPSILON, COURSE_NUM_STEPS, COURSE_STEP_SIZE, PGDAttack, check_within_budget, step_size_for
 from lit_vision.errors import LitVisionError
 
 NUM_CLASSES = 10
@@ -54,11 +55,12 @@ def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return (net(x).argmax(1) == y).float().mean().item()
 
 
-def test_defaults_are_the_seeds_strength_in_pixel_units():
+def test_defaults_are_the_course_strength_in_pixel_units():
     attack = PGDAttack()
-    assert attack.num_steps == SEED_NUM_STEPS == 10
-    assert 5.5 / 255 < attack.epsilon == SEED_EPSILON < 6 / 255
-    assert SEED_STEP_SIZE == pytest.approx(SEED_EPSILON / 10)
+    assert attack.num_steps == COURSE_NUM_STEPS == 10
+    assert 5.5 / 255 < attack.epsilon == COURSE_EPSILON < 6 / 255
+    assert COURSE_STEP_SIZE == pytest.approx(step_size_for(COURSE_EPSILON, 10, 1.0))
+    assert step_size_for(8 / 255, 1, 1.25) == pytest.approx(10 / 255)  # fast FGSM's 1.25 ε
     assert attack.target == "least_likely" and not attack.random_start
 
 
@@ -66,6 +68,10 @@ def test_defaults_are_the_seeds_strength_in_pixel_units():
     "kwargs, match",
     [
         ({"epsilon": -0.1}, "epsilon"),
+        ({"epsilon": 0.0}, "epsilon must be > 0"),
+        ({"step_size": 0.0}, "step_size must be > 0"),
+        ({"restarts": 0}, "restarts"),
+        ({"restarts": 3}, "random_start"),
         ({"epsilon": float("nan")}, "epsilon"),
         ({"epsilon": 8.0}, "pixel units"),
         ({"step_size": -1e-3}, "step_size"),
@@ -110,12 +116,29 @@ def test_uint8_input_is_converted_to_unit_range(trained):
     assert (adv - images.float() / 255).abs().max().item() <= 4 / 255 + 1e-6
 
 
-def test_epsilon_zero_returns_the_input_and_clean_accuracy(trained):
+def test_a_batch_outside_its_budget_is_refused():
+    clean = torch.full((2, 3, 4, 4), 0.5)
+    check_within_budget(clean + 4 / 255, clean, 4 / 255)
+    with pytest.raises(RuntimeError, match="L∞ distance"):
+        check_within_budget(clean + 5 / 255, clean, 4 / 255)
+    with pytest.raises(RuntimeError, match="pixel range"):
+        check_within_budget(torch.full_like(clean, 1.01), torch.ones_like(clean), 4 / 255)
+
+
+def test_restarts_are_never_weaker_and_keep_successful_runs(trained):
     net, x, y = trained
-    result = PGDAttack(0.0, 0.01, 5, target="true_label", random_start=True).attack(net, x, y)
-    assert torch.equal(result.images, x)
-    assert accuracy(net, result.images, y) == accuracy(net, x, y)
-    assert (result.logits.argmax(1) == y).float().mean().item() == accuracy(net, x, y)
+    g = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    attack = dict(epsilon=0.04, step_size=0.01, num_steps=2, target="true_label", random_start=True)
+    once = PGDAttack(**attack).attack(net, x, y, generator=g())
+    five = PGDAttack(**attack, restarts=5).attack(net, x, y, generator=g())
+    fooled_once = once.logits.argmax(1) != y
+    fooled_five = five.logits.argmax(1) != y
+    assert (fooled_five | ~fooled_once).all(), "an image fooled by the first run stays fooled"
+    assert fooled_five.sum() > fooled_once.sum(), "more starts fool more images on this model"
+    assert torch.equal(five.images[fooled_once], once.images[fooled_once])
+    with torch.no_grad():
+        assert torch.equal(net(five.images).argmax(1), five.logits.argmax(1))
+    assert (five.images - x).abs().max().item() <= 0.04 + 1e-6
 
 
 def test_least_likely_attack_moves_predictions_to_the_target(trained):

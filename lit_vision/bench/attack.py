@@ -11,6 +11,13 @@
    `AdversarialTraining(fraction, steps=(k, k))`, alternated `--epoch-repeats` times. The ratio
    depends on how many batches the seeded draw perturbed, so the table also gives the cost
    of one perturbed batch in clean batches and the ratio projected to exactly `fraction`.
+3. With `--recipes clean,course,robust,fast` (names of `lit_vision.bench.robustness`), one epoch
+   of each recipe's AdversarialTraining settings, round-robin `--epoch-repeats` times, and the
+   median epoch of each relative to the clean one (instead of 1 and 2); on a CPU the clock is the
+   process's CPU time on one thread, which other jobs on the machine do not inflate:
+
+       python -m lit_vision.bench attack --recipes clean,course,card_robust,robust,fast,weight0.25 \
+           --image-size 16 --num-classes 10 --epoch-batches 20 --epoch-repeats 3
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import time
 import torch
 from torch.nn import functional as F
 
-from lit_vision.attacks.pgd import SEED_EPSILON, PGDAttack
+from lit_vision.attacks.pgd import COURSE_EPSILON, PGDAttack, step_size_for
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epoch-repeats", type=int, default=2, help="timed clean/adversarial epoch pairs")
     parser.add_argument("--fraction", type=float, default=0.2, help="share of perturbed batches")
     parser.add_argument("--seed", type=int, default=4, help="AdversarialTraining seed; 4 perturbs exactly 4 of the first 20 batches")
+    parser.add_argument("--recipes", help="comma-separated recipe names: time their epochs instead")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -74,14 +82,14 @@ def _attack_rows(args, device: torch.device) -> list[dict]:
     torch.manual_seed(0)
     model = SimpleNet(num_classes=args.num_classes).to(device)
     images = torch.randint(0, 256, (args.batch_size, 3, args.image_size, args.image_size), dtype=torch.uint8, device=device)
-    step_size = SEED_EPSILON / args.steps
-    attack = PGDAttack(SEED_EPSILON, step_size, args.steps, target="least_likely")
+    step_size = step_size_for(COURSE_EPSILON, args.steps, 1.0)
+    attack = PGDAttack(COURSE_EPSILON, step_size, args.steps, target="least_likely")
 
     def ours():
         return attack.perturb(model, images)
 
     def reference():
-        return reference_pgd(model, images, SEED_EPSILON, step_size, args.steps)
+        return reference_pgd(model, images, COURSE_EPSILON, step_size, args.steps)
 
     ours(), reference()  # warm-up
     times: dict[str, list[float]] = {"ours": [], "reference": []}
@@ -107,39 +115,102 @@ def _attack_rows(args, device: torch.device) -> list[dict]:
     return rows
 
 
-def _epoch_rows(args, device: torch.device) -> list[dict]:
-    import lightning as L
-    from lightning.pytorch.callbacks import Callback
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from lit_vision.callbacks.adversarial_training import AdversarialTraining
-    from lit_vision.models import SimpleNet
+def _random_batches(args):
+    from torch.utils.data import TensorDataset
 
     n = args.epoch_batches * args.batch_size
     g = torch.Generator().manual_seed(0)
-    data = TensorDataset(
+    return TensorDataset(
         torch.randint(0, 256, (n, 3, args.image_size, args.image_size), dtype=torch.uint8, generator=g),
         torch.randint(0, args.num_classes, (n,), generator=g),
     )
 
+
+def _epoch_timer(device: torch.device, clock=time.perf_counter):
+    from lightning.pytorch.callbacks import Callback
+
     class EpochTimer(Callback):
         def on_train_epoch_start(self, trainer, pl_module):
             _sync(device)
-            self.start = time.perf_counter()
+            self.start = clock()
 
         def on_train_epoch_end(self, trainer, pl_module):
             _sync(device)
-            self.seconds = time.perf_counter() - self.start
+            self.seconds = clock() - self.start
+
+    return EpochTimer()
+
+
+def _timed_epoch(args, device: torch.device, data, callbacks: list, batches: int, clock=time.perf_counter) -> float:
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from lit_vision.models import SimpleNet
+
+    torch.manual_seed(0)
+    model = SimpleNet(num_classes=args.num_classes)
+    timer = _epoch_timer(device, clock)
+    trainer = L.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, max_epochs=1, limit_train_batches=batches,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[timer, *callbacks],
+    )  # fmt: skip
+    trainer.fit(model, DataLoader(data, batch_size=args.batch_size))
+    return timer.seconds
+
+
+def _recipe_rows(args, device: torch.device) -> list[dict]:
+    from lit_vision.bench.robustness import setting
+    from lit_vision.callbacks.adversarial_training import AdversarialTraining
+
+    # On a CPU shared with other jobs, wall time measures the neighbours as much as the work:
+    # there the ratio is of this process's CPU time, on one intra-op thread.
+    clock = time.perf_counter
+    if device.type == "cpu":
+        clock = time.process_time
+        torch.set_num_threads(1)
+    names = [n.strip() for n in args.recipes.split(",") if n.strip()]
+    if "clean" not in names:
+        names.insert(0, "clean")
+    data = _random_batches(args)
+
+    def callbacks(name: str) -> list:
+        kwargs = setting(name)
+        return [] if kwargs is None else [AdversarialTraining(seed=args.seed, **kwargs)]
+
+    for name in names:  # warm-up, and every name checked before the timed rounds
+        _timed_epoch(args, device, data, callbacks(name), 2, clock)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(args.epoch_repeats):
+        for name in names:
+            times[name].append(_timed_epoch(args, device, data, callbacks(name), args.epoch_batches, clock))
+    clean = statistics.median(times["clean"])
+    measure = f"training epoch, {args.epoch_batches} batches of {args.batch_size} at {args.image_size}px"
+    unit = "CPU s/epoch" if clock is time.process_time else "s/epoch"
+    return [
+        {"measure": measure, "recipe": name, unit: statistics.median(t), "ratio vs clean": statistics.median(t) / clean}
+        for name, t in times.items()
+    ]
+
+
+def _epoch_rows(args, device: torch.device) -> list[dict]:
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from lit_vision.callbacks.adversarial_training import AdversarialTraining
+    from lit_vision.models import SimpleNet
+
+    data = _random_batches(args)
 
     def epoch(adversarial: bool, batches: int) -> tuple[float, int]:
         torch.manual_seed(0)
         model = SimpleNet(num_classes=args.num_classes)
-        timer = EpochTimer()
+        timer = _epoch_timer(device)
         callbacks = [timer]
         adv = None
         if adversarial:
             adv = AdversarialTraining(
-                fraction=args.fraction, epsilon=(SEED_EPSILON, SEED_EPSILON), steps=(args.steps, args.steps), seed=args.seed
+                fraction=args.fraction, epsilon=(COURSE_EPSILON, COURSE_EPSILON), steps=(args.steps, args.steps), seed=args.seed
             )
             callbacks.append(adv)
         trainer = L.Trainer(
@@ -190,9 +261,11 @@ def run(args: argparse.Namespace) -> list[dict]:
     device = torch.device(args.device)
     print(
         f"SimpleNet, {args.num_classes} classes, batch {args.batch_size}, {args.image_size}px, "
-        f"epsilon {SEED_EPSILON:.4f} (≈{SEED_EPSILON * 255:.2f}/255), {args.steps} steps, device {device}",
+        f"epsilon {COURSE_EPSILON:.4f} (≈{COURSE_EPSILON * 255:.2f}/255), {args.steps} steps, device {device}",
         flush=True,
     )
+    if args.recipes:
+        return _recipe_rows(args, device)
     rows = _attack_rows(args, device)
     if args.epoch_batches > 0:
         rows += _epoch_rows(args, device)

@@ -1,89 +1,132 @@
-"""Adversarial evaluation at `test` time: clean vs PGD top-1/top-5, a sweep table, a picture.
+"""Adversarial evaluation at `test` time: clean vs PGD accuracy for one or both targets, a
+per-image worst case, gradient-masking checks, a sweep table and a picture.
 
     lit-vision test --config configs/simplenet.yaml --config configs/adv_eval.yaml \\
         --ckpt_path checkpoints/simplenet/last.ckpt
 
-For every test batch the callback attacks the module being tested and logs
-`test/adv_top1` and `test/adv_top5` beside the module's own `test/top1` and `test/top5`
-(micro-averaged, synchronised across ranks). With `sweep_epsilons` / `sweep_steps` it also
-evaluates every epsilon × steps pair. Rank 0 prints the table and writes it into the run's
-log directory (`logs/<experiment>/version_N/`) as `adversarial_eval.csv` and `.json`,
-together with `adversarial_examples.png` (original / adversarial / amplified perturbation
-with true and predicted class names), which also goes to TensorBoard.
+For every test batch the callback attacks the module being tested with each of `targets`
+(each attack `restarts` times from random starts, keeping per image the run that fooled it) and
+logs `test/adv_top1`/`test/adv_top5` (the first target) and `test/adv_top1_<target>` beside the
+module's own `test/top1`. `test/robust_top1` is the per-image worst case: an image counts only
+if the clean image and every attack run on it with epsilon ≤ `epsilon` left it correctly
+classified. With `sweep_epsilons` / `sweep_steps` every target × epsilon × steps is evaluated too.
 
-Lightning runs `test` under inference mode; the attack leaves it for its own computation,
-so `trainer.inference_mode: false` (set in configs/adv_eval.yaml) is belt and braces.
+With `masking_checks` the sweep must not rise with epsilon or steps, a true-label PGD at
+`large_epsilon` must bring accuracy to about 0, and (given `transfer_from`, a clean model's
+checkpoint) a transfer attack crafted on that model must not beat the white-box one; failures
+are printed as warnings and stored in the JSON (see `lit_vision.attacks.masking`). Every
+adversarial batch is checked to lie in its ε-ball and in [0, 1] (by the attack itself).
+
+Rank 0 prints the table and writes `adversarial_eval.csv`/`.json` and `adversarial_examples.png`
+into the run's log directory (see `adversarial_report`); the picture also goes to TensorBoard.
+Lightning runs `test` under inference mode; the attack leaves it for its own computation, so
+`trainer.inference_mode: false` (set in configs/adv_eval.yaml) is belt and braces.
 """
 
 from __future__ import annotations
 
-import csv
-import json
+import importlib
 import os
 from typing import Literal
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_info
-from torchmetrics import MetricCollection
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import nn
+from torchmetrics import MeanMetric, MetricCollection
 
-from lit_vision.attacks.pgd import SEED_EPSILON, SEED_NUM_STEPS, PGDAttack
+from lit_vision.attacks.masking import masking_checks
+from lit_vision.attacks.pgd import COURSE_EPSILON, COURSE_NUM_STEPS, PGDAttack, step_size_for
+from lit_vision.callbacks.adversarial_report import PICTURE_NAME, TABLE_NAME, render_examples, write_picture, write_tables
+from lit_vision.checkpoints import load_lightning_checkpoint
 from lit_vision.errors import LitVisionError
 from lit_vision.utils.generators import keyed_generator
 from lit_vision.utils.images import to_unit_float
 from lit_vision.utils.metrics import accuracy_metrics
+from lit_vision.utils.tables import format_table
 
-TABLE_NAME = "adversarial_eval"
-PICTURE_NAME = "adversarial_examples.png"
+__all__ = ["AdversarialEvaluation", "PICTURE_NAME", "TABLE_NAME"]
+
+Target = Literal["least_likely", "true_label"]
+# Madry et al.'s step rule for the checks' own attacks (large epsilon, white-box vs transfer).
+CHECK_STEP_SCALE = 2.5
 
 
 class AdversarialEvaluation(Callback):
-    """Attack every test batch with PGD and report adversarial top-1/top-5.
+    """Attack every test batch with PGD and report adversarial and worst-case accuracy.
 
     Args:
-        epsilon: L∞ radius of the main attack, pixel units of [0, 1] (default ≈ 5.8/255,
-            the seed's 0.1 in ImageNet-normalised units).
-        num_steps: PGD steps of the main attack.
+        epsilon: L∞ radius of the main attacks, pixel units of (0, 1] (default ≈ 5.8/255,
+            the course's 0.1 in ImageNet-normalised units).
+        num_steps: PGD steps of the main attacks.
         step_size: pixel units; None means step_scale × epsilon / num_steps.
-        step_scale: step size rule when step_size is None (1.0: the seed's 0.01 × 10 = 0.1).
-        target: "least_likely" (the seed's attack) or "true_label".
+        step_scale: step size rule when step_size is None (1.0: the course's 0.01 × 10 = 0.1).
+        targets: attacks to run, in order; the first one is logged as test/adv_top1.
         random_start: start from a random point of the ε-ball.
+        restarts: runs per main attack from independent random starts (needs random_start).
         sweep_epsilons: epsilons of the optional sweep (pixel units); [] with sweep_steps set
             means [epsilon].
-        sweep_steps: step counts of the optional sweep; [] with sweep_epsilons set means
-            [num_steps].
-        sweep_max_batches: evaluate the sweep on the first N test batches only (None: all).
+        sweep_steps: step counts of the optional sweep; [] with sweep_epsilons set means [num_steps].
+        sweep_max_batches: run the sweep and the checks on the first N test batches only (None: all).
+        masking_checks: run the gradient-masking checks (see the module docstring).
+        large_epsilon: epsilon of the "falls to ~0" check (default 64/255).
+        large_epsilon_max_top1: the most top-1 that check accepts at large_epsilon.
+        transfer_from: a clean model's checkpoint (written by lit-vision fit) to craft the
+            transfer attack on; None skips that check.
+        tolerance: how much accuracy may rise along a sweep (noise of random starts) before
+            the checks call it masking.
         num_images: images in the picture (from the first test batch), 0 for none.
-        seed: seeds the random starts.
+        seed: RNG seed of the random starts.
     """
 
     def __init__(
         self,
-        epsilon: float = SEED_EPSILON,
-        num_steps: int = SEED_NUM_STEPS,
+        epsilon: float = COURSE_EPSILON,
+        num_steps: int = COURSE_NUM_STEPS,
         step_size: float | None = None,
         step_scale: float = 1.0,
-        target: Literal["least_likely", "true_label"] = "least_likely",
+        targets: list[Target] = ["least_likely"],  # noqa: B006 (jsonargparse shows it as the default)
         random_start: bool = False,
+        restarts: int = 1,
         sweep_epsilons: list[float] | None = None,
         sweep_steps: list[int] | None = None,
         sweep_max_batches: int | None = None,
+        masking_checks: bool = True,
+        large_epsilon: float = 64 / 255,
+        large_epsilon_max_top1: float = 0.05,
+        transfer_from: str | None = None,
+        tolerance: float = 0.02,
         num_images: int = 8,
         seed: int = 0,
     ) -> None:
         super().__init__()
+        targets = [targets] if isinstance(targets, str) else list(targets)
+        if not targets or len(set(targets)) != len(targets):
+            raise LitVisionError(f"AdversarialEvaluation targets must name each attack once, got {targets}.")
+        if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 1:
+            raise LitVisionError(
+                f"PGD num_steps must be an integer >= 1, got {num_steps} (AdversarialEvaluation num_steps): "
+                "with no step the attack changes nothing."
+            )
         if step_size is None:
-            step_size = step_scale * epsilon / num_steps if num_steps >= 1 else 0.0
-        self.attack = PGDAttack(epsilon, step_size, num_steps, target=target, random_start=random_start)
+            step_size = step_size_for(epsilon, num_steps, step_scale)
+        self.attacks = [
+            PGDAttack(epsilon, step_size, num_steps, target=t, random_start=random_start, restarts=restarts)
+            for t in targets
+        ]
+        self.epsilon = float(epsilon)
         sweep_epsilons, sweep_steps = list(sweep_epsilons or []), list(sweep_steps or [])
         if sweep_epsilons or sweep_steps:
             sweep_epsilons = sweep_epsilons or [epsilon]
             sweep_steps = sweep_steps or [num_steps]
+        for steps in sweep_steps:
+            if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+                raise LitVisionError(f"AdversarialEvaluation sweep_steps must be integers >= 1, got {sweep_steps}.")
         self.sweep = [
-            PGDAttack(eps, step_scale * eps / steps if steps >= 1 else 0.0, steps, target=target, random_start=random_start)
+            PGDAttack(eps, step_size_for(eps, steps, step_scale), steps, target=t, random_start=random_start)
+            for t in targets
             for eps in sweep_epsilons
             for steps in sweep_steps
         ]
@@ -91,18 +134,54 @@ class AdversarialEvaluation(Callback):
             raise LitVisionError(f"AdversarialEvaluation sweep_max_batches must be >= 1 or null, got {sweep_max_batches}.")
         if num_images < 0:
             raise LitVisionError(f"AdversarialEvaluation num_images must be >= 0, got {num_images}.")
+        self.masking_checks = bool(masking_checks)
+        self.checks_attacks: dict[str, PGDAttack] = {}
+        if self.masking_checks:
+            check = dict(target="true_label", random_start=True)
+            self.checks_attacks = {
+                "large": PGDAttack(large_epsilon, step_size_for(large_epsilon, num_steps, CHECK_STEP_SCALE), num_steps, **check),
+                "whitebox": PGDAttack(epsilon, step_size_for(epsilon, num_steps, CHECK_STEP_SCALE), num_steps, **check),
+            }
+        if transfer_from is not None and not self.masking_checks:
+            raise LitVisionError("AdversarialEvaluation transfer_from is a masking check: set masking_checks: true.")
+        if transfer_from is not None and not os.path.isfile(transfer_from):
+            raise LitVisionError(
+                f"AdversarialEvaluation transfer_from {transfer_from!r} is not a file: give a clean model's checkpoint "
+                "written by lit-vision fit (e.g. checkpoints/quickstart/last.ckpt)."
+            )
+        self.transfer_from = transfer_from
+        self.transfer_model: nn.Module | None = None  # set directly, or loaded from transfer_from
+        self.large_epsilon_max_top1 = float(large_epsilon_max_top1)
+        self.tolerance = float(tolerance)
         self.sweep_max_batches = sweep_max_batches
         self.num_images = num_images
         self.seed = seed
         self.metrics: dict[str, MetricCollection] | None = None
+        self.robust: MeanMetric | None = None
         self.examples: dict[str, torch.Tensor] | None = None
         self.rows: list[dict] = []  # the last test's table, also written to disk
+        self.checks: list[dict] = []  # the last test's masking checks
         self.paths: dict[str, str] = {}  # what rank 0 wrote
+
+    @property
+    def attack(self) -> PGDAttack:
+        """The main attack logged as test/adv_top1."""
+        return self.attacks[0]
 
     # ----------------------------------------------------------------- hooks
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.metrics = None  # built on the first batch, when the class count is known
+        self.robust = MeanMetric().to(pl_module.device)
         self.examples = None
+        if self.transfer_from is not None and self.transfer_model is None:
+            self.transfer_model = load_classifier(self.transfer_from)
+        if self.transfer_model is not None:
+            self.transfer_model.to(pl_module.device).eval()
+
+    def _keys(self) -> list[str]:
+        keys = ["clean"] + [f"main{i}" for i in range(len(self.attacks))] + [f"sweep{i}" for i in range(len(self.sweep))]
+        keys += list(self.checks_attacks)
+        return keys + (["transfer"] if self.transfer_model is not None else [])
 
     def on_test_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int, dataloader_idx: int = 0
@@ -115,29 +194,44 @@ class AdversarialEvaluation(Callback):
                 clean_logits = pl_module(images)
         if self.metrics is None:
             num_classes = clean_logits.shape[1]
-            keys = ["clean", "main"] + [f"sweep{i}" for i in range(len(self.sweep))]
-            self.metrics = {key: accuracy_metrics(num_classes).to(pl_module.device) for key in keys}
+            self.metrics = {key: accuracy_metrics(num_classes).to(pl_module.device) for key in self._keys()}
         self.metrics["clean"].update(clean_logits, labels)
+        # Per image: still correct under every attack so far with epsilon <= self.epsilon.
+        robust = clean_logits.argmax(dim=1) == labels
 
-        generator = None
-        if self.attack.random_start:
-            generator = keyed_generator(images.device, self.seed, batch_idx, trainer.global_rank)
+        def run(key: str, attack: PGDAttack, model: nn.Module = pl_module):
+            nonlocal robust
+            generator = None
+            if attack.random_start:
+                generator = keyed_generator(images.device, self.seed, batch_idx, trainer.global_rank)
+            result = attack.attack(model, images, labels, generator=generator)
+            if model is not pl_module:  # a transfer attack: judge the tested model on it
+                with torch.no_grad():
+                    result.logits = pl_module(result.images)
+            self.metrics[key].update(result.logits, labels)
+            if attack.epsilon <= self.epsilon + 1e-9:
+                robust = robust & (result.logits.argmax(dim=1) == labels)
+            return result
+
         with trainer.precision_plugin.forward_context():
-            result = self.attack.attack(pl_module, images, labels, generator=generator)
-            self.metrics["main"].update(result.logits, labels)
+            main = [run(f"main{i}", attack) for i, attack in enumerate(self.attacks)]
             if self.sweep_max_batches is None or batch_idx < self.sweep_max_batches:
                 for i, attack in enumerate(self.sweep):
-                    sweep_result = attack.attack(pl_module, images, labels, generator=generator)
-                    self.metrics[f"sweep{i}"].update(sweep_result.logits, labels)
+                    run(f"sweep{i}", attack)
+                for key, attack in self.checks_attacks.items():
+                    run(key, attack)
+                if self.transfer_model is not None:
+                    run("transfer", self.checks_attacks["whitebox"], self.transfer_model)
+        self.robust.update(robust.float())
 
         if self.examples is None and self.num_images and dataloader_idx == 0:
             k = min(self.num_images, labels.shape[0])
             self.examples = {
                 "clean": to_unit_float(images[:k]).float().cpu(),
-                "adversarial": result.images[:k].float().cpu(),
+                "adversarial": main[0].images[:k].float().cpu(),
                 "labels": labels[:k].cpu(),
                 "clean_pred": clean_logits[:k].argmax(1).cpu(),
-                "adversarial_pred": result.logits[:k].argmax(1).cpu(),
+                "adversarial_pred": main[0].logits[:k].argmax(1).cpu(),
             }
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -145,25 +239,56 @@ class AdversarialEvaluation(Callback):
             return
         # compute() synchronises across ranks: every rank must get here.
         values = {key: {name: float(v) for name, v in m.compute().items()} for key, m in self.metrics.items()}
-        pl_module.log("test/adv_top1", values["main"]["top1"], sync_dist=False)
-        pl_module.log("test/adv_top5", values["main"]["top5"], sync_dist=False)
+        robust_top1 = float(self.robust.compute())
+        pl_module.log("test/adv_top1", values["main0"]["top1"], sync_dist=False)
+        pl_module.log("test/adv_top5", values["main0"]["top5"], sync_dist=False)
+        for i, attack in enumerate(self.attacks):
+            pl_module.log(f"test/adv_top1_{attack.target}", values[f"main{i}"]["top1"], sync_dist=False)
+        pl_module.log("test/robust_top1", robust_top1, sync_dist=False)
 
         def row(name: str, attack: PGDAttack | None, key: str) -> dict:
-            eps = attack.epsilon if attack else 0.0
             return {
                 "attack": name,
-                "epsilon": round(eps, 6),
-                "epsilon_255": round(eps * 255, 3),
+                "target": attack.target if attack else "",
+                "epsilon": round(attack.epsilon, 6) if attack else 0.0,
+                "epsilon_255": round(attack.epsilon * 255, 3) if attack else 0.0,
                 "steps": attack.num_steps if attack else 0,
                 "step_size": round(attack.step_size, 6) if attack else 0.0,
+                "restarts": attack.restarts if attack else 0,
                 "top1": values[key]["top1"],
                 "top5": values[key]["top5"],
             }
 
-        self.rows = [row("clean", None, "clean"), row(self.attack.target, self.attack, "main")]
-        self.rows += [row(a.target + " (sweep)", a, f"sweep{i}") for i, a in enumerate(self.sweep)]
+        self.rows = [row("clean", None, "clean")]
+        self.rows += [row(a.target, a, f"main{i}") for i, a in enumerate(self.attacks)]
+        self.rows.append({"attack": "worst case (all attacks within epsilon)", "epsilon": round(self.epsilon, 6),
+                          "epsilon_255": round(self.epsilon * 255, 3), "top1": robust_top1})  # fmt: skip
+        self.rows += [row(f"{a.target} (sweep)", a, f"sweep{i}") for i, a in enumerate(self.sweep)]
+        self.rows += [row(f"check: {key}", a, key) for key, a in self.checks_attacks.items()]
+        if "transfer" in values:
+            self.rows.append(row("check: transfer from clean model", self.checks_attacks["whitebox"], "transfer"))
+        self.checks = []
+        if self.masking_checks:
+            sweep_rows = [r for r in self.rows if r["attack"].endswith("(sweep)")]
+            self.checks = masking_checks(
+                sweep_rows,
+                values["large"]["top1"],
+                self.checks_attacks["large"].epsilon,
+                self.large_epsilon_max_top1,
+                values["whitebox"]["top1"],
+                values["transfer"]["top1"] if "transfer" in values else None,
+                self.tolerance,
+            )
+            failed = [c for c in self.checks if c["passed"] is False]
+            pl_module.log("test/masking_warnings", float(len(failed)), sync_dist=False)
+            for check in failed:
+                rank_zero_warn(
+                    f"Possible gradient masking — check failed: {check['check']} ({check['detail']}). The adversarial "
+                    "accuracies of this evaluation may overstate the model's robustness."
+                )
         for metrics in self.metrics.values():
             metrics.reset()
+        self.robust.reset()
         # trainer.log_dir broadcasts from rank 0: every rank must ask for it.
         log_dir = trainer.log_dir or trainer.default_root_dir
         if trainer.is_global_zero:
@@ -171,31 +296,17 @@ class AdversarialEvaluation(Callback):
 
     # ---------------------------------------------------------------- output
     def _write(self, trainer: L.Trainer, log_dir: str) -> None:
-        from lit_vision.bench.table import format_table
-
-        os.makedirs(log_dir, exist_ok=True)
-        rank_zero_info(f"Adversarial evaluation ({self.attack}):\n{format_table(self.rows)}")
-        csv_path = os.path.join(log_dir, f"{TABLE_NAME}.csv")
-        with open(csv_path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(self.rows[0]))
-            writer.writeheader()
-            writer.writerows(self.rows)
-        json_path = os.path.join(log_dir, f"{TABLE_NAME}.json")
-        with open(json_path, "w") as handle:
-            json.dump({"checkpoint": trainer.ckpt_path, "attack": repr(self.attack), "rows": self.rows}, handle, indent=2)
-        self.paths = {"csv": csv_path, "json": json_path}
+        rank_zero_info(f"Adversarial evaluation ({', '.join(map(repr, self.attacks))}):\n{format_table(self.rows)}")
+        if self.checks:
+            rank_zero_info("Gradient-masking checks:\n" + format_table(self.checks))
+        meta = {"checkpoint": trainer.ckpt_path, "attacks": [repr(a) for a in self.attacks], "transfer_from": self.transfer_from}
+        self.paths = write_tables(log_dir, self.rows, self.checks, meta)
         if self.examples is not None:
             picture = render_examples(self.examples, self.attack.epsilon, class_names(trainer))
-            png_path = os.path.join(log_dir, PICTURE_NAME)
-            from PIL import Image
-
-            Image.fromarray(picture).save(png_path)
-            self.paths["png"] = png_path
+            self.paths["png"] = write_picture(os.path.join(log_dir, PICTURE_NAME), picture)
             for logger in trainer.loggers:
                 if isinstance(logger, TensorBoardLogger):
-                    logger.experiment.add_image(
-                        "test/adversarial_examples", picture, trainer.global_step, dataformats="HWC"
-                    )
+                    logger.experiment.add_image("test/adversarial_examples", picture, trainer.global_step, dataformats="HWC")
         rank_zero_info("Wrote " + ", ".join(self.paths.values()))
 
 
@@ -204,35 +315,18 @@ def class_names(trainer: L.Trainer) -> list[str] | None:
     return list(names) if names else None
 
 
-def render_examples(examples: dict[str, torch.Tensor], epsilon: float, names: list[str] | None) -> np.ndarray:
-    """A (H, W, 3) uint8 picture: one row per image — original, adversarial, and the
-    perturbation amplified to the full range (grey = 0, ±epsilon = black/white)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    def name(index: int) -> str:
-        text = names[index] if names and 0 <= index < len(names) else str(index)
-        text = text.strip("/").split("/", 1)[-1] if "/" in text else text  # "/a/abbey" -> "abbey"
-        return text if len(text) <= 22 else text[:21] + "…"
-
-    clean, adversarial = examples["clean"], examples["adversarial"]
-    delta = adversarial - clean
-    amplified = (0.5 + delta / (2 * epsilon)).clamp(0, 1) if epsilon > 0 else torch.full_like(delta, 0.5)
-    rows = clean.shape[0]
-    figure = Figure(figsize=(6.6, 2.35 * rows), dpi=100)
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(rows, 3, squeeze=False)
-    for i in range(rows):
-        true, before, after = (int(examples[k][i]) for k in ("labels", "clean_pred", "adversarial_pred"))
-        panels = [
-            (clean[i], f"true: {name(true)}\npred: {name(before)}", "green" if before == true else "red"),
-            (adversarial[i], f"adversarial\npred: {name(after)}", "green" if after == true else "red"),
-            (amplified[i], f"perturbation\n(±{epsilon * 255:.2g}/255 → full range)", "black"),
-        ]
-        for ax, (image, title, colour) in zip(axes[i], panels):
-            ax.imshow(image.permute(1, 2, 0).numpy(), interpolation="nearest")
-            ax.set_title(title, fontsize=8, color=colour)
-            ax.axis("off")
-    figure.tight_layout()
-    figure.canvas.draw()
-    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+def load_classifier(path: str) -> nn.Module:
+    """The model a lit-vision checkpoint holds (its class from the saved `_class_path`), in eval mode."""
+    checkpoint = load_lightning_checkpoint(path)
+    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    class_path = hparams.pop("_class_path", None)
+    hparams.pop("_instantiator", None)
+    if not class_path:
+        raise LitVisionError(
+            f"The checkpoint {path} does not record its model class (_class_path): give transfer_from a checkpoint "
+            "written by lit-vision fit."
+        )
+    module_name, _, class_name = class_path.rpartition(".")
+    model = getattr(importlib.import_module(module_name), class_name)(**hparams)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval()

@@ -5,14 +5,31 @@
         - class_path: lit_vision.callbacks.AdversarialTraining
           init_args: {fraction: 0.2, epsilon: [0.0113, 0.0226], steps: [5, 10]}
 
-Logged: `train/adv_batches` (perturbed batches per epoch, the same on every rank) and
-`train/adv_top1` (accuracy on the adversarial half, from the attack's final eval-mode pass).
+Logged: `train/adv_batches` (perturbed batches per epoch, the same on every rank),
+`train/adv_top1` (accuracy on the adversarial part, from the attack's final eval-mode pass) and
+`train/adv_epsilon_scale` (the ε ramp's factor).
 
 For each selected batch the callback attacks the model being trained (in eval mode, without
 touching its parameters' gradients), then replaces the batch in place with
-`[clean ‖ adversarial]` images and `[labels ‖ labels]`: the training step sees twice the
-batch. Epsilon and the step count are drawn per batch from the given ranges (the seed varied
-both for robustness).
+`[clean ‖ adversarial]` images and their labels. The model's own `training_step` averages the
+cross-entropy over that batch, so the callback sets the adversarial share of the loss through
+the batch's composition (`adversarial_weight`, the trade-off knob):
+
+- 0.5 (default): every clean image plus an adversarial copy of each, as the product card has it;
+- w < 0.5: every clean image plus adversarial copies of the first round(B·w/(1-w)) only
+  (cheaper: fewer images are attacked);
+- w > 0.5: adversarial copies of every image plus the first round(B·(1-w)/w) clean ones;
+  1.0 trains on adversarial images alone (Madry et al.).
+
+A weight rather than TRADES' KL term because it needs nothing from the model's loss: any
+architecture's `training_step` stays as it is, and the card's concatenated batch is the
+default point of the same knob.
+
+Epsilon and the step count are drawn per batch from the given ranges (the course varied both).
+With `epsilon_ramp_epochs`, ε grows linearly from ~0 to the drawn value over the first epochs
+(a full ε from step 0 often stalls a small net). One step with `random_start` and
+`step_scale: 1.25` is "fast" FGSM training (Wong, Rice & Kolter 2020); pair it with
+`AdversarialValidation` to catch its catastrophic over-fitting.
 
 Which batches are perturbed, and with which epsilon and steps, is a function of
 (seed, epoch, batch index) only: reproducible, and identical on every DDP rank without any
@@ -28,7 +45,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from lit_vision.attacks.pgd import SEED_EPSILON, SEED_NUM_STEPS, PGDAttack
+from lit_vision.attacks.pgd import COURSE_EPSILON, COURSE_NUM_STEPS, PGDAttack, step_size_for
 from lit_vision.errors import LitVisionError
 from lit_vision.utils.generators import keyed_generator
 from lit_vision.utils.images import to_unit_float
@@ -38,34 +55,39 @@ class AdversarialTraining(Callback):
     """Train on clean + PGD-perturbed images for a random `fraction` of batches.
 
     Args:
-        fraction: share of training batches that get an adversarial half, in [0, 1].
+        fraction: share of training batches that get an adversarial part, in [0, 1].
         epsilon: [low, high] range of the L∞ radius, pixel units of [0, 1], drawn uniformly
-            per batch. Default [0.5, 1] × the seed's strength ≈ [2.9/255, 5.8/255].
+            per batch; high > 0. Default [0.5, 1] × the course's strength ≈ [2.9/255, 5.8/255].
         steps: [low, high] inclusive range of PGD steps, drawn uniformly per batch.
-        step_scale: step size = step_scale × epsilon / steps. 1.0 is the seed's rule
-            (0.01 × 10 steps = 0.1); 2.5 is Madry et al.'s.
-        target: "least_likely" (the seed's) or "true_label" (Madry / torchattacks).
+        step_scale: step size = step_scale × epsilon / steps. 1.0 is the course's rule
+            (0.01 × 10 steps = 0.1); 2.5 is Madry et al.'s; 1.25 with one step is fast FGSM.
+        target: "least_likely" (the course's) or "true_label" (Madry / torchattacks).
         random_start: start each attack from a random point of the ε-ball.
-        seed: seeds the choice of batches and the per-batch draws.
+        adversarial_weight: share of a perturbed batch's loss that comes from adversarial
+            images, in (0, 1]; 0.5 keeps the whole clean batch beside a copy of each image.
+        epsilon_ramp_epochs: epochs over which ε grows linearly to its drawn value (0: none).
+        seed: RNG seed of the choice of batches, the per-batch draws and the random starts.
     """
 
     def __init__(
         self,
         fraction: float = 0.2,
-        epsilon: tuple[float, float] = (SEED_EPSILON / 2, SEED_EPSILON),
-        steps: tuple[int, int] = (SEED_NUM_STEPS // 2, SEED_NUM_STEPS),
+        epsilon: tuple[float, float] = (COURSE_EPSILON / 2, COURSE_EPSILON),
+        steps: tuple[int, int] = (COURSE_NUM_STEPS // 2, COURSE_NUM_STEPS),
         step_scale: float = 1.0,
         target: Literal["least_likely", "true_label"] = "least_likely",
         random_start: bool = False,
+        adversarial_weight: float = 0.5,
+        epsilon_ramp_epochs: float = 0.0,
         seed: int = 0,
     ) -> None:
         super().__init__()
         if not 0 <= fraction <= 1:
             raise LitVisionError(f"AdversarialTraining fraction must be in [0, 1], got {fraction}.")
         epsilon, steps = tuple(epsilon), tuple(steps)
-        if len(epsilon) != 2 or not 0 <= epsilon[0] <= epsilon[1] <= 1:
+        if len(epsilon) != 2 or not 0 <= epsilon[0] <= epsilon[1] <= 1 or epsilon[1] == 0:
             raise LitVisionError(
-                f"AdversarialTraining epsilon must be a range [low, high] with 0 <= low <= high <= 1 "
+                f"AdversarialTraining epsilon must be a range [low, high] with 0 <= low <= high <= 1 and high > 0 "
                 f"(pixel units of [0, 1]), got {list(epsilon)}."
             )
         if len(steps) != 2 or not 1 <= steps[0] <= steps[1] or any(int(s) != s for s in steps):
@@ -73,7 +95,16 @@ class AdversarialTraining(Callback):
                 f"AdversarialTraining steps must be an integer range [low, high] with 1 <= low <= high, got {list(steps)}."
             )
         if not step_scale > 0:
-            raise LitVisionError(f"AdversarialTraining step_scale must be > 0, got {step_scale}.")
+            raise LitVisionError(
+                f"AdversarialTraining step_scale must be > 0, got {step_scale}: step size = step_scale × epsilon / steps."
+            )
+        if not 0 < adversarial_weight <= 1:
+            raise LitVisionError(
+                f"AdversarialTraining adversarial_weight must be in (0, 1], got {adversarial_weight} "
+                "(0.5: clean and adversarial halves weigh the same; 1: adversarial images only)."
+            )
+        if not epsilon_ramp_epochs >= 0:
+            raise LitVisionError(f"AdversarialTraining epsilon_ramp_epochs must be >= 0, got {epsilon_ramp_epochs}.")
         PGDAttack(target=target)  # validates the target name
         self.fraction = float(fraction)
         self.epsilon = (float(epsilon[0]), float(epsilon[1]))
@@ -81,27 +112,47 @@ class AdversarialTraining(Callback):
         self.step_scale = float(step_scale)
         self.target = target
         self.random_start = bool(random_start)
+        self.adversarial_weight = float(adversarial_weight)
+        self.epsilon_ramp_epochs = float(epsilon_ramp_epochs)
         self.seed = int(seed)
         # Counters of the current fit (not checkpointed: they are for logs and tests).
         self.batches_seen = 0
         self.batches_perturbed = 0
 
     # ------------------------------------------------------------------ plan
-    def plan(self, epoch: int, batch_idx: int) -> PGDAttack | None:
+    def epsilon_scale(self, epoch: int, batch_idx: int, num_batches: int) -> float:
+        """The ramp's factor in (0, 1] at this batch: linear in training progress, reaching 1
+        after `epsilon_ramp_epochs` epochs (the first batch already gets a small ε > 0)."""
+        if self.epsilon_ramp_epochs <= 0:
+            return 1.0
+        progress = epoch + (batch_idx + 1) / max(1, num_batches)
+        return min(1.0, progress / self.epsilon_ramp_epochs)
+
+    def plan(self, epoch: int, batch_idx: int, epsilon_scale: float = 1.0) -> PGDAttack | None:
         """The attack for this batch, or None if it stays clean. A pure function of
         (seed, epoch, batch_idx): the same on every rank and in every rerun."""
         rng = np.random.default_rng([self.seed, epoch, batch_idx])
         if rng.random() >= self.fraction:
             return None
-        epsilon = float(rng.uniform(*self.epsilon))
+        epsilon = float(rng.uniform(*self.epsilon)) * epsilon_scale
         num_steps = int(rng.integers(self.steps[0], self.steps[1], endpoint=True))
+        if epsilon <= 0:  # the low end of a [0, high] range: nothing to attack with
+            return None
         return PGDAttack(
             epsilon=epsilon,
-            step_size=self.step_scale * epsilon / num_steps,
+            step_size=step_size_for(epsilon, num_steps, self.step_scale),
             num_steps=num_steps,
             target=self.target,
             random_start=self.random_start,
         )
+
+    def composition(self, batch_size: int) -> tuple[int, int]:
+        """(clean images kept, images attacked) for a batch of `batch_size`, so that the
+        adversarial share of the batch's mean loss is `adversarial_weight`."""
+        w = self.adversarial_weight
+        if w <= 0.5:
+            return batch_size, max(1, min(batch_size, round(batch_size * w / (1 - w))))
+        return round(batch_size * (1 - w) / w), batch_size
 
     # ----------------------------------------------------------------- hooks
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -110,11 +161,14 @@ class AdversarialTraining(Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         self.batches_seen += 1
-        attack = self.plan(trainer.current_epoch, batch_idx)
+        scale = self.epsilon_scale(trainer.current_epoch, batch_idx, int(trainer.num_training_batches))
+        attack = self.plan(trainer.current_epoch, batch_idx, scale)
         # Logged on every batch (0 or 1) so that the epoch's sum is the count, even when 0.
         pl_module.log(
             "train/adv_batches", float(attack is not None), on_step=False, on_epoch=True, reduce_fx="sum", batch_size=1
         )
+        if self.epsilon_ramp_epochs > 0:
+            pl_module.log("train/adv_epsilon_scale", scale, on_step=False, on_epoch=True, batch_size=1)
         if attack is None:
             return
         if not isinstance(batch, list) or len(batch) < 2:
@@ -123,6 +177,7 @@ class AdversarialTraining(Callback):
                 f"replace them in place; got {type(batch).__name__}. Return lists from the collate function."
             )
         images, labels = batch[0], batch[1]
+        kept, attacked = self.composition(labels.shape[0])
         generator = None
         if attack.random_start:
             # Per-rank noise (each rank holds other images), reproducible from the seed.
@@ -130,13 +185,12 @@ class AdversarialTraining(Callback):
         # Precision autocast wraps training_step, not callback hooks: enter the same context
         # so that the attack runs at the precision the model trains at.
         with trainer.precision_plugin.forward_context():
-            result = attack.attack(pl_module, images, labels, generator=generator, return_logits=True)
-        clean = to_unit_float(images)
+            result = attack.attack(pl_module, images[:attacked], labels[:attacked], generator=generator)
+        clean = to_unit_float(images[:kept])
         batch[0] = torch.cat([clean, result.images.to(clean.dtype)])
-        batch[1] = torch.cat([labels, labels])
+        batch[1] = torch.cat([labels[:kept], labels[:attacked]])
         self.batches_perturbed += 1
 
-        # Accuracy on the perturbed half, from the attack's final (eval-mode) forward pass.
-        n = labels.shape[0]
-        adv_top1 = (result.logits.argmax(dim=1) == labels).float().mean()
-        pl_module.log("train/adv_top1", adv_top1, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+        # Accuracy on the perturbed part, from the attack's final (eval-mode) forward pass.
+        adv_top1 = (result.logits.argmax(dim=1) == labels[:attacked]).float().mean()
+        pl_module.log("train/adv_top1", adv_top1, on_step=False, on_epoch=True, batch_size=attacked, sync_dist=True)
