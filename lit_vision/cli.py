@@ -77,10 +77,10 @@ from lit_vision.signals import Stopped
 DEFAULT_MODEL = "lit_vision.models.SimpleNet"
 
 
-def default_checkpoints(dirpath: str, every_n_steps: int) -> list[ModelCheckpoint]:
+def default_checkpoints(dirpath: str, every_n_steps: int, monitor: str = "val/top1") -> list[ModelCheckpoint]:
     """The best checkpoint by val/top1 and last.ckpt (every N steps and at epoch end). The
     best one comes first: last.ckpt, written after it, then records its latest state."""
-    return [best_checkpoint(dirpath), LastCheckpoint(dirpath, every_n_train_steps=every_n_steps)]
+    return [best_checkpoint(dirpath, monitor), LastCheckpoint(dirpath, every_n_train_steps=every_n_steps)]
 
 
 def check_model_name(args: list[str]) -> None:
@@ -132,6 +132,13 @@ class LitVisionCLI(LightningCLI):
             help="Write checkpoints/<experiment>/version_N/last.ckpt every N optimiser steps, as well as at every "
             "epoch end (0: at epoch end only). A killed run resumes with --ckpt_path last.",
         )
+        parser.add_argument(
+            "--checkpoint_monitor",
+            type=str,
+            default="val/top1",
+            help="The metric (higher is better) that picks the run's best-*.ckpt: val/top1, or val/adv_top1 for a "
+            "robust run (logged by the AdversarialValidation callback).",
+        )
         parser.set_defaults({"model": {"class_path": DEFAULT_MODEL}})
         # The class count is stated once, by the data: the model's head always matches it.
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="parse")
@@ -166,7 +173,7 @@ class LitVisionCLI(LightningCLI):
             kwargs["logger"] = TensorBoardLogger(LOG_ROOT, name=name, version=version, default_hp_metric=False)
         if default_checkpointing:
             folder = run_folders.checkpoint_folder(experiment, version)
-            callbacks += default_checkpoints(folder, config["checkpoint_every_n_steps"])
+            callbacks += default_checkpoints(folder, config["checkpoint_every_n_steps"], config["checkpoint_monitor"])
         if training and not any(isinstance(c, StopOnSignal) for c in callbacks):
             callbacks.append(StopOnSignal())
         if not any(isinstance(c, FiniteLossCheck) for c in callbacks):

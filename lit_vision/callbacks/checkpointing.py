@@ -17,13 +17,15 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lit_vision.errors import LitVisionError
 
 
-def best_checkpoint(dirpath: str) -> ModelCheckpoint:
-    """The best checkpoint by val/top1 (one file, replaced when val/top1 improves)."""
+def best_checkpoint(dirpath: str, monitor: str = "val/top1") -> ModelCheckpoint:
+    """The best checkpoint by `monitor`, higher is better (one file, replaced when it improves):
+    val/top1 for clean training, val/adv_top1 for robust training."""
+    short = monitor.rsplit("/", 1)[-1]
     return ModelCheckpoint(
         dirpath=dirpath,
-        filename="best-epoch{epoch:03d}-top1{val/top1:.4f}",
+        filename=f"best-epoch{{epoch:03d}}-{short}{{{monitor}:.4f}}",
         auto_insert_metric_name=False,
-        monitor="val/top1",
+        monitor=monitor,
         mode="max",
         save_last=False,
     )
