@@ -55,6 +55,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import lit_vision.models  # noqa: F401  (registers every architecture for --model NAME)
+from lit_vision import console, run_folders, signals
 from lit_vision.callbacks.checkpointing import LastCheckpoint, best_checkpoint
 from lit_vision.callbacks.finite_loss import FiniteLossCheck
 from lit_vision.callbacks.preemption import StopOnSignal
@@ -65,13 +66,11 @@ from lit_vision.checkpoints import (
     check_checkpoint_matches,
     load_lightning_checkpoint,
 )
-from lit_vision import console, run_folders
 from lit_vision.data import MiniPlacesDataModule
 from lit_vision.errors import LitVisionError
 from lit_vision.models import ImageClassifier
 from lit_vision.models.registry import model_class
 from lit_vision.run_folders import EVAL_FOLDER, LOG_ROOT
-from lit_vision import signals
 from lit_vision.signals import Stopped
 
 DEFAULT_MODEL = "lit_vision.models.SimpleNet"

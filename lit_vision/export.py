@@ -178,7 +178,10 @@ def export_verified(model: nn.Module, fmt: str, output: Path, crop: int, toleran
 # ---------------------------------------------------------------------------- the command
 def load_model(configs: list[str], ckpt_path: str, overrides: list[str]) -> tuple[nn.Module, int]:
     """The configured model with the checkpoint's weights, and the data's crop size."""
-    from lit_vision.checkpoints import check_checkpoint_matches, load_lightning_checkpoint
+    from lit_vision.checkpoints import (
+        check_checkpoint_matches,
+        load_lightning_checkpoint,
+    )
     from lit_vision.cli import build_cli
 
     checkpoint = load_lightning_checkpoint(ckpt_path)

@@ -14,7 +14,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lit_vision.callbacks.adversarial_eval import PICTURE_NAME, TABLE_NAME, AdversarialEvaluation
+from lit_vision.callbacks.adversarial_eval import (
+    PICTURE_NAME,
+    TABLE_NAME,
+    AdversarialEvaluation,
+)
 from lit_vision.callbacks.adversarial_training import AdversarialTraining
 from lit_vision.callbacks.adversarial_validation import AdversarialValidation
 from lit_vision.errors import LitVisionError

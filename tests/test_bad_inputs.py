@@ -68,7 +68,7 @@ ROWS = [
     # --- images, checked before the first step
     ("unreadable images",      "fit --config {config} --data.data_dir {bad_images}", None,                   ["2 of the 80 listed images cannot be read", "(listed in", "train.txt): it is empty (0 bytes)", "val.txt): it is not an image", "data.verify: false"]),
     # --- attack parameters
-    ("adv eval epsilon < 0",   "test --config {config} --config {yaml}",             callback(ADV_EVAL, epsilon=-0.1), ["PGD epsilon must be >= 0", "got -0.1"]),
+    ("adv eval epsilon < 0",   "test --config {config} --config {yaml}",             callback(ADV_EVAL, epsilon=-0.1), ["PGD epsilon must be > 0", "got -0.1"]),
     ("adv eval zero steps",    "test --config {config} --config {yaml}",             callback(ADV_EVAL, num_steps=0), ["PGD num_steps must be an integer >= 1, got 0"]),
     ("adv eval epsilon > 1",   "test --config {config} --config {yaml}",             callback(ADV_EVAL, epsilon=8), ["exceeds the whole range", "8.0/255"]),
     ("adv train epsilon < 0",  "fit --config {config} --config {yaml}",              callback(ADV_TRAIN, epsilon=[-0.1, 0.1]), ["AdversarialTraining epsilon must be a range", "got [-0.1, 0.1]"]),

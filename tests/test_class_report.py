@@ -21,7 +21,11 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader, TensorDataset
 
-from lit_vision.callbacks.class_report import ClassReport, classes_of_pairs, most_confused_pairs
+from lit_vision.callbacks.class_report import (
+    ClassReport,
+    classes_of_pairs,
+    most_confused_pairs,
+)
 from lit_vision.errors import LitVisionError
 from lit_vision.models import SimpleNet
 

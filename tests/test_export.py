@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from lit_vision.errors import LitVisionError
-from lit_vision.export import ExportMismatch, export_verified, load, max_difference, require_onnx
+from lit_vision.export import (
+    ExportMismatch,
+    export_verified,
+    load,
+    max_difference,
+    require_onnx,
+)
 from lit_vision.models import CustomNet1, CustomNet2, ResNet18, SimpleNet, ViT
 
 CROP = 32

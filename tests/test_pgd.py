@@ -10,7 +10,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lit_vision.attacks import COURSE_EPSILON, COURSE_NUM_STEPS, COURSE_STEP_SIZE, PGDAttack, check_within_budget, step_size_for
+from lit_vision.attacks import (
+    COURSE_EPSILON,
+    COURSE_NUM_STEPS,
+    COURSE_STEP_SIZE,
+    PGDAttack,
+    check_within_budget,
+    step_size_for,
+)
 from lit_vision.errors import LitVisionError
 
 NUM_CLASSES = 10

@@ -8,7 +8,11 @@ import torch
 from lit_vision.models import ViT
 from lit_vision.nets.vit import Block, VisionTransformer
 from lit_vision.ops.attention import MultiHeadSelfAttention, attention
-from lit_vision.ops.windows import window_padding_mask, window_partition, window_unpartition
+from lit_vision.ops.windows import (
+    window_padding_mask,
+    window_partition,
+    window_unpartition,
+)
 
 
 @pytest.mark.parametrize("with_mask", [False, True])

@@ -9,7 +9,8 @@ import pkgutil
 import sys
 
 import lit_vision.bench as bench_package
-from lit_vision.bench.table import format_table, hardware_description
+from lit_vision.bench.table import hardware_description
+from lit_vision.utils.tables import format_table
 
 
 def discover() -> dict:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from lit_vision.bench.table import format_table
+from lit_vision.utils.tables import format_table
 
 
 def driver_version() -> str:

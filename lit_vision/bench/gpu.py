@@ -159,7 +159,7 @@ def _release_memory(device: str) -> None:
 
 if __name__ == "__main__":
     # `python -m lit_vision.bench.gpu` works too, without importing the other benchmarks.
-    from lit_vision.bench.table import format_table
+    from lit_vision.utils.tables import format_table
 
     parser = argparse.ArgumentParser(prog="python -m lit_vision.bench.gpu", description=__doc__)
     add_arguments(parser)

@@ -2,7 +2,7 @@
 per-image worst case, gradient-masking checks, a sweep table and a picture.
 
     lit-vision test --config configs/simplenet.yaml --config configs/adv_eval.yaml \\
-        --ckpt_path checkpoints/simplenet/last.ckpt
+        --ckpt_path last
 
 For every test batch the callback attacks the module being tested with each of `targets`
 (each attack `restarts` times from random starts, keeping per image the run that fooled it) and
@@ -38,8 +38,19 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 
 from lit_vision.attacks.masking import masking_checks
-from lit_vision.attacks.pgd import COURSE_EPSILON, COURSE_NUM_STEPS, PGDAttack, step_size_for
-from lit_vision.callbacks.adversarial_report import PICTURE_NAME, TABLE_NAME, render_examples, write_picture, write_tables
+from lit_vision.attacks.pgd import (
+    COURSE_EPSILON,
+    COURSE_NUM_STEPS,
+    PGDAttack,
+    step_size_for,
+)
+from lit_vision.callbacks.adversarial_report import (
+    PICTURE_NAME,
+    TABLE_NAME,
+    render_examples,
+    write_picture,
+    write_tables,
+)
 from lit_vision.checkpoints import load_lightning_checkpoint
 from lit_vision.errors import LitVisionError
 from lit_vision.utils.generators import keyed_generator
@@ -147,7 +158,7 @@ class AdversarialEvaluation(Callback):
         if transfer_from is not None and not os.path.isfile(transfer_from):
             raise LitVisionError(
                 f"AdversarialEvaluation transfer_from {transfer_from!r} is not a file: give a clean model's checkpoint "
-                "written by lit-vision fit (e.g. checkpoints/quickstart/last.ckpt)."
+                "written by lit-vision fit (e.g. checkpoints/quickstart/version_0/last.ckpt)."
             )
         self.transfer_from = transfer_from
         self.transfer_model: nn.Module | None = None  # set directly, or loaded from transfer_from

@@ -45,7 +45,12 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from lit_vision.attacks.pgd import COURSE_EPSILON, COURSE_NUM_STEPS, PGDAttack, step_size_for
+from lit_vision.attacks.pgd import (
+    COURSE_EPSILON,
+    COURSE_NUM_STEPS,
+    PGDAttack,
+    step_size_for,
+)
 from lit_vision.errors import LitVisionError
 from lit_vision.utils.generators import keyed_generator
 from lit_vision.utils.images import to_unit_float

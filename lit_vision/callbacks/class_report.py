@@ -2,7 +2,7 @@
 it takes them for.
 
     lit-vision validate --config configs/quickstart.yaml --config configs/class_report.yaml \\
-        --ckpt_path checkpoints/quickstart/last.ckpt
+        --ckpt_path last
 
 Over the whole evaluation the callback counts a confusion matrix (torchmetrics'
 `MulticlassConfusionMatrix`, synchronised across ranks, so DDP gives the single-process
@@ -214,7 +214,9 @@ class ClassReport(Callback):
         return {key: value[order] for key, value in padded.items()}
 
     def _write(self, trainer, log_dir: Path, stage: str, counts, names, pairs, pair_images, hardest) -> None:
-        from lit_vision.callbacks import class_report_figures as figures  # matplotlib only here
+        from lit_vision.callbacks import (
+            class_report_figures as figures,  # matplotlib only here
+        )
 
         rows = self.report["classes"]
         csv_text = io.StringIO()

@@ -1,7 +1,7 @@
 """`lit-vision predict` on the user's own images: a folder (recursively, any format Pillow
 reads, any size) or a single file, instead of MiniPlaces' test split.
 
-    lit-vision predict --config configs/quickstart.yaml --ckpt_path checkpoints/quickstart/last.ckpt \\
+    lit-vision predict --config configs/quickstart.yaml --ckpt_path last \\
         --trainer.callbacks+=ImagePredictions --trainer.callbacks.input_path ~/photos
 
 Each image gets the evaluation transform of the run's data config (shorter side to
@@ -118,7 +118,7 @@ def to_csv(rows: list[dict]) -> str:
 
 
 def top5_table(rows: list[dict]) -> str:
-    from lit_vision.bench.table import format_table
+    from lit_vision.utils.tables import format_table
 
     ordinals = ["1st", "2nd", "3rd", "4th", "5th"]
     return format_table(

@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from lit_vision.callbacks.checkpointing import LastCheckpoint
-from lit_vision.signals import StopRequests, Stopped
+from lit_vision.signals import Stopped, StopRequests
 
 
 class StopOnSignal(Callback):

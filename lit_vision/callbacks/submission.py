@@ -39,7 +39,9 @@ class SubmissionWriter(BasePredictionWriter):
         self.output_path = output_path
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
-        from lit_vision.callbacks.image_predictions import ImagePredictions  # it imports this module
+        from lit_vision.callbacks.image_predictions import (
+            ImagePredictions,  # it imports this module
+        )
 
         if not predictions or any(isinstance(c, ImagePredictions) for c in trainer.callbacks):
             return

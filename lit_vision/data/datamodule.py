@@ -42,7 +42,11 @@ from lit_vision.data.cache import CachedImages, build_cache, cache_path
 from lit_vision.data.collate import WorkerBatchAugment, channels_last_collate
 from lit_vision.data.dataset import MiniPlacesImages
 from lit_vision.data.download import download_miniplaces, manual_instructions
-from lit_vision.data.listing import list_unlabelled_images, read_categories, read_labelled_list
+from lit_vision.data.listing import (
+    list_unlabelled_images,
+    read_categories,
+    read_labelled_list,
+)
 from lit_vision.data.preflight import verify_images
 from lit_vision.data.standin import generate_standin
 from lit_vision.data.transforms import SquareResize, eval_transform, train_transform

@@ -4,6 +4,7 @@ tested by tests/test_architectures.py and listed by `python -m lit_vision.models
 
 # Imported in the order `list_models()` reports them: the baseline first.
 from lit_vision.models.classifier import ImageClassifier
+
 from lit_vision.models.simplenet import SimpleNet  # isort: skip
 from lit_vision.models.customnet import CustomNet1, CustomNet2  # isort: skip
 from lit_vision.models.resnet import ResNet18  # isort: skip

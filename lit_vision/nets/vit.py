@@ -27,7 +27,11 @@ from torch.nn import functional as F
 from torchvision.ops import StochasticDepth
 
 from lit_vision.ops.attention import AttentionImpl, MultiHeadSelfAttention
-from lit_vision.ops.windows import window_padding_mask, window_partition, window_unpartition
+from lit_vision.ops.windows import (
+    window_padding_mask,
+    window_partition,
+    window_unpartition,
+)
 
 
 class Mlp(nn.Module):

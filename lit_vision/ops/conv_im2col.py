@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import Tensor
 import torch
+from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from lit_vision.ops.conv_geometry import IntPair, output_hw
