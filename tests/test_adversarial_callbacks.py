@@ -34,10 +34,12 @@ class TinyClassifier(ImageClassifier):
 
     def __init__(self, num_classes: int = NUM_CLASSES, **kwargs) -> None:
         super().__init__(num_classes=num_classes, optimizer="adamw", lr=1e-2, warmup_epochs=0, **kwargs)
-        self.net = nn.Sequential(
+        self.seen: list[tuple[int, int, torch.Tensor, torch.Tensor]] = []
+
+    def build_net(self, num_classes: int) -> nn.Module:
+        return nn.Sequential(
             nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, num_classes)
         )
-        self.seen: list[tuple[int, int, torch.Tensor, torch.Tensor]] = []
 
     def training_step(self, batch, batch_idx: int):
         self.seen.append((self.current_epoch, batch_idx, batch[0].detach().clone(), batch[1].clone()))
