@@ -35,6 +35,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from lit_vision.bench.table import torch_threads
 from lit_vision.ops.conv import Im2colConv2d, choose_algorithm
 
 # SimpleNet: 7x7/2 stem, maxpool k3 s2 p1, three convs at 1/4 resolution, maxpool, three at 1/8.
@@ -145,12 +146,8 @@ def _median_ms(steps: dict[str, Callable[[], object]], args: argparse.Namespace,
 
 
 def run(args: argparse.Namespace) -> list[dict]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _run(args)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(args: argparse.Namespace) -> list[dict]:

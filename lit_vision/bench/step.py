@@ -29,6 +29,7 @@ import lightning as L
 import torch
 from torch.nn import functional as F
 
+from lit_vision.bench.table import torch_threads
 from lit_vision.models.classifier import WarmupCosine
 from lit_vision.models.simplenet import SimpleNet
 
@@ -131,12 +132,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     CLOCK[0] = time.thread_time if args.clock == "cpu" else time.perf_counter
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _run(args)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(args: argparse.Namespace) -> list[dict]:

@@ -1,7 +1,9 @@
-"""The hardware header printed above every benchmark (tables: `lit_vision.utils.tables`)."""
+"""What every benchmark shares: the hardware header printed above it, and running with a given
+number of torch threads (tables: `lit_vision.utils.tables`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 
@@ -18,3 +20,14 @@ def hardware_description() -> str:
         f"{device}; {os.cpu_count()} CPU cores visible, torch {torch.__version__}, "
         f"{torch.get_num_threads()} intra-op threads"
     )
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """Run the block with `count` intra-op threads, then restore the previous count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -13,8 +13,6 @@ an optional extra (`pip install lit-vision[digits]`), imported only here.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -22,8 +20,8 @@ import torch
 from torch.nn import functional as F
 from torchvision.io import encode_jpeg, write_file
 
+from lit_vision.data.generated import generated_folder, reuse_generated
 from lit_vision.errors import LitVisionError
-from lit_vision.utils.files import staging_folder
 
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 MARKER = "digits.json"
@@ -67,26 +65,14 @@ def write_digits(root: str | Path, size: int = 32, val_share: float = 0.2, seed:
         raise LitVisionError(f"--val-share must lie strictly between 0 and 1, got {val_share}.")
     root = Path(root)
     settings = {"size": int(size), "val_share": float(val_share), "seed": int(seed)}
-    if root.exists():
-        marker = root / MARKER
-        if not marker.is_file():
-            raise LitVisionError(
-                f"{root} exists and holds no {MARKER}: it is not a digits folder written by this tool; "
-                "refusing to write into it. Choose a new folder."
-            )
-        existing = json.loads(marker.read_text())
-        if existing != settings:
-            raise LitVisionError(
-                f"The digits at {root} were written with {existing}, not the requested {settings}. "
-                "Delete the folder or choose another one."
-            )
+    if reuse_generated(root, MARKER, settings, "digits folder", "Choose a new folder."):
         return root
     images, labels = load_digit_images()
     train, val = split_indices(labels, val_share, seed)
     # Bilinear upscaling keeps the strokes smooth (nearest would give 8×8 blocks).
     large = F.interpolate(images[:, None], size=(size, size), mode="bilinear", align_corners=False)
     pixels = (large.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1)
-    with staging_folder(root) as staging:
+    with generated_folder(root, MARKER, settings) as staging:
         for split, indices in (("train", train), ("val", val)):
             lines = []
             for i in indices:
@@ -100,8 +86,6 @@ def write_digits(root: str | Path, size: int = 32, val_share: float = 0.2, seed:
         (staging / "images" / "test").mkdir(parents=True)
         categories = [f"/{name[0]}/{name} {i}" for i, name in enumerate(DIGIT_NAMES)]
         (staging / "categories.txt").write_text("\n".join(categories) + "\n")
-        (staging / MARKER).write_text(json.dumps(settings))
-        os.rename(staging, root)
     return root
 
 

@@ -9,16 +9,13 @@ learnable, not trivial. Deterministic from a seed; written once, atomically, and
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 
 import torch
 from torchvision.io import encode_jpeg, write_file
 
-from lit_vision.errors import LitVisionError
-from lit_vision.utils.files import staging_folder
+from lit_vision.data.generated import generated_folder, reuse_generated
 
 SCENE_NAMES = [
     "amber_field", "blue_lagoon", "coral_reef", "dusk_harbor", "emerald_hill",
@@ -32,6 +29,7 @@ PALETTE = torch.tensor(
     ]
 )  # fmt: skip
 MARKER = "standin.json"
+STANDIN_HINT = "Point data.data_dir at an empty location for the stand-in, or set data.standin: false to read it."
 
 
 def class_name(index: int) -> str:
@@ -112,33 +110,11 @@ def generate_standin(
         num_classes=num_classes, train_per_class=train_per_class, val_per_class=val_per_class,
         test_images=test_images, image_size=image_size, seed=seed,
     )  # fmt: skip
-    if root.exists():
-        _check_existing(root, settings)
+    if reuse_generated(root, MARKER, settings, "stand-in", STANDIN_HINT):
         return root
-    with staging_folder(root) as staging:
+    with generated_folder(root, MARKER, settings) as staging:
         _write(staging, settings)
-        try:
-            os.rename(staging, root)
-        except OSError:
-            if not (root / MARKER).is_file():
-                raise
-            # Another process finished first; its copy is identical (same settings and seed).
     return root
-
-
-def _check_existing(root: Path, settings: dict) -> None:
-    marker = root / MARKER
-    if not marker.is_file():
-        raise LitVisionError(
-            f"{root} exists but is not a generated stand-in (no {MARKER}): refusing to write into it. "
-            "Point data.data_dir at an empty location for the stand-in, or set data.standin: false to read it."
-        )
-    existing = json.loads(marker.read_text())
-    if existing != settings:
-        raise LitVisionError(
-            f"The stand-in at {root} was generated with {existing}, not the requested {settings}. "
-            "Delete it or choose another data.data_dir."
-        )
 
 
 def _write(staging: Path, settings: dict) -> None:
@@ -171,4 +147,3 @@ def _write(staging: Path, settings: dict) -> None:
     (staging / "val.txt").write_text("\n".join(val_lines) + "\n")
     categories = [f"/{class_name(i)[0]}/{class_name(i)} {i}" for i in range(num_classes)]
     (staging / "categories.txt").write_text("\n".join(categories) + "\n")
-    (staging / MARKER).write_text(json.dumps(settings))
