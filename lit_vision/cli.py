@@ -170,9 +170,14 @@ class LitVisionCLI(LightningCLI):
         if default_logger:
             name = experiment if training else f"{experiment}/{EVAL_FOLDER}"
             kwargs["logger"] = TensorBoardLogger(LOG_ROOT, name=name, version=version, default_hp_metric=False)
-        if default_checkpointing:
+        if default_checkpointing and training:
             folder = run_folders.checkpoint_folder(experiment, version)
             callbacks += default_checkpoints(folder, config["checkpoint_every_n_steps"], config["checkpoint_monitor"])
+        elif not training:
+            # Evaluation writes no checkpoints; without a checkpoint callback, restoring one's
+            # state from the loaded file has nothing to compare (and warn about).
+            kwargs["enable_checkpointing"] = False
+            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
         if training and not any(isinstance(c, StopOnSignal) for c in callbacks):
             callbacks.append(StopOnSignal())
         if not any(isinstance(c, FiniteLossCheck) for c in callbacks):

@@ -372,15 +372,16 @@ def test_adversarial_fit_and_checkpoint_evaluation_through_the_cli(tmp_path, mon
     configs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
     monkeypatch.chdir(tmp_path)
     tiny = [
-        "--data.data_dir", str(tmp_path / "standin"), "--data.num_classes", "4", "--model.init_args.num_classes", "4",
+        "--data.data_dir", str(tmp_path / "standin"), "--data.num_classes", "4",
         "--data.standin_train_per_class", "6", "--data.standin_val_per_class", "3", "--data.standin_test_images", "2",
         "--data.batch_size", "8", "--data.num_workers", "0", "--data.resize_size", "36", "--data.crop_size", "32",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
     ]  # fmt: skip
     main(["fit", "--config", f"{configs}/quickstart_adv.yaml", *tiny, "--trainer.max_epochs", "1"])
-    checkpoint = tmp_path / "checkpoints" / "quickstart_adv" / "last.ckpt"
+    checkpoint = tmp_path / "checkpoints" / "quickstart_adv" / "version_0" / "last.ckpt"
     assert checkpoint.exists()
-    assert list((tmp_path / "checkpoints" / "quickstart_adv").glob("best-robust-*-adv*.ckpt"))
+    # checkpoint_monitor: val/adv_top1 -> the best file is chosen (and named) by robust accuracy.
+    assert list(checkpoint.parent.glob("best-epoch*-adv_top1*.ckpt"))
 
     # The shipped adv_eval.yaml, with a smaller sweep for speed.
     with open(f"{configs}/adv_eval.yaml") as handle:
@@ -393,7 +394,7 @@ def test_adversarial_fit_and_checkpoint_evaluation_through_the_cli(tmp_path, mon
     main(["test", "--config", f"{configs}/quickstart_adv.yaml", "--config", str(tmp_path / "adv_eval.yaml"), *tiny,
           "--ckpt_path", str(checkpoint)])  # fmt: skip
 
-    (run_dir,) = [p for p in (tmp_path / "logs" / "quickstart_adv").iterdir() if (p / f"{TABLE_NAME}.csv").exists()]
+    (run_dir,) = [p for p in (tmp_path / "logs" / "quickstart_adv" / "eval").iterdir() if (p / f"{TABLE_NAME}.csv").exists()]
     with open(run_dir / f"{TABLE_NAME}.json") as handle:
         report = json.load(handle)
     rows = report["rows"]

@@ -89,7 +89,7 @@ def test_predict_a_mixed_folder_and_a_single_file_through_the_cli(tiny_config, r
                        "--trainer.callbacks+=ImagePredictions", "--trainer.callbacks.input_path", photos,
                        "--trainer.callbacks.print_rows", "3")  # fmt: skip
     assert code == 0
-    log_dir = next((tmp_path / "logs" / "folder").glob("version_*"))
+    log_dir = next((tmp_path / "logs" / "folder" / "eval").glob("version_*"))
     assert not (log_dir / "submission.txt").exists()  # the folder's rows are not the challenge's
     with open(log_dir / "predictions.csv") as handle:
         rows = list(csv.DictReader(handle))
