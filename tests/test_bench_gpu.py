@@ -26,7 +26,7 @@ def _positive(value) -> bool:
 
 @pytest.mark.slow
 def test_smoke_run_measures_every_section(tmp_path):
-    main(["gpu", "--smoke", "--out", str(tmp_path)])
+    main(["gpu", "--smoke", "--profile", "--out", str(tmp_path)])
     results = json.loads((tmp_path / "gpu_bench.json").read_text())
     sections = results["sections"]
     assert set(sections) == {"models", "pipeline", "ops", "attack"}
@@ -46,6 +46,9 @@ def test_smoke_run_measures_every_section(tmp_path):
     }
     assert all(_positive(row["images/s"]) and row["steps timed"] == 2 for row in pipeline)
     assert "generated stand-in, 4 classes" in sections["pipeline"]["notes"][0]
+    # --profile: one SimpleProfiler summary per fit, naming the training step's hooks.
+    profiles = sorted(tmp_path.glob("profile_*.txt"))
+    assert len(profiles) == 4 and all("training_step" in p.read_text() for p in profiles)
 
     ops = sections["ops"]["rows"]
     assert sum(row["op"].startswith("conv ") for row in ops) == 7
