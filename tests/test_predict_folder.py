@@ -84,7 +84,7 @@ def test_predict_a_mixed_folder_and_a_single_file_through_the_cli(tiny_config, r
         line.split()[0].rsplit("/", 1)[-1] for line in (standin_dir / "categories.txt").read_text().splitlines()
     }
 
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch"):
         code = run_cli("predict", "--config", tiny_config, "--ckpt_path", last, "--experiment", "folder",
                        "--trainer.callbacks+=ImagePredictions", "--trainer.callbacks.input_path", photos,
                        "--trainer.callbacks.print_rows", "3")  # fmt: skip

@@ -21,7 +21,6 @@ step varies by 3× from one minute to the next, while the CPU time a step consum
 from __future__ import annotations
 
 import argparse
-import logging
 import time
 import warnings
 
@@ -29,7 +28,7 @@ import lightning as L
 import torch
 from torch.nn import functional as F
 
-from lit_vision.bench.table import torch_threads
+from lit_vision.bench.table import quiet_lightning, torch_threads
 from lit_vision.models.classifier import WarmupCosine
 from lit_vision.models.simplenet import SimpleNet
 
@@ -129,10 +128,8 @@ def _fit(module: L.LightningModule, batches, timer: StepTimer) -> float:
 
 
 def run(args: argparse.Namespace) -> list[dict]:
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
     CLOCK[0] = time.thread_time if args.clock == "cpu" else time.perf_counter
-    with torch_threads(args.threads):
+    with quiet_lightning(), torch_threads(args.threads):
         return _run(args)
 
 

@@ -4,6 +4,7 @@ number of torch threads (tables: `lit_vision.utils.tables`)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import platform
 
@@ -31,3 +32,18 @@ def torch_threads(count: int):
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def quiet_lightning():
+    """Lightning's info lines (GPU available, …) off while a benchmark runs its many fits, and
+    the previous levels back afterwards (the caller's own logging is not ours to change)."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric", "lightning")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)

@@ -27,7 +27,6 @@ less than the wall clock. `--loops` picks the rows:
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import tempfile
 import time
@@ -41,6 +40,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from lit_vision.bench.table import quiet_lightning
 from lit_vision.data import MiniPlacesDataModule
 from lit_vision.data.augment_settings import Augmentation
 from lit_vision.data.listing import read_labelled_list
@@ -190,8 +190,11 @@ def lightning_fit(initial: dict, data_dir: Path, args, total_steps: int, variant
 
 
 def run(args: argparse.Namespace) -> list[dict]:
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    with quiet_lightning():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> list[dict]:
     total_steps = args.warmup + args.steps
     with tempfile.TemporaryDirectory() as tmp:
         if args.data_dir:
