@@ -7,13 +7,13 @@ test and predict.
     lit-vision fit --model CustomNet1 --data.data_dir data/miniplaces --trainer.max_epochs 60
 
 Every run is named by `--experiment NAME` and owns its folders (`lit_vision.run_folders`):
-each `fit` claims checkpoints/NAME/version_N/ (last.ckpt and the best by val/top1) and logs
+each `fit` claims checkpoints/NAME/version_N/ (last.ckpt and the best by --checkpoint_monitor) and logs
 to logs/NAME/version_N/, the same N; validate/test/predict log to logs/NAME/eval/version_M/,
 so `lit-vision plot logs/NAME` shows training runs only. Two runs never share a folder.
 `--ckpt_path last` (or `best`) means that file of the newest version of NAME holding one.
 
 What the CLI adds to Lightning's defaults (each only when the user configured none of its kind):
-- checkpoints: the best by val/top1, and last.ckpt every `--checkpoint_every_n_steps` steps and
+- checkpoints: the best by `--checkpoint_monitor` (val/top1 by default), and last.ckpt every `--checkpoint_every_n_steps` steps and
   at each epoch end, written atomically (`AtomicCheckpointIO`);
 - SIGTERM / SIGINT during fit: the step finishes, last.ckpt is saved, exit 143 / 130
   (`StopOnSignal`); resume with `--ckpt_path last`;
@@ -77,7 +77,7 @@ DEFAULT_MODEL = "lit_vision.models.SimpleNet"
 
 
 def default_checkpoints(dirpath: str, every_n_steps: int, monitor: str = "val/top1") -> list[ModelCheckpoint]:
-    """The best checkpoint by val/top1 and last.ckpt (every N steps and at epoch end). The
+    """The best checkpoint by `monitor` and last.ckpt (every N steps and at epoch end). The
     best one comes first: last.ckpt, written after it, then records its latest state."""
     return [best_checkpoint(dirpath, monitor), LastCheckpoint(dirpath, every_n_train_steps=every_n_steps)]
 
