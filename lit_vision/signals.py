@@ -10,6 +10,8 @@ schedulers and `fit ... && test ...` chains never take a stopped run for a finis
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing
 import os
 import signal
 import threading
@@ -99,6 +101,24 @@ def leave_stops_to_the_main_process(worker_id: int) -> None:
     they exit on their own when it dies."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
+
+
+def _kill_leftover_workers() -> None:
+    """At interpreter exit, multiprocessing terminates daemonic children with SIGTERM and then
+    waits for them; workers that ignore SIGTERM (above) would keep the process alive forever
+    when a DataLoader was not shut down before exit (a persistent-workers loader still
+    referenced at exit, as in a test session). SIGKILL them first: they hold nothing to save."""
+    leftover = [child for child in multiprocessing.active_children() if child.daemon]
+    if not leftover:
+        return
+    # torch's SIGCHLD handler would report each killed worker as a failure: nothing is running now.
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in leftover:
+        child.kill()
+
+
+# atexit runs its handlers last-registered first, so this runs before multiprocessing's own.
+atexit.register(_kill_leftover_workers)
 
 
 def stop_at_once(signum: int, frame: FrameType | None) -> None:

@@ -78,7 +78,8 @@ def test_output_shape_and_pixel_inputs(name):
     torch.testing.assert_close(logits_u8, logits_f)  # uint8 and [0, 1] float mean the same pixels
 
 
-@pytest.mark.parametrize("name", ARCHITECTURES)
+# The two large nets take seconds each on 2 cores; the small ones keep the check in the quick suite.
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in ("CustomNet2", "ResNet18") else n for n in ARCHITECTURES])
 def test_overfits_one_batch(name):
     """A few Adam steps on one fixed batch must drive its loss well down. Each image gets
     its own tint over noise, so even SimpleNet (no BatchNorm, slow to start) shows progress

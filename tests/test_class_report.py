@@ -29,6 +29,9 @@ from lit_vision.callbacks.class_report import (
 from lit_vision.errors import LitVisionError
 from lit_vision.models import SimpleNet
 
+# The report is checked on real validate/test runs of a fitted model.
+pytestmark = pytest.mark.slow
+
 PICTURES = ("confusion_matrix", "confused_pairs", "hardest_images")
 NAMES = ["abbey", "beach", "canyon", "desert"]
 

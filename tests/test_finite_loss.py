@@ -10,7 +10,8 @@ import torch
 
 from lit_vision.models import SimpleNet
 
-pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
+# Both tests are CLI fits.
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")]
 
 
 class NaNFromStep(SimpleNet):

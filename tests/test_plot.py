@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
+# Every plot test draws a run that a CLI fit has just written.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def tiny_run(run_cli, tiny_config, tmp_path):

@@ -144,6 +144,7 @@ def test_damaged_checkpoints_are_clear_errors(damage, expected, fitted, tiny_con
     assert expected in error and str(path) in error and "Traceback" not in error
 
 
+@pytest.mark.slow  # a one-step CLI fit per architecture
 @pytest.mark.parametrize("architecture", list_models())
 def test_saved_hyperparameters_are_plain_types(architecture, tiny_config, tmp_path, monkeypatch):
     """Every architecture's checkpoint loads with weights_only=True, hyperparameters included."""

@@ -16,7 +16,8 @@ from torch.nn import functional as F
 from lit_vision.cli import build_cli
 from lit_vision.models import SimpleNet
 
-pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
+# Each option is checked on a real (tiny) CLI fit.
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")]
 
 
 class Probe(L.Callback):
