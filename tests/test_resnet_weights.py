@@ -126,7 +126,12 @@ def test_im2col_convolution_keeps_the_loaded_weights(weights_file):
 def test_default_is_random_initialisation_without_download(monkeypatch):
     monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("downloaded"))
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda *a, **k: pytest.fail("asked for ImageNet"))
-    ResNet18(num_classes=5)
+    torch.manual_seed(0)
+    first = ResNet18(num_classes=5)
+    torch.manual_seed(1)
+    second = ResNet18(num_classes=5)
+    # Random initialisation: the seed decides the weights (a loaded file would make them equal).
+    assert not torch.equal(first.net.conv1.weight, second.net.conv1.weight)
 
 
 def test_backbone_gets_scaled_learning_rate():
