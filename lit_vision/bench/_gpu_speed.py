@@ -77,18 +77,6 @@ def build_module(arch: str, args: argparse.Namespace, num_classes: int, **option
     return module, args.batch_size or batch
 
 
-def build_optimizer(module) -> torch.optim.Optimizer:
-    """The optimiser `configure_optimizers` builds (same parameter groups), without its schedule,
-    which needs a Trainer."""
-    hp = module.hparams
-    groups = [dict(g) for g in module.parameter_groups() if g["params"]]
-    for group in groups:
-        group["lr"] = hp.lr * group.pop("lr_scale", 1.0)
-    if hp.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum)
-    return torch.optim.AdamW(groups, lr=hp.lr)
-
-
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -118,7 +106,7 @@ def random_batch(batch: int, size: int, num_classes: int, device: torch.device) 
 
 
 def training_step_fn(module, images: torch.Tensor, labels: torch.Tensor, bf16: bool) -> Callable[[], None]:
-    optimizer = build_optimizer(module)
+    optimizer = module.build_optimizer()
     smoothing = float(module.hparams.get("label_smoothing", 0.0))
     device_type = images.device.type
 

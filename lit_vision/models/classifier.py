@@ -203,15 +203,20 @@ class ImageClassifier(L.LightningModule):
         trainable = [(name, p) for name, p in self.net.named_parameters() if p.requires_grad]
         return weight_decay_groups(trainable, self.hparams.weight_decay, no_weight_decay_names(self.net))
 
-    def configure_optimizers(self):
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """The optimiser over `parameter_groups()` (each group's `lr_scale` applied), without
+        the schedule, which needs a Trainer: what benchmarks step outside Lightning."""
         hp = self.hparams
-        groups = [g for g in self.parameter_groups() if g["params"]]
+        groups = [dict(g) for g in self.parameter_groups() if g["params"]]
         for group in groups:
             group["lr"] = hp.lr * group.pop("lr_scale", 1.0)
         if hp.optimizer == "sgd":
-            optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum)
-        else:
-            optimizer = torch.optim.AdamW(groups, lr=hp.lr)
+            return torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum)
+        return torch.optim.AdamW(groups, lr=hp.lr)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = self.build_optimizer()
         total_steps = self.trainer.estimated_stepping_batches
         if not math.isfinite(total_steps):
             raise LitVisionError("Set trainer.max_epochs or trainer.max_steps: the learning-rate schedule needs an end.")
