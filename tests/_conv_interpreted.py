@@ -2,7 +2,7 @@
 
 Not a test module: tests/test_conv_implicit_gemm.py runs it in a subprocess,
 
-    python tests/_conv_interpreted.py GROUP [GROUP ...]      (GROUP: gradcheck, float32, misc, slow)
+    python tests/_conv_interpreted.py GROUP [GROUP ...]      (GROUP: gradcheck, blocks, float32, misc, slow)
 
 because TRITON_INTERPRET=1 has to be set before the kernels' module is imported, and must not
 leak into the pytest process (where other tests import the same modules). It prints one JSON
@@ -87,6 +87,36 @@ def gradcheck_checks() -> dict[str, Callable[[], object]]:
             return {"gradcheck": bool(passed), "errors": _against_torch(x, w, b, (stride, padding, dilation, groups))}
 
         checks[f"gradcheck-{i}"] = check
+    return checks
+
+
+# The channel-block K order (reduced channels a multiple of 16; the grid above has 1-4 channels,
+# the flat order): (c_in, c_out, kernel, stride, padding, dilation, groups, size), float64.
+CHANNEL_BLOCK_CASES = [
+    (16, 16, 3, 1, 1, 1, 1, 5),
+    (32, 32, 3, 2, 1, 2, 2, 7),  # 16 channels per group, strided, dilated
+    (16, 32, 1, 2, 0, 1, 1, 5),  # input gradient over 32 output channels: two blocks of 16
+]
+
+
+def channel_block_checks() -> dict[str, Callable[[], object]]:
+    checks = {}
+    for i, (c_in, c_out, kernel, stride, padding, dilation, groups, size) in enumerate(CHANNEL_BLOCK_CASES):
+
+        def check(c_in=c_in, c_out=c_out, kernel=kernel, stride=stride, padding=padding, dilation=dilation,
+                  groups=groups, size=size):  # fmt: skip
+            torch.manual_seed(6)
+            x = torch.randn(1, c_in, size, size, dtype=torch.float64, requires_grad=True)
+            w = torch.randn(c_out, c_in // groups, kernel, kernel, dtype=torch.float64, requires_grad=True)
+            b = torch.randn(c_out, dtype=torch.float64, requires_grad=True)
+            geometry = (stride, padding, dilation, groups)
+            passed = torch.autograd.gradcheck(
+                lambda *a: conv2d(*a, *geometry, algorithm="implicit_gemm"), (x, w, b), eps=1e-6, atol=1e-8,
+                rtol=1e-6, fast_mode=True,
+            )  # fmt: skip
+            return {"gradcheck": bool(passed), "errors": _against_torch(x, w, b, geometry)}
+
+        checks[f"blocks-{i}"] = check
     return checks
 
 
@@ -180,6 +210,7 @@ def bfloat16_check():
 
 GROUPS: dict[str, Callable[[], dict[str, Callable[[], object]]]] = {
     "gradcheck": gradcheck_checks,
+    "blocks": channel_block_checks,
     "float32": float32_checks,
     "misc": lambda: {"trace": trace_check, "determinism": determinism_check, "module": module_check,
                      "bfloat16": bfloat16_check},  # fmt: skip

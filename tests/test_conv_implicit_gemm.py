@@ -5,14 +5,16 @@ The interpreter checks run in one subprocess (tests/_conv_interpreted.py, with T
 the switch must be set before the kernels' module is imported and must not leak into this
 process); each test below asserts on its part of that run's results:
   * float64 gradcheck (fast mode) of forward, input gradient and weight gradient over the same
-    geometry grid as the CPU algorithms (tests/conv_cases.py), plus every output and gradient
-    against F.conv2d's in float64;
+    geometry grid as the CPU algorithms (tests/conv_cases.py, few channels: the kernels' flat K
+    order) and over 16/32-channel cases (the channel-block K order), plus every output and
+    gradient against F.conv2d's in float64;
   * float32 against F.conv2d (outputs and all gradients) on small shapes, bigger ones marked slow;
   * no torch convolution op in a dispatch trace of a forward + backward; the split-K weight
     gradient identical run to run; the module path (needs_input_grad, layouts, unbatched input);
     bf16 through the interpreter's fp32 cast.
-The GPU tests at the end (fp32 with TF32 off and bf16 against cuDNN, determinism on the device)
-run only where CUDA is present. ~30 s of CPU time for the not-slow part on one core.
+The GPU tests (fp32 with TF32 off and bf16 against cuDNN, determinism on the device) run only
+where CUDA is present; the last test compiles the forward kernel for sm_90 here and reads the PTX
+(IEEE fp32 really is not TF32; bf16 uses the tensor cores). ~30 s of CPU time for the not-slow part on one core.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def _run_worker(*groups: str) -> dict:
 
 @pytest.fixture(scope="module")
 def interpreted() -> dict:
-    return _run_worker("gradcheck", "float32", "misc")
+    return _run_worker("gradcheck", "blocks", "float32", "misc")
 
 
 def _result(results: dict, name: str):
@@ -68,6 +70,15 @@ def test_gradcheck_float64_interpreted(interpreted: dict, index: int) -> None:
     result = _result(interpreted, f"gradcheck-{index}")
     assert result["gradcheck"] is True
     # Output, dX, dW (and dB) against F.conv2d in float64: rounding-level agreement.
+    assert max(result["errors"]) < 1e-12, result
+
+
+@NEEDS_TRITON
+@pytest.mark.parametrize("index", range(3), ids=["3x3", "3x3-s2-d2-g2", "1x1-s2"])
+def test_channel_block_order_float64_interpreted(interpreted: dict, index: int) -> None:
+    """The K order used when channels come in multiples of 16 (every SimpleNet layer but the stem)."""
+    result = _result(interpreted, f"blocks-{index}")
+    assert result["gradcheck"] is True
     assert max(result["errors"]) < 1e-12, result
 
 
@@ -216,3 +227,58 @@ def test_gpu_weight_gradient_is_deterministic() -> None:
     grad_y = torch.randn(32, 64, 32, 32, device="cuda")
     runs = [torch.autograd.grad(conv2d(x, w, None, 1, 1, algorithm="implicit_gemm"), w, grad_y)[0] for _ in range(3)]
     assert all(torch.equal(runs[0], run) for run in runs[1:])
+
+
+# --- compiled for an H100/H200 (sm_90) on this machine: what the interpreter cannot tell ---
+
+
+def _compile_forward_for_sm90(dtype: str, ieee: bool) -> str:
+    """PTX of the forward kernel for sm_90, specialised as a launch on SimpleNet's 64-channel 3x3
+    layer (NHWC, batch 8, 32x32) would be: unit ints as constants, multiples of 16 marked so."""
+    import inspect
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from lit_vision.ops import conv_implicit_gemm_kernels as kernels
+
+    kernel = kernels.conv_forward_kernel
+    n, c, h, w, k = 8, 64, 32, 32, 9 * 64
+    strides = (h * w * c, 1, w * c, c)  # (n, c, h, w) strides of NHWC
+    ints = [n * h * w, h, w, h, w, c, c, 3, k, *strides, k * c, c, 1, *strides, 1, 1, 1, 1, 1, 1]
+    constexprs = dict(HAS_BIAS=True, ACC_FP64=False, IEEE=ieee, UPCAST=False, CHANNEL_BLOCKS=True,
+                      BLOCK_M=64, BLOCK_N=64, BLOCK_K=32)  # fmt: skip
+    names = list(inspect.signature(kernel.fn).parameters)
+    signature, attrs = {}, {}
+    for i, name in enumerate(names):
+        if name in constexprs:
+            signature[name] = "constexpr"
+        elif i < 4:  # the four tensors
+            signature[name], attrs[(i,)] = f"*{dtype}", [["tt.divisibility", 16]]
+        else:
+            value = ints.pop(0)
+            if value == 1:
+                signature[name], constexprs[name] = "constexpr", 1
+            else:
+                signature[name] = "i32"
+                if value % 16 == 0:
+                    attrs[(i,)] = [["tt.divisibility", 16]]
+    source = ASTSource(kernel, signature, constexprs={(names.index(k),): v for k, v in constexprs.items()}, attrs=attrs)
+    try:
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "num_stages": 3})
+    except Exception as error:  # noqa: BLE001 — e.g. a Triton build without the NVIDIA backend
+        pytest.skip(f"cannot compile for sm_90 here: {type(error).__name__}: {error}"[:300])
+    return compiled.asm["ptx"]
+
+
+@NEEDS_TRITON
+def test_sm90_code_float32_is_ieee_and_bfloat16_uses_tensor_cores() -> None:
+    ieee = _compile_forward_for_sm90("fp32", ieee=True)
+    assert "tf32" not in ieee and "wgmma" not in ieee and "fma.rn.f32" in ieee
+    # The same kernel without the flag is TF32 on the tensor cores: the check can tell them apart.
+    assert "tf32" in _compile_forward_for_sm90("fp32", ieee=False)
+    bf16 = _compile_forward_for_sm90("bf16", ieee=False)
+    assert "wgmma.mma_async" in bf16 and "bf16" in bf16
+    # Gathered tiles arrive by 16-byte asynchronous copies (cp.async.cg copies 16 bytes only).
+    assert "cp.async.cg.shared.global" in bf16 and "cp.async.cg.shared.global" in ieee

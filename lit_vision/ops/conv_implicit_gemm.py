@@ -64,9 +64,9 @@ def _tuned(kernel: Any, key: list[str]) -> Any:
     return triton.autotune(configs=configs, key=key)(kernel)
 
 
-_forward = _tuned(kernels.conv_forward_kernel, ["M", "COG", "K", "CIG", "HAS_BIAS"])
-_input_grad = _tuned(kernels.conv_input_grad_kernel, ["M", "CIG", "K", "COG"])
-_weight_grad = _tuned(kernels.conv_weight_grad_kernel, ["P", "COG", "K", "SPLITS"])
+_forward = _tuned(kernels.conv_forward_kernel, ["M", "COG", "K", "CIG", "HAS_BIAS", "CHANNEL_BLOCKS"])
+_input_grad = _tuned(kernels.conv_input_grad_kernel, ["M", "CIG", "K", "COG", "CHANNEL_BLOCKS"])
+_weight_grad = _tuned(kernels.conv_weight_grad_kernel, ["P", "COG", "K", "SPLITS", "CHANNEL_BLOCKS"])
 
 
 def _blocks() -> dict[str, int]:
@@ -97,6 +97,13 @@ def _precision_flags(dtype: torch.dtype) -> dict[str, bool]:
         "IEEE": dtype in (torch.float32, torch.float64),  # not TF32: see the kernels' docstring
         "UPCAST": INTERPRETED and dtype == torch.bfloat16,  # bf16 tl.dot is wrong in the interpreter
     }
+
+
+def channel_blocks(channels: int) -> bool:
+    """Whether a kernel's K loop runs over (kernel offset, block of channels) rather than one
+    flat (kh, kw, channel) index: when the reduced channels come in multiples of 16 (see the
+    kernels' docstring)."""
+    return channels % 16 == 0
 
 
 def _weight_views(weight: Tensor, groups: int) -> tuple[Tensor, Tensor]:
@@ -143,7 +150,7 @@ def _launch_forward(x: Tensor, weight: Tensor, bias: Tensor | None, geometry: tu
         m, h, w, ho, wo, cig, cog, kw, k,
         *x.stride(), *w_f.stride(), *y.stride(),
         *_geometry_args(stride, padding, dilation),
-        HAS_BIAS=bias is not None, **_precision_flags(x.dtype), **_blocks(),
+        HAS_BIAS=bias is not None, CHANNEL_BLOCKS=channel_blocks(cig), **_precision_flags(x.dtype), **_blocks(),
     )  # fmt: skip
     return y
 
@@ -168,7 +175,7 @@ def _launch_input_grad(dy: Tensor, weight: Tensor, x_shape: torch.Size, geometry
         m, h, w, ho, wo, cig, cog, kw, k,
         *dy.stride(), *w_t.stride(), *dx.stride(),
         *_geometry_args(stride, padding, dilation),
-        **_precision_flags(dy.dtype), **_blocks(),
+        CHANNEL_BLOCKS=channel_blocks(cog), **_precision_flags(dy.dtype), **_blocks(),
     )  # fmt: skip
     return dx
 
@@ -187,15 +194,18 @@ def _launch_weight_grad(dy: Tensor, x: Tensor, weight_shape: torch.Size, geometr
     splits, per_split = _weight_grad_splits(positions, tiles, x.device)
     partial = torch.empty((groups, splits, cog, k), device=x.device, dtype=accumulate)
 
+    blocks = channel_blocks(cig)
+
     def grid(meta: dict) -> tuple[int, int, int]:
-        return (triton.cdiv(cog, meta["BLOCK_M"]), triton.cdiv(k, meta["BLOCK_N"]), groups * splits)
+        k_tiles = kh * kw * triton.cdiv(cig, meta["BLOCK_N"]) if blocks else triton.cdiv(k, meta["BLOCK_N"])
+        return (triton.cdiv(cog, meta["BLOCK_M"]), k_tiles, groups * splits)
 
     _weight_grad[grid](
         dy, x, partial,
         positions, h, w, ho, wo, cig, cog, kw, k, per_split, splits,
         *dy.stride(), *x.stride(),
         *_geometry_args(stride, padding, dilation),
-        **_precision_flags(x.dtype), **_blocks(),
+        CHANNEL_BLOCKS=blocks, **_precision_flags(x.dtype), **_blocks(),
     )  # fmt: skip
     # The deterministic reduction: a plain sum over the split axis (torch's reductions use no
     # atomics), then K's (kh, kw, ci) order back to the weight's (ci, kh, kw).
