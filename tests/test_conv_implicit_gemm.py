@@ -282,3 +282,20 @@ def test_sm90_code_float32_is_ieee_and_bfloat16_uses_tensor_cores() -> None:
     assert "wgmma.mma_async" in bf16 and "bf16" in bf16
     # Gathered tiles arrive by 16-byte asynchronous copies (cp.async.cg copies 16 bytes only).
     assert "cp.async.cg.shared.global" in bf16 and "cp.async.cg.shared.global" in ieee
+
+
+@NEEDS_TRITON
+def test_autotuning_skips_tiles_far_wider_than_the_layer() -> None:
+    import triton
+
+    from lit_vision.ops.conv_implicit_gemm import GPU_CONFIGS, tile_pruner
+
+    configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_stages=s) for m, n, k, s in GPU_CONFIGS]
+    forward = tile_pruner(None, "COG")
+    assert {c.kwargs["BLOCK_N"] for c in forward(configs, {"COG": 64})} == {64}  # SimpleNet's 64-channel layers
+    assert len(forward(configs, {"COG": 512})) == len(configs)
+    weight = tile_pruner("COG", "K", "CIG")
+    kept = weight(configs, {"COG": 64, "K": 576, "CIG": 16}, CHANNEL_BLOCKS=True)
+    assert {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in kept} == {(64, 64)}
+    assert len(weight(configs, {"COG": 128, "K": 576, "CIG": 16}, CHANNEL_BLOCKS=False)) == len(configs)
+    assert forward(configs, {"COG": 1}), "never prunes every configuration"

@@ -22,6 +22,7 @@ torch `sum` over the split axis adds in a fixed order: no atomics, the same bits
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -54,19 +55,47 @@ INTERPRETER_BLOCKS = {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 16}
 SPLIT_MULTIPLE = 64
 
 
-def _tuned(kernel: Any, key: list[str]) -> Any:
+def tile_pruner(rows: str | None, cols: str, blocked_cols: str | None = None) -> Callable[..., list]:
+    """An `early_config_prune` for the autotuner: drop the configurations whose tile is more than
+    twice as tall (wide) as the GEMM's row (column) count rounded up to a power of two, floor 64,
+    e.g. BLOCK_N 128 on a 64-channel layer: half its tile would be masked work, and each dropped
+    configuration is one compilation less per kernel and layer shape. `rows`/`cols` name the
+    kernel argument holding the size; `blocked_cols` the one that replaces `cols` when the
+    kernel runs with CHANNEL_BLOCKS (a K tile is then a block of channels)."""
+
+    def fits(size: int, block: int) -> bool:
+        return block <= max(64, triton.next_power_of_2(int(size)))
+
+    def prune(configs: list, named_args: dict, **kwargs: Any) -> list:
+        col_name = blocked_cols if blocked_cols and kwargs.get("CHANNEL_BLOCKS") else cols
+        kept = [
+            config
+            for config in configs
+            if fits(named_args[col_name], config.kwargs["BLOCK_N"])
+            and (rows is None or fits(named_args[rows], config.kwargs["BLOCK_M"]))
+        ]
+        return kept or configs[:1]
+
+    return prune
+
+
+def _tuned(kernel: Any, key: list[str], pruner: Callable[..., list]) -> Any:
     if INTERPRETED:
         return kernel
     configs = [
         triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=4, num_stages=stages)
         for m, n, k, stages in GPU_CONFIGS
     ]
-    return triton.autotune(configs=configs, key=key)(kernel)
+    return triton.autotune(configs=configs, key=key, prune_configs_by={"early_config_prune": pruner})(kernel)
 
 
-_forward = _tuned(kernels.conv_forward_kernel, ["M", "COG", "K", "CIG", "HAS_BIAS", "CHANNEL_BLOCKS"])
-_input_grad = _tuned(kernels.conv_input_grad_kernel, ["M", "CIG", "K", "COG", "CHANNEL_BLOCKS"])
-_weight_grad = _tuned(kernels.conv_weight_grad_kernel, ["P", "COG", "K", "SPLITS", "CHANNEL_BLOCKS"])
+_forward = _tuned(
+    kernels.conv_forward_kernel, ["M", "COG", "K", "CIG", "HAS_BIAS", "CHANNEL_BLOCKS"], tile_pruner(None, "COG")
+)
+_input_grad = _tuned(kernels.conv_input_grad_kernel, ["M", "CIG", "K", "COG", "CHANNEL_BLOCKS"], tile_pruner(None, "CIG"))
+_weight_grad = _tuned(
+    kernels.conv_weight_grad_kernel, ["P", "COG", "K", "SPLITS", "CHANNEL_BLOCKS"], tile_pruner("COG", "K", "CIG")
+)
 
 
 def _blocks() -> dict[str, int]:
