@@ -10,7 +10,7 @@ every SimpleNet layer at batch 128 and 256 (`--batch-size 128,256`), in fp32 wit
 both sides and in bf16 on both sides (`--dtypes float32,bfloat16`), forward + backward,
 wall-clock time (device-synchronised) of "auto" (the implicit-GEMM Triton kernels where Triton
 imports) and "im2col" relative to cuDNN, and the relative error of each against the float64
-convolution of the same values. Without a CUDA device it says so and exits with status 2.
+convolution of the same values. Without a CUDA device it says so and exits with status 1.
 
 Runs each of SimpleNet's convolution layers with nn.Conv2d and with `Im2colConv2d` under each
 algorithm that fits the layer ("im2col", the reference, everywhere; "shifted" on stride-1
