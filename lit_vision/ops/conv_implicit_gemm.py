@@ -262,6 +262,10 @@ class ImplicitGemmConv2dFunction(torch.autograd.Function):
         groups: int,
     ) -> Tensor:
         check_device(x, weight, bias)
+        for name, tensor in (("weight", weight), ("bias", bias)):
+            if tensor is not None and tensor.dtype != x.dtype:
+                # One dtype per product: the kernels' tl.dot takes operands of a single dtype.
+                raise TypeError(f"input dtype {x.dtype} differs from {name} dtype {tensor.dtype}")
         ho, wo = output_hw(x, weight, stride, padding, dilation, groups)
         if weight.shape[0] % groups:
             raise ValueError(f"out_channels {weight.shape[0]} is not divisible by groups {groups}")
