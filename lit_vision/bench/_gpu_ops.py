@@ -164,7 +164,8 @@ def ops_rows(args, results: dict, deadline: float, rows: list, notes: list) -> N
     batch = args.batch_size or 128
     notes.append(
         f"batch {batch}, {args.image_size}px; median of {args.repeats} forward+backward calls after 2 warm-up, "
-        "ours and torch's alternated; time ratio = ours / torch's (> 1: ours is slower)"
+        "ours and torch's alternated; time ratio = ours / torch's (> 1: ours is slower); fp32 rows with TF32 off "
+        "on both sides; SimpleNet step rows: mean of --steps training steps after --warmup, one model after the other"
     )
     for name, function in (("conv", conv_rows), ("SimpleNet conv", simplenet_conv_rows), ("attention", attention_rows)):
         if time.monotonic() > deadline:

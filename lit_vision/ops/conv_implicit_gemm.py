@@ -38,8 +38,9 @@ from lit_vision.ops.conv_geometry import IntPair, output_hw
 # is what runs, whatever the environment says now.
 INTERPRETED: bool = not isinstance(kernels.conv_forward_kernel, triton.runtime.JITFunction)
 
-# (BLOCK_M, BLOCK_N, BLOCK_K, num_stages), all at 4 warps: a subset of {64, 128}² x {32, 64} x
-# {3, 4} that keeps the autotuning (one compile per configuration and kernel) to seconds per layer.
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_stages), all at 4 warps: six of the 16 points of {64, 128}² x
+# {32, 64} x {3, 4}, because autotuning compiles every configuration of every kernel once per
+# specialisation (dtype, K order, which sizes are 1 or multiples of 16) before timing it.
 GPU_CONFIGS = [
     (128, 128, 32, 3),
     (128, 64, 32, 4),
@@ -272,6 +273,7 @@ class ImplicitGemmConv2dFunction(torch.autograd.Function):
         # Channels-last: a no-op for the outputs of earlier implicit-GEMM layers (they are NHWC).
         x = x.contiguous(memory_format=torch.channels_last)
         weight = weight.contiguous()
+        bias = None if bias is None else bias.contiguous()  # the kernel reads it as a flat vector
         geometry = (stride, padding, dilation, groups)
         with _on_device(x):
             y = _launch_forward(x, weight, bias, geometry, ho, wo)
