@@ -48,6 +48,7 @@ from lit_vision.data.listing import (
     read_labelled_list,
 )
 from lit_vision.data.preflight import verify_images
+from lit_vision.data.resumable import resumable_loader, run_seed
 from lit_vision.data.standin import generate_standin
 from lit_vision.data.transforms import SquareResize, eval_transform, train_transform
 from lit_vision.errors import LitVisionError
@@ -137,6 +138,8 @@ class MiniPlacesDataModule(L.LightningDataModule):
         self.num_classes = num_classes
         self.class_names: list[str] = []
         self.test_paths: list[str] = []
+        self._train_loader = None
+        self._train_loader_state: dict | None = None  # from a checkpoint, for the next train loader
 
     def prepare_data(self) -> None:
         # Runs on one process per node, before setup() on every rank.
@@ -245,10 +248,16 @@ class MiniPlacesDataModule(L.LightningDataModule):
 
     def _loader(self, dataset, shuffle: bool, collate_fn=None) -> DataLoader:
         hp = self.hparams
-        return DataLoader(
+        trainer = getattr(self, "trainer", None)
+        # Training resumes mid-epoch where it stopped (lit_vision.data.resumable); evaluation
+        # reads in order (Lightning shards it under DDP).
+        make, order = (resumable_loader, {
+            "seed": run_seed(), "rank": getattr(trainer, "global_rank", 0), "world_size": getattr(trainer, "world_size", 1),
+        }) if shuffle else (DataLoader, {"shuffle": False})  # fmt: skip
+        return make(
             dataset,
             batch_size=hp.batch_size,
-            shuffle=shuffle,
+            **order,
             num_workers=self.num_workers,
             # On a CPU run, channels-last batches: oneDNN's convolutions are faster on them.
             collate_fn=collate_fn or (channels_last_collate if self._on_cpu() else None),
@@ -265,7 +274,24 @@ class MiniPlacesDataModule(L.LightningDataModule):
         if self.augment_placement == "worker_batched":
             rank = getattr(getattr(self, "trainer", None), "global_rank", 0)
             collate = WorkerBatchAugment(self.batch_augment, rank)
-        return self._loader(self.train_set, shuffle=True, collate_fn=collate)
+        self._train_loader = self._loader(self.train_set, shuffle=True, collate_fn=collate)
+        if self._train_loader_state is not None:
+            self._train_loader.load_state_dict(self._train_loader_state)
+        return self._train_loader
+
+    # Lightning saves a stateful train loader's state in the checkpoint itself, but drops it on
+    # resume when configure_optimizers has sized the loader through
+    # trainer.estimated_stepping_batches (Lightning issue 20550; ours does): the loader then
+    # exists before the loop state is restored. The DataModule's own state is restored
+    # before that, so it carries the loader's position across.
+    def state_dict(self) -> dict:
+        loader = self._train_loader
+        return {"train_loader": loader.state_dict()} if hasattr(loader, "state_dict") else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._train_loader_state = state_dict.get("train_loader")
+        if self._train_loader is not None and self._train_loader_state is not None:
+            self._train_loader.load_state_dict(self._train_loader_state)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)
