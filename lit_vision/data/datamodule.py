@@ -42,11 +42,9 @@ from lit_vision.data.cache import CachedImages, build_cache, cache_path
 from lit_vision.data.collate import WorkerBatchAugment, channels_last_collate
 from lit_vision.data.dataset import MiniPlacesImages
 from lit_vision.data.download import download_miniplaces, manual_instructions
-from lit_vision.data.listing import (
-    list_unlabelled_images,
-    read_categories,
-    read_labelled_list,
-)
+from lit_vision.data.layout import LAYOUT_NAMES, DataLayout, LayoutName, detect_layout
+from lit_vision.data.listing import list_unlabelled_images, read_categories
+from lit_vision.data.places365 import download_places365, places365_instructions
 from lit_vision.data.preflight import verify_images
 from lit_vision.data.resumable import resumable_loader, run_seed
 from lit_vision.data.standin import generate_standin
@@ -79,10 +77,12 @@ class MiniPlacesDataModule(L.LightningDataModule):
         cache: bool = False,
         cache_dir: str | None = None,
         verify: bool = True,
+        layout: LayoutName = "auto",
     ) -> None:
         """
         Args:
-            data_dir: folder with images/{train,val,test}/, train.txt, val.txt (and categories.txt).
+            data_dir: the dataset's folder: MiniPlaces' images/{train,val,test}/, train.txt, val.txt (and
+                categories.txt), or Places365-Standard's (see `layout`).
             batch_size: images per batch and per device.
             num_workers: data-loading processes per device (0 loads in the main process);
                 None: min(8, CPU cores available to this process).
@@ -109,6 +109,10 @@ class MiniPlacesDataModule(L.LightningDataModule):
             verify: before the first step, decode every image the run will read (in parallel,
                 on num_workers) and name every unreadable one in one error; runs once per
                 unchanged set of files (see `lit_vision.data.preflight`).
+            layout: "miniplaces", "places365" (Places365-Standard: categories_places365.txt,
+                places365_train_standard.txt, places365_val.txt, data_256/, val_256/; see
+                `lit_vision.data.layout`) or "auto" (places365 when its list files are in data_dir).
+                data.download fetches the layout named here (auto: MiniPlaces).
         """
         super().__init__()
         if download and standin:
@@ -124,6 +128,10 @@ class MiniPlacesDataModule(L.LightningDataModule):
             raise LitVisionError(f"data.resize_size ({resize_size}) must be >= data.crop_size ({crop_size}).")
         if augment_on not in AUGMENT_PLACES:
             raise LitVisionError(f"data.augment_on must be one of {', '.join(AUGMENT_PLACES)}; got {augment_on!r}.")
+        if layout not in LAYOUT_NAMES:
+            raise LitVisionError(f"data.layout must be one of {', '.join(LAYOUT_NAMES)}; got {layout!r}.")
+        if standin and layout == "places365":
+            raise LitVisionError("data.standin generates the MiniPlaces layout: it cannot be used with data.layout: places365.")
         if not isinstance(augmentation, Augmentation):
             raise LitVisionError(f"data.augmentation must be an Augmentation, got {augmentation!r}.")
         self.save_hyperparameters()
@@ -149,6 +157,8 @@ class MiniPlacesDataModule(L.LightningDataModule):
                 self.data_dir, hp.num_classes, hp.standin_train_per_class, hp.standin_val_per_class,
                 hp.standin_test_images, image_size=128,
             )  # fmt: skip
+        elif hp.download and hp.layout == "places365":
+            download_places365(self.data_dir, num_classes=hp.num_classes)
         elif hp.download:
             download_miniplaces(self.data_dir, hp.num_classes)
         stage = getattr(getattr(getattr(self, "trainer", None), "state", None), "fn", None)
@@ -157,26 +167,37 @@ class MiniPlacesDataModule(L.LightningDataModule):
             self.check_images(stage)
         if hp.cache:
             self._check_layout()
-            for list_name in {"fit": ("train.txt", "val.txt"), "predict": ()}.get(stage, ("val.txt",)):
-                self._cached(list_name, build=True)
+            for split in {"fit": ("train", "val"), "predict": ()}.get(stage, ("val",)):
+                self._cached(split, build=True)
 
     def check_images(self, stage: str | None) -> None:
         """The pre-flight check (`lit_vision.data.preflight`) of every image `stage` reads."""
-        self._check_layout()
-        images = self.data_dir / "images"
+        layout = self._check_layout()
+        images = layout.images
+        read_categories(layout.categories, self.num_classes)  # a class-count mismatch first, named as such
         if stage == "predict":
-            lists = {str(images / "test"): list_unlabelled_images(images, "test")}
+            lists = {str(images / layout.unlabelled): list_unlabelled_images(images, layout.unlabelled)}
         else:
-            list_names = ("train.txt", "val.txt") if stage == "fit" else ("val.txt",)
+            splits = ("train", "val") if stage == "fit" else ("val",)
             lists = {
-                str(self.data_dir / name): [path for path, _ in read_labelled_list(self.data_dir / name, self.num_classes)]
-                for name in list_names
+                str(layout.list_file(split)): [path for path, _ in layout.labelled(split, self.num_classes)]
+                for split in splits
             }
         verify_images(images, lists, self.cache_dir, self.num_workers)
 
-    def _check_layout(self) -> None:
-        required = [self.data_dir / "images", self.data_dir / "train.txt", self.data_dir / "val.txt"]
-        missing = [str(p) for p in required if not p.exists()]
+    @property
+    def layout(self) -> DataLayout:
+        """Where this dataset's lists and images are (detected anew: a download may add them)."""
+        return detect_layout(self.data_dir, self.hparams.layout)
+
+    def _check_layout(self) -> DataLayout:
+        layout = self.layout
+        missing = [str(p) for p in layout.required() if not p.exists()]
+        if missing and layout.name == "places365":
+            raise LitVisionError(
+                f"data.data_dir {self.data_dir} is not a Places365-Standard folder: missing {', '.join(missing)}. "
+                + places365_instructions(self.data_dir)
+            )
         if missing:
             raise LitVisionError(
                 f"data.data_dir {self.data_dir} is not a MiniPlaces folder: missing {', '.join(missing)}. "
@@ -184,15 +205,17 @@ class MiniPlacesDataModule(L.LightningDataModule):
                 "fetch the real dataset, or data.standin: true to generate a small stand-in. "
                 + manual_instructions(self.data_dir)
             )
+        return layout
 
-    def _labelled(self, list_name: str, transform) -> MiniPlacesImages:
-        images = self.data_dir / "images"
-        entries = read_labelled_list(self.data_dir / list_name, self.num_classes)
+    def _labelled(self, split: str, transform) -> MiniPlacesImages:
+        layout = self.layout
+        images = layout.images
+        entries = layout.labelled(split, self.num_classes)
         # One stat per file at setup is cheap (~0.3 s for 110k) and turns a crash deep
         # inside a worker, hours into a run, into an error before the first step.
         for relative, _ in entries:
             if not (images / relative).is_file():
-                raise LitVisionError(f"{self.data_dir / list_name} lists {relative}, but {images / relative} is missing.")
+                raise LitVisionError(f"{layout.list_file(split)} lists {relative}, but {images / relative} is missing.")
         paths, labels = zip(*entries)
         return MiniPlacesImages(images, list(paths), list(labels), transform)
 
@@ -206,44 +229,44 @@ class MiniPlacesDataModule(L.LightningDataModule):
     def _on_cpu(self) -> bool:
         return isinstance(getattr(getattr(self, "trainer", None), "accelerator", None), CPUAccelerator)
 
-    def _split_transform(self, list_name: str):
+    def _split_transform(self, split: str):
         """What a worker applies to a decoded image of this split: the deterministic part
         (cacheable) and the random part (per image, `worker` placement only)."""
         hp = self.hparams
-        if list_name == "val.txt":
+        if split == "val":
             return eval_transform(hp.resize_size, hp.crop_size), None
         # Training: the crop-size square; the cache holds it, augmentation starts from it.
         random = train_transform(self.augmentation, hp.crop_size) if self.augment_placement == "worker" else None
         return SquareResize(hp.crop_size), random
 
-    def _cached(self, list_name: str, build: bool = False) -> CachedImages:
-        fixed, random = self._split_transform(list_name)
-        kind = f"eval{self.hparams.resize_size}" if list_name == "val.txt" else "train"
+    def _cached(self, split: str, build: bool = False) -> CachedImages:
+        fixed, random = self._split_transform(split)
+        kind = f"eval{self.hparams.resize_size}" if split == "val" else "train"
         size = self.hparams.crop_size
-        path = cache_path(self.cache_dir, self.data_dir / list_name, kind, size)
+        path = cache_path(self.cache_dir, self.layout.list_file(split), kind, size)
         if build or not path.is_file():
-            build_cache(path, self._labelled(list_name, fixed), size, self.num_workers)
-        labels = [label for _, label in read_labelled_list(self.data_dir / list_name, self.num_classes)]
+            build_cache(path, self._labelled(split, fixed), size, self.num_workers)
+        labels = [label for _, label in self.layout.labelled(split, self.num_classes)]
         return CachedImages(path, size, labels, random)
 
-    def _split(self, list_name: str):
+    def _split(self, split: str):
         if self.hparams.cache:
-            return self._cached(list_name)
-        fixed, random = self._split_transform(list_name)
-        return self._labelled(list_name, random if random is not None else fixed)
+            return self._cached(split)
+        fixed, random = self._split_transform(split)
+        return self._labelled(split, random if random is not None else fixed)
 
     def setup(self, stage: str) -> None:
-        self._check_layout()
-        self.class_names = read_categories(self.data_dir / "categories.txt", self.num_classes)
+        layout = self._check_layout()
+        self.class_names = read_categories(layout.categories, self.num_classes)
         hp = self.hparams
         if stage == "fit":
-            self.train_set = self._split("train.txt")
+            self.train_set = self._split("train")
         if stage in ("fit", "validate", "test"):
-            self.val_set = self._split("val.txt")
+            self.val_set = self._split("val")
         if stage == "predict":
-            self.test_paths = list_unlabelled_images(self.data_dir / "images", "test")
+            self.test_paths = list_unlabelled_images(layout.images, layout.unlabelled)
             self.predict_set = MiniPlacesImages(
-                self.data_dir / "images", self.test_paths, None, eval_transform(hp.resize_size, hp.crop_size)
+                layout.images, self.test_paths, None, eval_transform(hp.resize_size, hp.crop_size)
             )
 
     def _loader(self, dataset, shuffle: bool, collate_fn=None) -> DataLoader:
