@@ -78,6 +78,7 @@ class MiniPlacesDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         verify: bool = True,
         layout: LayoutName = "auto",
+        stream: str | None = None,
     ) -> None:
         """
         Args:
@@ -113,6 +114,10 @@ class MiniPlacesDataModule(L.LightningDataModule):
                 places365_train_standard.txt, places365_val.txt, data_256/, val_256/; see
                 `lit_vision.data.layout`) or "auto" (places365 when its list files are in data_dir).
                 data.download fetches the layout named here (auto: MiniPlaces).
+            stream: read the labelled splits (fit, validate, test) from this LitData stream, a
+                folder or a URL (s3://, gs://, local:/path, ...) that `lit-vision optimize` wrote,
+                instead of from image files (see `lit_vision.data.streaming`); predict still reads
+                data_dir's unlabelled images. Needs the `streaming` extra (litdata).
         """
         super().__init__()
         if download and standin:
@@ -132,6 +137,9 @@ class MiniPlacesDataModule(L.LightningDataModule):
             raise LitVisionError(f"data.layout must be one of {', '.join(LAYOUT_NAMES)}; got {layout!r}.")
         if standin and layout == "places365":
             raise LitVisionError("data.standin generates the MiniPlaces layout: it cannot be used with data.layout: places365.")
+        if stream is not None and (cache or download or standin):
+            raise LitVisionError("data.stream reads a converted stream: data.cache, data.download and data.standin "
+                                 "apply to image folders; leave them false with data.stream.")  # fmt: skip
         if not isinstance(augmentation, Augmentation):
             raise LitVisionError(f"data.augmentation must be an Augmentation, got {augmentation!r}.")
         self.save_hyperparameters()
@@ -163,6 +171,8 @@ class MiniPlacesDataModule(L.LightningDataModule):
             download_miniplaces(self.data_dir, hp.num_classes)
         stage = getattr(getattr(getattr(self, "trainer", None), "state", None), "fn", None)
         stage = getattr(stage, "value", stage)
+        if hp.stream is not None and stage != "predict":
+            return  # the stream's images were checked when it was written (lit-vision optimize)
         if hp.verify:
             self.check_images(stage)
         if hp.cache:
@@ -256,6 +266,8 @@ class MiniPlacesDataModule(L.LightningDataModule):
         return self._labelled(split, random if random is not None else fixed)
 
     def setup(self, stage: str) -> None:
+        if self.hparams.stream is not None and stage != "predict":
+            return self._setup_stream(stage)
         layout = self._check_layout()
         self.class_names = read_categories(layout.categories, self.num_classes)
         hp = self.hparams
@@ -269,28 +281,54 @@ class MiniPlacesDataModule(L.LightningDataModule):
                 layout.images, self.test_paths, None, eval_transform(hp.resize_size, hp.crop_size)
             )
 
+    def _setup_stream(self, stage: str) -> None:
+        # Here, not in __init__: LitData reads the rank and world size when a dataset is built.
+        from lit_vision.data.streaming import StreamedImages, read_stream_meta, split_url
+
+        hp = self.hparams
+        cache_dir = str(hp.cache_dir) if hp.cache_dir else None
+        meta = read_stream_meta(hp.stream, cache_dir)
+        if meta["num_classes"] != self.num_classes:
+            raise LitVisionError(
+                f"data.stream {hp.stream} holds {meta['num_classes']} classes but data.num_classes is "
+                f"{self.num_classes}: set data.num_classes: {meta['num_classes']}."
+            )
+        self.class_names = list(meta["class_names"])
+
+        def split(name: str, shuffle: bool) -> StreamedImages:
+            fixed, random = self._split_transform(name)
+            # Every validation sample counts once: no rank-evening drop for evaluation.
+            return StreamedImages(split_url(hp.stream, name), random or fixed, shuffle=shuffle, seed=run_seed() % 2**32,
+                                  cache_dir=cache_dir, drop_last=None if shuffle else False)  # fmt: skip
+
+        if stage == "fit":
+            self.train_set = split("train", shuffle=True)
+        self.val_set = split("val", shuffle=False)
+
     def _loader(self, dataset, shuffle: bool, collate_fn=None) -> DataLoader:
         hp = self.hparams
-        trainer = getattr(self, "trainer", None)
-        # Training resumes mid-epoch where it stopped (lit_vision.data.resumable); evaluation
-        # reads in order (Lightning shards it under DDP).
-        make, order = (resumable_loader, {
-            "seed": run_seed(), "rank": getattr(trainer, "global_rank", 0), "world_size": getattr(trainer, "world_size", 1),
-        }) if shuffle else (DataLoader, {"shuffle": False})  # fmt: skip
-        return make(
-            dataset,
-            batch_size=hp.batch_size,
-            **order,
-            num_workers=self.num_workers,
+        common = {
+            "batch_size": hp.batch_size,
+            "num_workers": self.num_workers,
             # On a CPU run, channels-last batches: oneDNN's convolutions are faster on them.
-            collate_fn=collate_fn or (channels_last_collate if self._on_cpu() else None),
-            pin_memory=hp.pin_memory and not self._on_cpu(),
-            persistent_workers=self.num_workers > 0,
-            # A last tiny training batch only adds noise to BatchNorm statistics (and a batch of
-            # one breaks it); evaluation keeps every sample.
-            drop_last=shuffle and len(dataset) > hp.batch_size,
-            worker_init_fn=leave_stops_to_the_main_process,
-        )
+            "collate_fn": collate_fn or (channels_last_collate if self._on_cpu() else None),
+            "pin_memory": hp.pin_memory and not self._on_cpu(),
+            "worker_init_fn": leave_stops_to_the_main_process,
+        }
+        if hp.stream is not None and not isinstance(dataset, MiniPlacesImages):
+            from lit_vision.data.streaming import StreamingDataLoader
+
+            return StreamingDataLoader(dataset, **common)  # LitData shards, shuffles and counts itself
+        common["persistent_workers"] = self.num_workers > 0
+        # A last tiny training batch only adds noise to BatchNorm statistics (and a batch of
+        # one breaks it); evaluation keeps every sample.
+        common["drop_last"] = shuffle and len(dataset) > hp.batch_size
+        if not shuffle:
+            return DataLoader(dataset, shuffle=False, **common)  # Lightning shards it under DDP
+        # Training resumes mid-epoch where it stopped (lit_vision.data.resumable).
+        trainer = getattr(self, "trainer", None)
+        rank, world_size = getattr(trainer, "global_rank", 0), getattr(trainer, "world_size", 1)
+        return resumable_loader(dataset, seed=run_seed(), rank=rank, world_size=world_size, **common)
 
     def train_dataloader(self) -> DataLoader:
         collate = None
