@@ -140,3 +140,19 @@ def test_folder_path_exactly_once_across_kill_and_resume_with_other_workers(tiny
     replayed = trained(tmp_path / "killed", 1, up_to_step=saved_step) + trained(tmp_path / "replay", 1)
     with pytest.raises(AssertionError, match="trained more than once"):
         assert_exactly_once(replayed, 64)
+
+
+def test_streaming_path_exactly_once_across_kill_and_resume_with_other_workers(tiny_config, standin_dir, tmp_path):
+    from lit_vision.data.optimize import optimize_dataset
+
+    # 8 chunks of 8: LitData gives each rank 4 whole chunks, so nothing is dropped to even them out.
+    stream = optimize_dataset(standin_dir, tmp_path / "stream", num_workers=1, chunk_size=8)
+    stream_flags = ("--data.stream", str(stream))
+    last, saved_step = killed_then_resumed(
+        tmp_path, tiny_config, kill_extra=(*stream_flags, "--data.num_workers", "1"),
+        resume_extra=(*stream_flags, "--data.num_workers", "2"),
+    )  # fmt: skip
+    assert_exactly_once(trained(tmp_path / "killed", epoch=0), 64)
+    epoch1 = trained(tmp_path / "killed", 1, up_to_step=saved_step) + trained(tmp_path / "resumed", 1)
+    assert len(trained(tmp_path / "killed", 1)) > len(trained(tmp_path / "killed", 1, saved_step))
+    assert_exactly_once(epoch1, 64)
