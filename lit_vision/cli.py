@@ -317,7 +317,11 @@ def main(args: list[str] | None = None) -> None:
         plot_main(argv[1:])
         return
     if argv[:1] == ["optimize"]:
-        from lit_vision.data.optimize import main as optimize_main  # litdata only when converting
+        try:
+            from lit_vision.data.optimize import main as optimize_main  # litdata only when converting
+        except ImportError as error:
+            console.say_error(f"lit-vision optimize needs LitData ({error}): pip install 'lit-vision[streaming]'.")
+            sys.exit(2)
 
         optimize_main(argv[1:])
         return

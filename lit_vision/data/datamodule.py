@@ -283,8 +283,10 @@ class MiniPlacesDataModule(L.LightningDataModule):
 
     def _setup_stream(self, stage: str) -> None:
         # Here, not in __init__: LitData reads the rank and world size when a dataset is built.
-        from lit_vision.data.streaming import StreamedImages, read_stream_meta, split_url
-
+        try:
+            from lit_vision.data.streaming import StreamedImages, read_stream_meta, split_url
+        except ImportError as error:
+            raise LitVisionError(f"data.stream needs LitData ({error}): pip install 'lit-vision[streaming]'.") from None
         hp = self.hparams
         cache_dir = str(hp.cache_dir) if hp.cache_dir else None
         meta = read_stream_meta(hp.stream, cache_dir)
@@ -297,9 +299,11 @@ class MiniPlacesDataModule(L.LightningDataModule):
 
         def split(name: str, shuffle: bool) -> StreamedImages:
             fixed, random = self._split_transform(name)
-            # Every validation sample counts once: no rank-evening drop for evaluation.
+            # Training evens out ranks and workers (drop_last) whatever the world size, so that a
+            # checkpoint's stream state fits a resume on another number of processes; every
+            # validation sample counts once.
             return StreamedImages(split_url(hp.stream, name), random or fixed, shuffle=shuffle, seed=run_seed() % 2**32,
-                                  cache_dir=cache_dir, drop_last=None if shuffle else False)  # fmt: skip
+                                  cache_dir=cache_dir, drop_last=shuffle)  # fmt: skip
 
         if stage == "fit":
             self.train_set = split("train", shuffle=True)

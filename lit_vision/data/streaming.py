@@ -88,6 +88,17 @@ class StreamedImages(StreamingDataset):
         self.image_transform = transform
         self.with_index = False  # tests that count which samples were trained on set it
 
+    def __iter__(self):
+        try:
+            return super().__iter__()
+        except ValueError as error:  # LitData's check of a restored state against this dataset
+            if "state" not in str(error):
+                raise
+            raise LitVisionError(
+                f"The checkpoint's position in the stream {self.input_dir.url or self.input_dir.path} does not fit "
+                f"this run: {error} A run resumed mid-epoch must read the same data.stream with the same settings."
+            ) from None
+
     def __getitem__(self, index):
         item = super().__getitem__(index)
         try:
