@@ -132,3 +132,19 @@ def test_cli_optimize_fit_validate_on_the_stream(tiny_config, standin_dir, run_c
     on_stream, on_folder = validate(*stream), validate()
     assert on_stream["val/top1"] == pytest.approx(on_folder["val/top1"], abs=1e-6)
     assert on_stream["val/loss"] == pytest.approx(on_folder["val/loss"], rel=1e-5)
+
+
+def test_cli_optimize_error_names_the_folder(run_cli, tmp_path, capsys):
+    assert run_cli("optimize", tmp_path / "nothing-here", tmp_path / "stream") == 2
+    err = capsys.readouterr().err
+    assert "nothing-here is not a miniplaces folder: missing" in err and "train.txt" in err
+    assert not (tmp_path / "stream").exists()
+
+
+def test_bench_stream_row_streams_the_whole_stand_in(standin_dir, tmp_path):
+    """`bench data`'s stream row: every stand-in image converted and read by the timed loader."""
+    from lit_vision.bench import data as bench_data
+
+    stream = bench_data.stream_of(standin_dir, str(tmp_path))
+    assert sum(1 for _ in StreamedImages(str(stream / "train"))) == 64
+    assert bench_data.time_stream_loader(stream, crop=32, workers=0, passes=1) > 0

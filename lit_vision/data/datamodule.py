@@ -23,6 +23,13 @@ centre `crop_size` square on every path; training does not resize to `resize_siz
 `lit_vision.data.transforms`).
 `data.cache: true` decodes each labelled split once into a memory-mapped uint8 array and
 reads it instead of the JPEGs (see `lit_vision.data.cache`).
+
+`data.layout: places365` (or auto-detected) reads Places365-Standard's files instead of
+MiniPlaces' (`lit_vision.data.layout`); `data.stream` reads the labelled splits from a LitData
+stream written by `lit-vision optimize` (`lit_vision.data.streaming`). Training resumes mid-epoch
+exactly where it stopped on every path: the folder and cache paths through
+`lit_vision.data.resumable`, the stream through LitData's loader state; either state travels in
+this DataModule's `state_dict` (see there for why). docs/scale.md.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from typing import Literal, get_args
 import lightning as L
 import torch
 from lightning.pytorch.accelerators import CPUAccelerator
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 
 from lit_vision.data.augment_settings import Augmentation
 from lit_vision.data.batch_augment import BatchAugment
@@ -319,7 +326,7 @@ class MiniPlacesDataModule(L.LightningDataModule):
             "pin_memory": hp.pin_memory and not self._on_cpu(),
             "worker_init_fn": leave_stops_to_the_main_process,
         }
-        if hp.stream is not None and not isinstance(dataset, MiniPlacesImages):
+        if isinstance(dataset, IterableDataset):  # a LitData stream (data.stream)
             from lit_vision.data.streaming import StreamingDataLoader
 
             return StreamingDataLoader(dataset, **common)  # LitData shards, shuffles and counts itself
