@@ -26,6 +26,7 @@ os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")  # before litdata is
 
 import litdata  # noqa: E402
 
+from lit_vision import console  # noqa: E402
 from lit_vision.data.layout import LAYOUT_NAMES, detect_layout  # noqa: E402
 from lit_vision.data.listing import read_categories  # noqa: E402
 from lit_vision.data.preflight import verify_images  # noqa: E402
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         out = optimize_dataset(args.data_dir, args.out, args.layout, args.num_classes, args.num_workers,
                                args.chunk_bytes, verify=not args.no_verify, chunk_size=args.chunk_size)  # fmt: skip
     except LitVisionError as error:
-        print(f"error: {error}", file=sys.stderr)
+        console.say_error(str(error))
         sys.exit(2)
     meta = json.loads((out / META_FILE).read_text())
     print(f"wrote {out}: {meta['samples']} samples, {meta['num_classes']} classes ({meta['layout']} layout).")

@@ -22,6 +22,7 @@ LitData's PyPI version check is switched off (`LITDATA_DISABLE_VERSION_CHECK`) b
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -64,7 +65,7 @@ def read_stream_meta(stream: str, cache_dir: str | None = None) -> dict:
         return json.loads(path.read_text())
     folder = Path(cache_dir or tempfile.gettempdir()) / "lit_vision_stream_meta"
     folder.mkdir(parents=True, exist_ok=True)
-    local = folder / f"{abs(hash(stream))}-{META_FILE}"
+    local = folder / f"{hashlib.sha1(stream.encode()).hexdigest()[:16]}-{META_FILE}"
     try:
         get_downloader(stream, str(folder), []).download_file(f"{stream.rstrip('/')}/{META_FILE}", str(local))
         return json.loads(local.read_text())
