@@ -23,6 +23,15 @@ centre `crop_size` square on every path; training does not resize to `resize_siz
 `lit_vision.data.transforms`).
 `data.cache: true` decodes each labelled split once into a memory-mapped uint8 array and
 reads it instead of the JPEGs (see `lit_vision.data.cache`).
+
+Where the decoded images live (`data.placement`):
+- `auto` (default): `loader` when the trainer's accelerator is the CPU, else `resident`.
+- `loader`: DataLoader workers read JPEGs (or the cache) and batches cross to the device per step.
+- `resident`: each labelled split is decoded once into the cache, then held whole on the
+  training device (GPU memory; this process's memory on a CPU run) and batches are index-gathers
+  from it, in the shared epoch order (see `lit_vision.data.resident`). Augmentation then runs on
+  the device (`augment_on` auto or device). Too little free memory is an error naming the
+  option to use instead. `predict` (unlabelled, uncached) always uses the loader.
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ from lit_vision.data.listing import (
     read_labelled_list,
 )
 from lit_vision.data.preflight import verify_images
+from lit_vision.data.resident import ResidentLoader, ResidentOrder, load_resident
 from lit_vision.data.standin import generate_standin
 from lit_vision.data.transforms import SquareResize, eval_transform, train_transform
 from lit_vision.errors import LitVisionError
@@ -56,6 +66,8 @@ from lit_vision.utils.generators import keyed_generator
 
 AugmentPlace = Literal["auto", "device", "worker_batched", "worker"]
 AUGMENT_PLACES = get_args(AugmentPlace)
+Placement = Literal["auto", "loader", "resident"]
+PLACEMENTS = get_args(Placement)
 
 
 class MiniPlacesDataModule(L.LightningDataModule):
@@ -78,6 +90,7 @@ class MiniPlacesDataModule(L.LightningDataModule):
         cache: bool = False,
         cache_dir: str | None = None,
         verify: bool = True,
+        placement: Placement = "auto",
     ) -> None:
         """
         Args:
@@ -108,6 +121,10 @@ class MiniPlacesDataModule(L.LightningDataModule):
             verify: before the first step, decode every image the run will read (in parallel,
                 on num_workers) and name every unreadable one in one error; runs once per
                 unchanged set of files (see `lit_vision.data.preflight`).
+            placement: where decoded images live: "auto" (loader on a CPU run, else resident),
+                "loader" (DataLoader workers read them per batch) or "resident" (each split
+                decoded once via the cache and held whole on the training device; batches are
+                index-gathers there; needs augment_on auto or device).
         """
         super().__init__()
         if download and standin:
@@ -123,6 +140,13 @@ class MiniPlacesDataModule(L.LightningDataModule):
             raise LitVisionError(f"data.resize_size ({resize_size}) must be >= data.crop_size ({crop_size}).")
         if augment_on not in AUGMENT_PLACES:
             raise LitVisionError(f"data.augment_on must be one of {', '.join(AUGMENT_PLACES)}; got {augment_on!r}.")
+        if placement not in PLACEMENTS:
+            raise LitVisionError(f"data.placement must be one of {', '.join(PLACEMENTS)}; got {placement!r}.")
+        if placement == "resident" and augment_on in ("worker", "worker_batched"):
+            raise LitVisionError(
+                f"data.placement: resident has no loader workers, so data.augment_on: {augment_on} cannot run: "
+                "set data.augment_on to auto or device (augmentation then runs on the training device)."
+            )
         if not isinstance(augmentation, Augmentation):
             raise LitVisionError(f"data.augmentation must be an Augmentation, got {augmentation!r}.")
         self.save_hyperparameters()
@@ -137,6 +161,11 @@ class MiniPlacesDataModule(L.LightningDataModule):
         self.num_classes = num_classes
         self.class_names: list[str] = []
         self.test_paths: list[str] = []
+        # data.placement: resident — the split tensors on the device, the training loader, and a
+        # training-order position restored from a checkpoint before that loader exists.
+        self._resident: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._resident_train: ResidentLoader | None = None
+        self._pending_order_state: dict | None = None
 
     def prepare_data(self) -> None:
         # Runs on one process per node, before setup() on every rank.
@@ -152,7 +181,7 @@ class MiniPlacesDataModule(L.LightningDataModule):
         stage = getattr(stage, "value", stage)
         if hp.verify:
             self.check_images(stage)
-        if hp.cache:
+        if hp.cache or self.placement == "resident":
             self._check_layout()
             for list_name in {"fit": ("train.txt", "val.txt"), "predict": ()}.get(stage, ("val.txt",)):
                 self._cached(list_name, build=True)
@@ -198,7 +227,17 @@ class MiniPlacesDataModule(L.LightningDataModule):
         """Where training augmentation runs now: "device", "worker_batched" or "worker"."""
         if self.hparams.augment_on != "auto":
             return self.hparams.augment_on
-        return "worker_batched" if self._on_cpu() else "device"
+        return "worker_batched" if self._on_cpu() and self.placement == "loader" else "device"
+
+    @property
+    def placement(self) -> str:
+        """Where decoded images live now: "loader" or "resident" (see the module docstring)."""
+        chosen = self.hparams.get("placement", "auto")
+        if chosen != "auto":
+            return chosen
+        if getattr(self, "trainer", None) is None or self._on_cpu():
+            return "loader"
+        return "resident"
 
     def _on_cpu(self) -> bool:
         return isinstance(getattr(getattr(self, "trainer", None), "accelerator", None), CPUAccelerator)
@@ -224,7 +263,7 @@ class MiniPlacesDataModule(L.LightningDataModule):
         return CachedImages(path, size, labels, random)
 
     def _split(self, list_name: str):
-        if self.hparams.cache:
+        if self.hparams.cache or self.placement == "resident":
             return self._cached(list_name)
         fixed, random = self._split_transform(list_name)
         return self._labelled(list_name, random if random is not None else fixed)
@@ -237,11 +276,40 @@ class MiniPlacesDataModule(L.LightningDataModule):
             self.train_set = self._split("train.txt")
         if stage in ("fit", "validate", "test"):
             self.val_set = self._split("val.txt")
+        if self.placement == "resident":
+            self._resident.clear()  # a new stage may run on another device: load again on demand
         if stage == "predict":
             self.test_paths = list_unlabelled_images(self.data_dir / "images", "test")
             self.predict_set = MiniPlacesImages(
                 self.data_dir / "images", self.test_paths, None, eval_transform(hp.resize_size, hp.crop_size)
             )
+
+    def _resident_loader(self, dataset: CachedImages, shuffle: bool) -> ResidentLoader:
+        """`data.placement: resident`: `dataset`'s cache file whole on the training device."""
+        trainer = getattr(self, "trainer", None)
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        key = str(dataset.path)
+        if key not in self._resident or self._resident[key][0].device != device:
+            what = f"the {len(dataset)} decoded images of {dataset.path.name}"
+            self._resident[key] = load_resident(dataset.path, len(dataset), dataset.size, dataset.targets, device, what)
+        images, labels = self._resident[key]
+        order = ResidentOrder(
+            len(dataset), self.hparams.batch_size, shuffle,
+            # The run's seed (seed_everything sets it on every rank alike), as DistributedSampler's.
+            seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
+            rank=getattr(trainer, "global_rank", 0), world_size=getattr(trainer, "world_size", 1),
+            drop_last=shuffle and len(dataset) > self.hparams.batch_size, device=device,
+        )  # fmt: skip
+        # Training batches are augmented first (on_after_batch_transfer), then laid out.
+        return ResidentLoader(images, labels, order, channels_last=self._on_cpu() and not shuffle)
+
+    def state_dict(self) -> dict:
+        # The resident training order's position, restored before any loader is built (see
+        # lit_vision.data.resident: Lightning's own loader-state restore can come too late).
+        return {"resident_train_order": self._resident_train.state_dict()} if self._resident_train is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._pending_order_state = state_dict.get("resident_train_order")
 
     def _loader(self, dataset, shuffle: bool, collate_fn=None) -> DataLoader:
         hp = self.hparams
@@ -260,18 +328,26 @@ class MiniPlacesDataModule(L.LightningDataModule):
             worker_init_fn=leave_stops_to_the_main_process,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | ResidentLoader:
+        if self.placement == "resident":
+            self._resident_train = self._resident_loader(self.train_set, shuffle=True)
+            if self._pending_order_state is not None:
+                self._resident_train.load_state_dict(self._pending_order_state)
+                self._pending_order_state = None
+            return self._resident_train
         collate = None
         if self.augment_placement == "worker_batched":
             rank = getattr(getattr(self, "trainer", None), "global_rank", 0)
             collate = WorkerBatchAugment(self.batch_augment, rank)
         return self._loader(self.train_set, shuffle=True, collate_fn=collate)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | ResidentLoader:
+        if self.placement == "resident":
+            return self._resident_loader(self.val_set, shuffle=False)
         return self._loader(self.val_set, shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+    def test_dataloader(self) -> DataLoader | ResidentLoader:
+        return self.val_dataloader()
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.predict_set, shuffle=False)
@@ -283,6 +359,8 @@ class MiniPlacesDataModule(L.LightningDataModule):
         if self.augment_placement == "device" and trainer is not None and trainer.training:
             generator = self.augment_generator(batch[0].device, trainer.global_rank)
             batch[0] = self.batch_augment(batch[0], generator)  # default_collate gives a list
+            if self.placement == "resident" and self._on_cpu():
+                batch[0] = batch[0].contiguous(memory_format=torch.channels_last)  # as the CPU loaders' batches
         return batch
 
     def augment_generator(self, device: torch.device, rank: int) -> torch.Generator:
