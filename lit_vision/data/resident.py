@@ -79,7 +79,7 @@ def load_resident(path: Path, num_images: int, size: int, labels: list[int], dev
     # In chunks: a 4.9 GB split never needs a second host copy on its way to the GPU.
     for start in range(0, num_images, _COPY_CHUNK):
         stop = min(num_images, start + _COPY_CHUNK)
-        images[start:stop].copy_(torch.from_numpy(np.ascontiguousarray(source[start:stop])))
+        images[start:stop].copy_(torch.from_numpy(np.array(source[start:stop])))  # a writable chunk
     del source
     return images, torch.tensor(labels, dtype=torch.int64, device=device)
 

@@ -225,7 +225,11 @@ class ImageClassifier(L.LightningModule):
         # batch_size is explicit: callbacks (adversarial training) may change the batch.
         n = labels.shape[0]
         self.train_metrics.update(logits.detach(), labels)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
+        # Lightning turns every progress-bar value into a Python number after each batch (a
+        # host-device synchronisation per step); on an accelerator the step loss reaches the
+        # logger every log_every_n_steps instead, and the bar shows the epoch's metrics.
+        bar = self.device.type == "cpu" and getattr(self._trainer, "progress_bar_callback", None) is not None
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=bar, batch_size=n)
         self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=n)
         return loss
