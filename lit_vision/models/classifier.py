@@ -7,6 +7,7 @@ only place its arguments are declared (see docs/architectures.md).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Literal
 
 import lightning as L
@@ -18,6 +19,7 @@ from torchmetrics import MetricCollection
 from lit_vision.errors import LitVisionError
 from lit_vision.models.compiled_step import (
     COMPILE_MODES,
+    carry_step_count,
     implementation,
     install_compiled_update,
     match_optimizer_to_mode,
@@ -117,6 +119,10 @@ class ImageClassifier(L.LightningModule):
         self.save_hyperparameters()
         # compile: step drives its own backward and optimiser step (see training_step).
         self.automatic_optimization = compile != "step"
+        if compile == "step":
+            # Lightning warns that a step-interval checkpoint of a manually optimised module holds
+            # the weights after the step: so does every checkpoint of the automatic mode.
+            warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
         self.normalize = Normalize()
         self.train_metrics = accuracy_metrics(num_classes, "train/")
         self.val_metrics = accuracy_metrics(num_classes, "val/")
@@ -167,6 +173,10 @@ class ImageClassifier(L.LightningModule):
         # TTA describes how a run evaluates, not the weights: left in the checkpoint, its value
         # would override the `--model.init_args.tta` of every later command that loads it.
         checkpoint.get("hyper_parameters", {}).pop("tta", None)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # A checkpoint of the other optimisation mode (compile: step is manual) keeps its step count.
+        carry_step_count(checkpoint, manual=not self.automatic_optimization)
 
     def __getstate__(self) -> dict:
         # Copies (EMA's deepcopy, pickling) drop the compiled wrapper; it is rebuilt on demand.

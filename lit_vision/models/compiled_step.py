@@ -19,6 +19,7 @@ checkpoint brought into what the current mode uses.
 
 from __future__ import annotations
 
+import copy
 import types
 from collections.abc import Callable
 
@@ -84,3 +85,24 @@ def install_compiled_update(optimizer: torch.optim.Optimizer, mode: str) -> None
     # of optimizer.step and scheduler.step).
     optimizer.step = types.MethodType(step, optimizer)  # type: ignore[method-assign]
     optimizer._lit_vision_compiled = True  # type: ignore[attr-defined]
+
+
+_AUTOMATIC = "epoch_loop.automatic_optimization.optim_progress"
+_MANUAL = "epoch_loop.manual_optimization.optim_step_progress"
+
+
+def carry_step_count(checkpoint: dict, manual: bool) -> None:
+    """Lightning counts optimiser steps (`trainer.global_step`) in the automatic or the manual
+    optimisation loop's progress, whichever the run used: a checkpoint of the other mode would
+    resume at step 0 (and re-run the schedule's end). Copy the count across, in the checkpoint
+    dict, before Lightning restores its loops from it."""
+    loops = checkpoint.get("loops", {}).get("fit_loop", {})
+    automatic, manual_progress = loops.get(_AUTOMATIC), loops.get(_MANUAL)
+    if not automatic or not manual_progress:
+        return
+    # The mode that wrote the checkpoint counted on; the other one's count is older (smaller).
+    steps = automatic["optimizer"]["step"]
+    if manual and manual_progress["total"]["completed"] < steps["total"]["completed"]:
+        loops[_MANUAL] = copy.deepcopy(steps)
+    elif not manual and steps["total"]["completed"] < manual_progress["total"]["completed"]:
+        automatic["optimizer"]["step"] = copy.deepcopy(manual_progress)
