@@ -99,6 +99,16 @@ def test_too_little_free_memory_names_the_bytes_and_the_option_to_use(standin_di
     assert "data.placement: loader" in message and "train-" in message  # the split's cache file
 
 
+def test_auto_is_the_loader_on_a_cpu_and_resident_on_an_accelerator(standin_dir, tmp_path):
+    data = datamodule(standin_dir, tmp_path)
+    data.hparams.placement = "auto"
+    assert data.placement == "loader"  # no trainer
+    data.trainer = L.Trainer(accelerator="cpu", logger=False)
+    assert data.placement == "loader" and data.augment_placement == "worker_batched"
+    data.trainer = type("GPUTrainer", (), {"accelerator": object()})()
+    assert data.placement == "resident" and data.augment_placement == "device"
+
+
 def test_resident_refuses_worker_augmentation():
     with pytest.raises(LitVisionError, match="data.augment_on: worker_batched cannot run"):
         MiniPlacesDataModule(placement="resident", augment_on="worker_batched")
