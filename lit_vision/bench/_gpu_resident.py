@@ -50,6 +50,7 @@ RUNS = [
     ("resident", "ResNet18", False, RESIDENT, FAST),
     ("resident+compile step", "ResNet18", False, RESIDENT, STEP),
     ("loader+cache", "SimpleNet", True, LOADER, {}),
+    ("resident", "SimpleNet", True, RESIDENT, FAST),
     ("resident+compile step", "SimpleNet", True, RESIDENT, STEP),
 ]
 
