@@ -208,3 +208,64 @@ def test_no_host_read_inside_an_epoch_with_adversarial_training(standin_dir, tmp
     assert guard.steps_forbidden == 3 and trainer.global_step == 4
     assert attack.batches_perturbed == 4
     assert np.isfinite(float(trainer.callback_metrics["train/loss_epoch"]))
+
+
+DDP_PROBE = '''
+import json
+from lightning.pytorch.callbacks import Callback
+
+
+class IndexProbe(Callback):
+    """Each rank records the samples of its training batches and of its validation batches."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder, self.train, self.val = folder, [], []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.train.append(trainer.train_dataloader.last_indices.tolist())
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self.val = []  # the last validation only (the sanity check runs one first)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self.val.append(trainer.val_dataloaders.last_indices.tolist())
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        with open(f"{self.folder}/rank{trainer.global_rank}.json", "w") as handle:
+            json.dump({"train": self.train, "val": self.val, "world_size": trainer.world_size}, handle)
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_two_process_ddp_ranks_take_disjoint_shards_that_cover_the_epoch(tiny_config, tmp_path):
+    import json
+    import os
+    import sys
+    import textwrap
+
+    import yaml
+    from test_ddp import run_group
+
+    (tmp_path / "probe.py").write_text(textwrap.dedent(DDP_PROBE))
+    probe = tmp_path / "probe.yaml"
+    probe.write_text(yaml.safe_dump({"trainer": {"callbacks": [
+        {"class_path": "probe.IndexProbe", "init_args": {"folder": str(tmp_path)}}]}}))  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    env.pop("MASTER_PORT", None)
+    fit = run_group(
+        [sys.executable, "-m", "lit_vision", "fit", "--config", str(tiny_config), "--config", str(probe),
+         "--data.placement", "resident", "--data.cache_dir", str(tmp_path / "cache"),
+         "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.max_epochs", "1",
+         "--trainer.logger", "false"],
+        cwd=tmp_path, env=env, timeout=240,
+    )  # fmt: skip
+    assert fit.returncode == 0, fit.stdout[-4000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(seen["world_size"] == 2 for seen in ranks)
+    train = [set(sum(seen["train"], [])) for seen in ranks]
+    # 64 training images, 32 per rank, batches of 16: disjoint shards covering the epoch.
+    assert [len(seen["train"]) for seen in ranks] == [2, 2]
+    assert not train[0] & train[1] and train[0] | train[1] == set(range(64))
+    val = [sum(seen["val"], []) for seen in ranks]
+    assert sorted(val[0] + val[1]) == list(range(16))  # 16 val images, 8 per rank
