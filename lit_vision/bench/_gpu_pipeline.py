@@ -200,7 +200,11 @@ def pipeline_rows(args, results: dict, deadline: float, rows: list, notes: list)
                 continue
             seconds = min(args.fit_seconds, left / (len(runs) - index))
             try:
-                row = measure_fit(arch, cache, options, args, results, data_dir, num_classes, workdir, seconds)
+                # The loader path as it was (data.placement: auto would hold the data on a GPU).
+                row = measure_fit(
+                    arch, cache, options, args, results, data_dir, num_classes, workdir, seconds,
+                    data_options={"placement": "loader"},
+                )  # fmt: skip
             except Exception as error:  # noqa: BLE001 — one failing fit must not stop the others
                 row = {**label, "error": f"{type(error).__name__}: {error}"[:500]}
             rows.append(row)
