@@ -149,7 +149,8 @@ def measure_fit(
     if profiler is not None:
         # Host seconds per Lightning hook: on an accelerator that runs asynchronously, the hooks
         # that wait (a synchronisation) or that cost Python time show up here.
-        where = (data_options or {}).get("placement", "cache" if cache else "jpeg")
+        resident = (data_options or {}).get("placement") == "resident"
+        where = "resident" if resident else "cache" if cache else "jpeg"
         name = f"profile_{arch}_{where}_{describe(options)}{'_adv' if callbacks else ''}.txt"
         (Path(args.out) / name).write_text(profiler.summary())
     row = {
