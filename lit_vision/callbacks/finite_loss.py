@@ -67,7 +67,8 @@ class FiniteLossCheck(Callback):
             self._read(trainer, before_step=True)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if trainer.global_step % self.interval(trainer) == 0:
+        interval = self.interval(trainer)
+        if interval > 1 and trainer.global_step % interval == 0:  # (1: read before the backward already)
             self._read(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
