@@ -49,6 +49,7 @@ def test_smoke_run_measures_every_section(tmp_path):
     # --profile: one SimpleProfiler summary per fit, naming the training step's hooks.
     profiles = sorted(tmp_path.glob("profile_*.txt"))
     assert len(profiles) == 4 + 4 and all("training_step" in p.read_text() for p in profiles)
+    assert sum(p.name.startswith("profile_resident_") for p in profiles) == 4
 
     # The resident rows beside the loader's (smoke: SimpleNet and simplenet_robust, uncompiled).
     resident = sections["resident"]["rows"]

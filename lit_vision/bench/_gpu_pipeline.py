@@ -114,9 +114,11 @@ def pure_step_seconds(results: dict, arch: str) -> float | None:
 def measure_fit(
     arch: str, cache: bool, options: dict, args, results: dict, data_dir: Path, num_classes: int, workdir: Path,
     seconds: float, data_options: dict | None = None, callbacks: tuple = (), timer: FitTimer | None = None,
+    section: str = "pipeline",
 ) -> dict:
     """One timed fit; `data_options` go to the DataModule (e.g. placement), `callbacks` to the
-    Trainer (e.g. adversarial training), `timer` replaces the plain `FitTimer`."""
+    Trainer (e.g. adversarial training), `timer` replaces the plain `FitTimer`; `section` names
+    the profile file (`--profile`)."""
     device = torch.device(args.device)
     torch.manual_seed(0)
     module, batch = build_module(arch, args, num_classes, **options)
@@ -151,7 +153,7 @@ def measure_fit(
         # that wait (a synchronisation) or that cost Python time show up here.
         resident = (data_options or {}).get("placement") == "resident"
         where = "resident" if resident else "cache" if cache else "jpeg"
-        name = f"profile_{arch}_{where}_{describe(options)}{'_adv' if callbacks else ''}.txt"
+        name = f"profile_{section}_{arch}_{where}_{describe(options)}{'_adv' if callbacks else ''}.txt"
         (Path(args.out) / name).write_text(profiler.summary())
     row = {
         "arch": arch,

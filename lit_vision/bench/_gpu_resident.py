@@ -137,7 +137,7 @@ def resident_rows(args, results: dict, deadline: float, rows: list, notes: list)
                 row = measure_fit(
                     arch, data_options.get("cache", False), model_options, args, results, data_dir, num_classes,
                     workdir, seconds, data_options={k: v for k, v in data_options.items() if k != "cache"},
-                    callbacks=callbacks, timer=timer,
+                    callbacks=callbacks, timer=timer, section="resident",
                 )  # fmt: skip
                 row = {**head, **{k: v for k, v in row.items() if k not in ("arch", "cache")}}
                 if data_options["placement"] == "resident":
