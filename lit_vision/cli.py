@@ -17,7 +17,8 @@ What the CLI adds to Lightning's defaults (each only when the user configured no
   at each epoch end, written atomically (`AtomicCheckpointIO`);
 - SIGTERM / SIGINT during fit: the step finishes, last.ckpt is saved, exit 143 / 130
   (`StopOnSignal`); resume with `--ckpt_path last`;
-- `FiniteLossCheck`: the first non-finite training loss stops the run before it is applied;
+- `FiniteLossCheck`: the first non-finite training loss stops the run (on a CPU run before it is
+  applied; on an accelerator within `log_every_n_steps`) and no checkpoint is written after it;
 - `--ckpt_path` (a file, `last` or `best`) is read with `torch.load(weights_only=True)` and
   checked against the config (architecture, class count) before anything is built, with errors
   that name both sides;

@@ -29,7 +29,7 @@ def test_smoke_run_measures_every_section(tmp_path):
     main(["gpu", "--smoke", "--profile", "--out", str(tmp_path)])
     results = json.loads((tmp_path / "gpu_bench.json").read_text())
     sections = results["sections"]
-    assert set(sections) == {"models", "pipeline", "ops", "attack"}
+    assert set(sections) == {"models", "pipeline", "resident", "ops", "attack"}
     for name, section in sections.items():
         assert section["status"] == "ok", (name, section["error"], section["rows"])
         assert section["rows"], name
@@ -48,7 +48,19 @@ def test_smoke_run_measures_every_section(tmp_path):
     assert "generated stand-in, 4 classes" in sections["pipeline"]["notes"][0]
     # --profile: one SimpleProfiler summary per fit, naming the training step's hooks.
     profiles = sorted(tmp_path.glob("profile_*.txt"))
-    assert len(profiles) == 4 and all("training_step" in p.read_text() for p in profiles)
+    assert len(profiles) == 4 + 4 and all("training_step" in p.read_text() for p in profiles)
+    assert sum(p.name.startswith("profile_resident_") for p in profiles) == 4
+
+    # The resident rows beside the loader's (smoke: SimpleNet and simplenet_robust, uncompiled).
+    resident = sections["resident"]["rows"]
+    assert [(row["recipe"], row["path"]) for row in resident] == [
+        ("SimpleNet", "loader+cache"), ("SimpleNet", "resident"),
+        ("simplenet_robust", "loader+cache"), ("simplenet_robust", "resident"),
+    ]
+    assert all(_positive(row["images/s"]) and _positive(row["60-epoch min"]) for row in resident)
+    assert resident[1]["workers"] == "none" and resident[1]["model options"] == "channels_last"
+    assert resident[2]["model options"] == "weight_decay=0.0005"  # configs/simplenet_robust.yaml
+    assert resident[3]["model options"] == "weight_decay=0.0005+channels_last"
 
     ops = sections["ops"]["rows"]
     assert sum(row["op"].startswith("conv ") for row in ops) == 14  # 7 layers, fp32 and bf16

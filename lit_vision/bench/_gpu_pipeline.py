@@ -113,8 +113,12 @@ def pure_step_seconds(results: dict, arch: str) -> float | None:
 
 def measure_fit(
     arch: str, cache: bool, options: dict, args, results: dict, data_dir: Path, num_classes: int, workdir: Path,
-    seconds: float,
+    seconds: float, data_options: dict | None = None, callbacks: tuple = (), timer: FitTimer | None = None,
+    section: str = "pipeline",
 ) -> dict:
+    """One timed fit; `data_options` go to the DataModule (e.g. placement), `callbacks` to the
+    Trainer (e.g. adversarial training), `timer` replaces the plain `FitTimer`; `section` names
+    the profile file (`--profile`)."""
     device = torch.device(args.device)
     torch.manual_seed(0)
     module, batch = build_module(arch, args, num_classes, **options)
@@ -122,7 +126,7 @@ def measure_fit(
     datamodule = MiniPlacesDataModule(
         data_dir=str(data_dir), batch_size=batch, num_workers=args.workers, num_classes=num_classes,
         crop_size=crop, resize_size=max(crop, round(crop * 144 / 128)), cache=cache,
-        cache_dir=str(workdir / "cache"),
+        cache_dir=str(workdir / "cache"), **(data_options or {}),
     )  # fmt: skip
     pure = pure_step_seconds(results, arch)
     # Enough steps to fill `seconds` (less ~8 s of start-up) at the model's pure speed;
@@ -130,14 +134,14 @@ def measure_fit(
     max_steps = args.steps + SKIPPED_STEPS if args.smoke else 3000
     if pure and not args.smoke:
         max_steps = int(min(3000, max(50, (seconds - 8) / pure)))
-    timer = FitTimer(device)
+    timer = timer or FitTimer(device)
     profiler = SimpleProfiler() if args.profile else None
     trainer = L.Trainer(
         profiler=profiler,
         accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, precision="bf16-mixed",
         max_steps=max_steps, max_time={"seconds": seconds}, limit_val_batches=0, num_sanity_val_steps=0,
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[timer],
+        callbacks=[timer, *callbacks],
     )  # fmt: skip
     called = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
@@ -147,7 +151,9 @@ def measure_fit(
     if profiler is not None:
         # Host seconds per Lightning hook: on an accelerator that runs asynchronously, the hooks
         # that wait (a synchronisation) or that cost Python time show up here.
-        name = f"profile_{arch}_{'cache' if cache else 'jpeg'}_{describe(options)}.txt"
+        resident = (data_options or {}).get("placement") == "resident"
+        where = "resident" if resident else "cache" if cache else "jpeg"
+        name = f"profile_{section}_{arch}_{where}_{describe(options)}{'_adv' if callbacks else ''}.txt"
         (Path(args.out) / name).write_text(profiler.summary())
     row = {
         "arch": arch,
@@ -173,7 +179,7 @@ FAST_OPTIONS = {"channels_last": True, "compile": True}
 
 
 def describe(options: dict) -> str:
-    return "+".join(name for name, on in options.items() if on) or "recipe"
+    return "+".join(name if on is True else f"{name}={on}" for name, on in options.items() if on) or "recipe"
 
 
 def pipeline_rows(args, results: dict, deadline: float, rows: list, notes: list) -> None:
@@ -197,7 +203,11 @@ def pipeline_rows(args, results: dict, deadline: float, rows: list, notes: list)
                 continue
             seconds = min(args.fit_seconds, left / (len(runs) - index))
             try:
-                row = measure_fit(arch, cache, options, args, results, data_dir, num_classes, workdir, seconds)
+                # The loader path as it was (data.placement: auto would hold the data on a GPU).
+                row = measure_fit(
+                    arch, cache, options, args, results, data_dir, num_classes, workdir, seconds,
+                    data_options={"placement": "loader"},
+                )  # fmt: skip
             except Exception as error:  # noqa: BLE001 — one failing fit must not stop the others
                 row = {**label, "error": f"{type(error).__name__}: {error}"[:500]}
             rows.append(row)

@@ -12,6 +12,8 @@ cut short still leaves every finished section on disk):
    bf16 + channels_last + torch.compile for `--compile-archs` (compile time separate).
 2. pipeline — a real `Trainer.fit` through `MiniPlacesDataModule` on a generated stand-in
    (or `--data-dir`), bf16, with and without the decoded cache: images/s and GPU-busy share.
+2b. resident — the same fit with `data.placement: resident` and `model.compile: step` beside the
+   loader path, for SimpleNet, ResNet18 and simplenet_robust, with the projected 60-epoch time.
 3. ops — hand-written convolution (implicit-GEMM Triton kernels on CUDA) vs cuDNN per SimpleNet
    layer in fp32 and bf16, SimpleNet's training step with `conv: im2col` vs `conv: torch`,
    hand-written attention vs SDPA at ViT's shapes.
@@ -36,12 +38,14 @@ import torch
 from lit_vision.bench._gpu_ops import attack_section_rows, ops_rows
 from lit_vision.bench._gpu_pipeline import pipeline_rows
 from lit_vision.bench._gpu_report import collect_header, write_results
+from lit_vision.bench._gpu_resident import resident_rows
 from lit_vision.bench._gpu_speed import model_speed_rows
 
 # (section name, title, share of the budget, function(args, results, deadline) -> (rows, notes))
 SECTIONS = [
     ("models", "Training speed per architecture (in-memory batch, no Trainer)", 0.45, model_speed_rows),
     ("pipeline", "End to end: Trainer.fit through MiniPlacesDataModule (bf16)", 0.40, pipeline_rows),
+    ("resident", "End to end: data resident on the device, compiled step, vs the loader (bf16)", 0.40, resident_rows),
     ("ops", "Operators: hand-written conv vs cuDNN, manual attention vs SDPA", 0.10, ops_rows),
     ("attack", "PGD images/s and the cost of adversarial training", 0.05, attack_section_rows),
 ]
@@ -52,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, 1-2 steps: checks every code path in seconds")
     parser.add_argument("--budget-s", type=float, default=330.0, help="total seconds, shared among the sections")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cuda or cpu")
-    parser.add_argument("--sections", default="models,pipeline,ops,attack", help="comma-separated subset to run")
+    parser.add_argument("--sections", default="models,pipeline,resident,ops,attack", help="comma-separated subset to run")
     parser.add_argument("--archs", default="all", help="comma-separated architectures (default: every registered one)")
     parser.add_argument(
         "--compile-archs", default=None, help="architectures also timed under torch.compile (default simplenet,resnet18; smoke: none; also: all)"

@@ -21,7 +21,11 @@ less than the wall clock. `--loops` picks the rows:
 - `device` — ours with augment_on=device: the batched augmentation on the training threads;
 - `contiguous` — ours as `auto`, but with the batches turned back into contiguous NCHW
   (what `auto` gains from its channels-last batches);
-- `channels_last` — ours as `auto` plus the model's `channels_last` option (weights NHWC too).
+- `channels_last` — ours as `auto` plus the model's `channels_last` option (weights NHWC too);
+- `resident` — ours with `data.placement: resident`: the decoded split in this process's memory,
+  batches gathered from it, augmentation on the training threads (no loader workers);
+- `compiled` — ours as `auto` plus `model.compile: step` (compiled in the untimed warm-up steps);
+- `resident_compiled` — `resident` plus `model.compile: step`.
 """
 
 from __future__ import annotations
@@ -56,6 +60,9 @@ LOOPS = {
     "device": "ours: augment_on=device (on the training threads)",
     "contiguous": "ours: auto, batches made contiguous NCHW",
     "channels_last": "ours: auto + model channels_last",
+    "resident": "ours: data.placement=resident (in memory, no workers)",
+    "compiled": "ours: auto + model.compile=step",
+    "resident_compiled": "ours: resident + model.compile=step",
 }
 RECIPE = dict(lr=0.1, momentum=0.9, weight_decay=1e-4)  # configs/simplenet.yaml
 WARMUP_FRACTION = 0.25  # of the run's steps, so both loops follow the same schedule
@@ -166,16 +173,21 @@ class StepClock(L.Callback):
             self.window.end()
 
 
-def lightning_fit(initial: dict, data_dir: Path, args, total_steps: int, variant: str) -> tuple[float, float]:
+def lightning_fit(initial: dict, data_dir: Path, args, total_steps: int, variant: str, cache_dir: Path) -> tuple[float, float]:
     """`Trainer.fit` through the real DataModule after `args.warmup` steps: (images/s, CPU ms/image)."""
     # The same warm-up length in steps as the plain loop (warmup_epochs counts epochs).
     steps_per_epoch = len(read_labelled_list(data_dir / "train.txt", args.classes)) // args.batch_size
     warmup_epochs = WARMUP_FRACTION * total_steps / steps_per_epoch
-    model = SimpleNet(num_classes=args.classes, warmup_epochs=warmup_epochs, channels_last=variant == "channels_last", **RECIPE)
+    compile_step = "step" if variant in ("compiled", "resident_compiled") else False
+    model = SimpleNet(
+        num_classes=args.classes, warmup_epochs=warmup_epochs, channels_last=variant == "channels_last",
+        compile=compile_step, **RECIPE,
+    )  # fmt: skip
     model.net.load_state_dict(initial)
     data = MiniPlacesDataModule(
         data_dir=str(data_dir), batch_size=args.batch_size, num_workers=args.workers, num_classes=args.classes,
         augment_on="device" if variant == "device" else "auto",
+        placement="resident" if variant.startswith("resident") else "loader", cache_dir=str(cache_dir),
     )  # fmt: skip
     clock = StepClock(args.warmup, total_steps - 1, contiguous=variant == "contiguous")
     trainer = L.Trainer(
@@ -221,7 +233,7 @@ def _run(args: argparse.Namespace) -> list[dict]:
         loops = {
             name: (lambda: plain_loop(fresh_net(), plain_set, args, total_steps))
             if name == "plain"
-            else (lambda name=name: lightning_fit(initial, data_dir, args, total_steps, name))
+            else (lambda name=name: lightning_fit(initial, data_dir, args, total_steps, name, Path(tmp) / "cache"))
             for name in names
         }
         rates: dict[str, list[tuple[float, float]]] = {name: [] for name in loops}

@@ -30,6 +30,15 @@ stream written by `lit-vision optimize` (`lit_vision.data.streaming`). Training 
 exactly where it stopped on every path: the folder and cache paths through
 `lit_vision.data.resumable`, the stream through LitData's loader state; either state travels in
 this DataModule's `state_dict` (see there for why). docs/scale.md.
+
+Where the decoded images live (`data.placement`):
+- `auto` (default): `loader` when the trainer's accelerator is the CPU or `data.stream` is set, else `resident`.
+- `loader`: DataLoader workers read JPEGs (or the cache) and batches cross to the device per step.
+- `resident`: each labelled split is decoded once into the cache, then held whole on the
+  training device (GPU memory; this process's memory on a CPU run) and batches are index-gathers
+  from it, in the shared epoch order (see `lit_vision.data.resident`). Augmentation then runs on
+  the device (`augment_on` auto or device). Too little free memory is an error naming the
+  option to use instead. `predict` (unlabelled, uncached) always uses the loader.
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ from lit_vision.data.listing import list_unlabelled_images, read_categories
 from lit_vision.data.places365 import download_places365, places365_instructions
 from lit_vision.data.preflight import verify_images
 from lit_vision.data.resumable import resumable_loader, run_seed
+from lit_vision.data.resident import ResidentLoader, ResidentOrder, load_resident
 from lit_vision.data.standin import generate_standin
 from lit_vision.data.transforms import SquareResize, eval_transform, train_transform
 from lit_vision.errors import LitVisionError
@@ -62,6 +72,8 @@ from lit_vision.utils.generators import keyed_generator
 
 AugmentPlace = Literal["auto", "device", "worker_batched", "worker"]
 AUGMENT_PLACES = get_args(AugmentPlace)
+Placement = Literal["auto", "loader", "resident"]
+PLACEMENTS = get_args(Placement)
 
 
 class MiniPlacesDataModule(L.LightningDataModule):
@@ -86,6 +98,7 @@ class MiniPlacesDataModule(L.LightningDataModule):
         verify: bool = True,
         layout: LayoutName = "auto",
         stream: str | None = None,
+        placement: Placement = "auto",
     ) -> None:
         """
         Args:
@@ -125,6 +138,10 @@ class MiniPlacesDataModule(L.LightningDataModule):
                 folder or a URL (s3://, gs://, local:/path, ...) that `lit-vision optimize` wrote,
                 instead of from image files (see `lit_vision.data.streaming`); predict still reads
                 data_dir's unlabelled images. Needs the `streaming` extra (litdata).
+            placement: where decoded images live: "auto" (loader on a CPU run or with data.stream, else resident),
+                "loader" (DataLoader workers read them per batch) or "resident" (each split
+                decoded once via the cache and held whole on the training device; batches are
+                index-gathers there; needs augment_on auto or device).
         """
         super().__init__()
         if download and standin:
@@ -147,6 +164,16 @@ class MiniPlacesDataModule(L.LightningDataModule):
         if stream is not None and (cache or download or standin):
             raise LitVisionError("data.stream reads a converted stream: data.cache, data.download and data.standin "
                                  "apply to image folders; leave them false with data.stream.")  # fmt: skip
+        if placement not in PLACEMENTS:
+            raise LitVisionError(f"data.placement must be one of {', '.join(PLACEMENTS)}; got {placement!r}.")
+        if placement == "resident" and augment_on in ("worker", "worker_batched"):
+            raise LitVisionError(
+                f"data.placement: resident has no loader workers, so data.augment_on: {augment_on} cannot run: "
+                "set data.augment_on to auto or device (augmentation then runs on the training device)."
+            )
+        if stream is not None and placement == "resident":
+            raise LitVisionError("data.stream streams chunks through LitData's loader: data.placement: resident "
+                                 "holds decoded image folders instead; leave data.placement auto or loader with data.stream.")  # fmt: skip
         if not isinstance(augmentation, Augmentation):
             raise LitVisionError(f"data.augmentation must be an Augmentation, got {augmentation!r}.")
         self.save_hyperparameters()
@@ -163,6 +190,11 @@ class MiniPlacesDataModule(L.LightningDataModule):
         self.test_paths: list[str] = []
         self._train_loader = None
         self._train_loader_state: dict | None = None  # from a checkpoint, for the next train loader
+        # data.placement: resident — the split tensors on the device, the training loader, and a
+        # training-order position restored from a checkpoint before that loader exists.
+        self._resident: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._resident_train: ResidentLoader | None = None
+        self._pending_order_state: dict | None = None
 
     def prepare_data(self) -> None:
         # Runs on one process per node, before setup() on every rank.
@@ -182,7 +214,7 @@ class MiniPlacesDataModule(L.LightningDataModule):
             return  # the stream's images were checked when it was written (lit-vision optimize)
         if hp.verify:
             self.check_images(stage)
-        if hp.cache:
+        if hp.cache or self.placement == "resident":
             self._check_layout()
             for split in {"fit": ("train", "val"), "predict": ()}.get(stage, ("val",)):
                 self._cached(split, build=True)
@@ -241,7 +273,17 @@ class MiniPlacesDataModule(L.LightningDataModule):
         """Where training augmentation runs now: "device", "worker_batched" or "worker"."""
         if self.hparams.augment_on != "auto":
             return self.hparams.augment_on
-        return "worker_batched" if self._on_cpu() else "device"
+        return "worker_batched" if self._on_cpu() and self.placement == "loader" else "device"
+
+    @property
+    def placement(self) -> str:
+        """Where decoded images live now: "loader" or "resident" (see the module docstring)."""
+        chosen = self.hparams.get("placement", "auto")
+        if chosen != "auto":
+            return chosen
+        if getattr(self, "trainer", None) is None or self._on_cpu() or self.hparams.get("stream") is not None:
+            return "loader"  # a stream is LitData's loader; resident holds image folders
+        return "resident"
 
     def _on_cpu(self) -> bool:
         return isinstance(getattr(getattr(self, "trainer", None), "accelerator", None), CPUAccelerator)
@@ -267,7 +309,7 @@ class MiniPlacesDataModule(L.LightningDataModule):
         return CachedImages(path, size, labels, random)
 
     def _split(self, split: str):
-        if self.hparams.cache:
+        if self.hparams.cache or self.placement == "resident":
             return self._cached(split)
         fixed, random = self._split_transform(split)
         return self._labelled(split, random if random is not None else fixed)
@@ -282,6 +324,8 @@ class MiniPlacesDataModule(L.LightningDataModule):
             self.train_set = self._split("train")
         if stage in ("fit", "validate", "test"):
             self.val_set = self._split("val")
+        if self.placement == "resident":
+            self._resident.clear()  # a new stage may run on another device: load again on demand
         if stage == "predict":
             self.test_paths = list_unlabelled_images(layout.images, layout.unlabelled)
             self.predict_set = MiniPlacesImages(
@@ -316,6 +360,26 @@ class MiniPlacesDataModule(L.LightningDataModule):
             self.train_set = split("train", shuffle=True)
         self.val_set = split("val", shuffle=False)
 
+    def _resident_loader(self, dataset: CachedImages, shuffle: bool) -> ResidentLoader:
+        """`data.placement: resident`: `dataset`'s cache file whole on the training device."""
+        trainer = getattr(self, "trainer", None)
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        key = str(dataset.path)
+        if key not in self._resident or self._resident[key][0].device != device:
+            what = f"the {len(dataset)} decoded images of {dataset.path.name}"
+            self._resident[key] = load_resident(dataset.path, len(dataset), dataset.size, dataset.targets, device, what)
+        images, labels = self._resident[key]
+        order = ResidentOrder(
+            len(dataset), self.hparams.batch_size, shuffle,
+            # The run's seed (seed_everything sets it on every rank alike), as DistributedSampler's.
+            seed=run_seed(),
+            rank=getattr(trainer, "global_rank", 0), world_size=getattr(trainer, "world_size", 1),
+            drop_last=shuffle and len(dataset) > self.hparams.batch_size, device=device,
+        )  # fmt: skip
+        # Training batches are augmented first (on_after_batch_transfer), then laid out.
+        return ResidentLoader(images, labels, order, channels_last=self._on_cpu() and not shuffle)
+
+
     def _loader(self, dataset, shuffle: bool, collate_fn=None) -> DataLoader:
         hp = self.hparams
         common = {
@@ -341,7 +405,13 @@ class MiniPlacesDataModule(L.LightningDataModule):
         rank, world_size = getattr(trainer, "global_rank", 0), getattr(trainer, "world_size", 1)
         return resumable_loader(dataset, seed=run_seed(), rank=rank, world_size=world_size, **common)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | ResidentLoader:
+        if self.placement == "resident":
+            self._resident_train = self._resident_loader(self.train_set, shuffle=True)
+            if self._pending_order_state is not None:
+                self._resident_train.load_state_dict(self._pending_order_state)
+                self._pending_order_state = None
+            return self._resident_train
         collate = None
         if self.augment_placement == "worker_batched":
             rank = getattr(getattr(self, "trainer", None), "global_rank", 0)
@@ -357,19 +427,27 @@ class MiniPlacesDataModule(L.LightningDataModule):
     # exists before the loop state is restored. The DataModule's own state is restored
     # before that, so it carries the loader's position across.
     def state_dict(self) -> dict:
+        state = {}
         loader = self._train_loader
-        return {"train_loader": loader.state_dict()} if hasattr(loader, "state_dict") else {}
+        if hasattr(loader, "state_dict"):
+            state["train_loader"] = loader.state_dict()
+        if self._resident_train is not None:
+            state["resident_train_order"] = self._resident_train.state_dict()
+        return state
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._train_loader_state = state_dict.get("train_loader")
         if self._train_loader is not None and self._train_loader_state is not None:
             self._train_loader.load_state_dict(self._train_loader_state)
+        self._pending_order_state = state_dict.get("resident_train_order")
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | ResidentLoader:
+        if self.placement == "resident":
+            return self._resident_loader(self.val_set, shuffle=False)
         return self._loader(self.val_set, shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+    def test_dataloader(self) -> DataLoader | ResidentLoader:
+        return self.val_dataloader()
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.predict_set, shuffle=False)
@@ -381,6 +459,8 @@ class MiniPlacesDataModule(L.LightningDataModule):
         if self.augment_placement == "device" and trainer is not None and trainer.training:
             generator = self.augment_generator(batch[0].device, trainer.global_rank)
             batch[0] = self.batch_augment(batch[0], generator)  # default_collate gives a list
+            if self.placement == "resident" and self._on_cpu():
+                batch[0] = batch[0].contiguous(memory_format=torch.channels_last)  # as the CPU loaders' batches
         return batch
 
     def augment_generator(self, device: torch.device, rank: int) -> torch.Generator:

@@ -7,6 +7,7 @@ only place its arguments are declared (see docs/architectures.md).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Literal
 
 import lightning as L
@@ -16,6 +17,14 @@ from torch.nn import functional as F
 from torchmetrics import MetricCollection
 
 from lit_vision.errors import LitVisionError
+from lit_vision.models.compiled_step import (
+    COMPILE_MODES,
+    carry_step_count,
+    implementation,
+    install_compiled_update,
+    match_optimizer_to_mode,
+    resolve_mode,
+)
 from lit_vision.nets.layers import Normalize
 from lit_vision.utils.metrics import accuracy_metrics
 from lit_vision.utils.param_groups import no_weight_decay_names, weight_decay_groups
@@ -58,7 +67,8 @@ class ImageClassifier(L.LightningModule):
         min_lr_ratio: float = 0.0,
         label_smoothing: float = 0.0,
         channels_last: bool = False,
-        compile: bool = False,
+        compile: bool | Literal["model", "step"] = False,
+        compile_mode: Literal["auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "auto",
         tta: Literal["none", "flip"] = "none",
         **net_args,
     ) -> None:
@@ -74,8 +84,15 @@ class ImageClassifier(L.LightningModule):
             label_smoothing: cross-entropy label smoothing in [0, 1).
             channels_last: keep weights and activations in NHWC memory order (faster
                 convolutions on GPUs with tensor cores, especially under bf16).
-            compile: run the network through `torch.compile` (the first steps are slow while
-                it compiles; checkpoints keep the uncompiled parameter names).
+            compile: `torch.compile` (the first steps are slow while it compiles; checkpoints keep
+                the uncompiled state). false: eager; true or "model": the network; "step": also
+                the training step's loss and backward, and the optimiser's update with the
+                learning rate held in a tensor (Lightning's manual optimisation; see
+                `lit_vision.models.compiled_step`). "step" needs trainer.accumulate_grad_batches 1
+                and no gradient clipping.
+            compile_mode: torch.compile's mode for `compile: step`; "auto": "reduce-overhead"
+                (CUDA graphs) on CUDA, "default" elsewhere. The network alone (`compile: model`)
+                always uses "default".
             tta: test-time augmentation in eval mode (validate, test, predict, attacks on the
                 evaluated model): "flip" averages the logits of each image and its horizontal
                 mirror; "none" uses the image alone. An evaluation choice: checkpoints do not
@@ -95,7 +112,17 @@ class ImageClassifier(L.LightningModule):
             raise LitVisionError(f"model.warmup_epochs must be >= 0, got {warmup_epochs}.")
         if tta not in ("none", "flip"):
             raise LitVisionError(f"model.tta must be 'none' or 'flip', got {tta!r}.")
+        if compile not in (False, True, "model", "step"):
+            raise LitVisionError(f"model.compile must be false, true, 'model' or 'step', got {compile!r}.")
+        if compile_mode not in COMPILE_MODES:
+            raise LitVisionError(f"model.compile_mode must be one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}.")
         self.save_hyperparameters()
+        # compile: step drives its own backward and optimiser step (see training_step).
+        self.automatic_optimization = compile != "step"
+        if compile == "step":
+            # Lightning warns that a step-interval checkpoint of a manually optimised module holds
+            # the weights after the step: so does every checkpoint of the automatic mode.
+            warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
         self.normalize = Normalize()
         self.train_metrics = accuracy_metrics(num_classes, "train/")
         self.val_metrics = accuracy_metrics(num_classes, "val/")
@@ -136,16 +163,26 @@ class ImageClassifier(L.LightningModule):
             # Kept in __dict__, not registered as a submodule: the state dict stays that of
             # `self.net` (no `_orig_mod.` prefixes), and the wrapper shares its parameters.
             self.__dict__["_compiled_net"] = torch.compile(self.net)
+        if self.hparams.get("compile") == "step" and "_compiled_loss" not in self.__dict__:
+            self.__dict__["_compiled_loss"] = torch.compile(self._loss_and_logits, mode=self._step_mode())
+
+    def _step_mode(self) -> str:
+        return resolve_mode(self.hparams.get("compile_mode", "auto"), self.device)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # TTA describes how a run evaluates, not the weights: left in the checkpoint, its value
         # would override the `--model.init_args.tta` of every later command that loads it.
         checkpoint.get("hyper_parameters", {}).pop("tta", None)
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # A checkpoint of the other optimisation mode (compile: step is manual) keeps its step count.
+        carry_step_count(checkpoint, manual=not self.automatic_optimization)
+
     def __getstate__(self) -> dict:
         # Copies (EMA's deepcopy, pickling) drop the compiled wrapper; it is rebuilt on demand.
         state = super().__getstate__()
         state.pop("_compiled_net", None)
+        state.pop("_compiled_loss", None)
         return state
 
     def setup(self, stage: str) -> None:
@@ -160,14 +197,49 @@ class ImageClassifier(L.LightningModule):
             )
 
     # ----------------------------------------------------------------- steps
+    def _loss_and_logits(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(images)
+        return F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing), logits
+
+    def _compiled_training_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`compile: step`: compiled loss (+ its compiled backward), then the compiled update,
+        through Lightning's manual optimisation (hooks, step counting, precision plugin)."""
+        if "_compiled_loss" not in self.__dict__:
+            self.configure_model()  # a module stepped outside Trainer.fit
+        optimizer, schedule = self.optimizers(), self.lr_schedulers()
+        cuda_graphs = self._step_mode() in ("reduce-overhead", "max-autotune")
+        if cuda_graphs and self.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()
+        optimizer.zero_grad(set_to_none=True)
+        loss, logits = self.__dict__["_compiled_loss"](images, labels)
+        if cuda_graphs:
+            # CUDA-graph outputs are overwritten by the next replay; logs and callbacks keep these.
+            loss, logits = loss.clone(), logits.clone()
+        self.manual_backward(loss)
+        optimizer.step()
+        schedule.step()
+        return loss.detach(), logits
+
+    def on_train_start(self) -> None:
+        # After a restore: the learning rates and optimiser flags this mode steps with, whichever
+        # mode wrote the checkpoint (see lit_vision.models.compiled_step).
+        for optimizer in self.trainer.optimizers:
+            match_optimizer_to_mode(optimizer, self.hparams.get("compile") == "step", self.hparams.optimizer)
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = batch
-        logits = self(images)
-        loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+        if self.automatic_optimization:
+            loss, logits = self._loss_and_logits(images, labels)
+        else:
+            loss, logits = self._compiled_training_step(images, labels)
         # batch_size is explicit: callbacks (adversarial training) may change the batch.
         n = labels.shape[0]
         self.train_metrics.update(logits.detach(), labels)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
+        # Lightning turns every progress-bar value into a Python number after each batch (a
+        # host-device synchronisation per step); on an accelerator the step loss reaches the
+        # logger every log_every_n_steps instead, and the bar shows the epoch's metrics.
+        bar = self.device.type == "cpu" and getattr(self._trainer, "progress_bar_callback", None) is not None
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=bar, batch_size=n)
         self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=n)
         return loss
@@ -210,9 +282,16 @@ class ImageClassifier(L.LightningModule):
         groups = [dict(g) for g in self.parameter_groups() if g["params"]]
         for group in groups:
             group["lr"] = hp.lr * group.pop("lr_scale", 1.0)
+        compiled = hp.get("compile") == "step"
+        flags = implementation(hp.optimizer) if compiled else {}
         if hp.optimizer == "sgd":
-            return torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum)
-        return torch.optim.AdamW(groups, lr=hp.lr)
+            optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, **flags)
+        else:
+            optimizer = torch.optim.AdamW(groups, lr=hp.lr, **flags)
+        if compiled:
+            match_optimizer_to_mode(optimizer, True, hp.optimizer)  # tensor learning rates
+            install_compiled_update(optimizer, self._step_mode())
+        return optimizer
 
     def configure_optimizers(self):
         hp = self.hparams

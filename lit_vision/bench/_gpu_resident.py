@@ -1,0 +1,153 @@
+"""`bench gpu`, section "resident": end to end with the data on the device and one compiled step.
+
+The same `Trainer.fit` as section "pipeline" (`measure_fit`: bf16-mixed, stand-in or `--data-dir`,
+no logger, checkpoints, progress bar or validation), side by side for SimpleNet, ResNet18 and the
+adversarial-training recipe `simplenet_robust` (configs/simplenet_robust.yaml: its model options
+and its `AdversarialTraining` callback, read from the file):
+
+- `loader+cache` — today's fastest path: loader workers read the decoded cache, batches are
+  copied to the GPU each step, the model as the recipe has it;
+- `resident` — `data.placement: resident` (the decoded split held on the GPU, batches gathered
+  there) with channels-last weights;
+- `resident+compile step` — the same plus `model.compile: step` (compiled loss + backward and
+  optimiser update, learning rate in a tensor, CUDA graphs).
+
+Columns beyond section "pipeline"'s: "60-epoch min" = 60 × `MINIPLACES_TRAIN` images / images/s
+(training steps only; validation and start-up not included), and on CUDA "host syncs /100 steps":
+the synchronising calls `torch.cuda.set_sync_debug_mode("warn")` reports during the timed steps
+(epoch ends included), per 100 steps. "GPU busy (derived)" compares with the pure bf16 step of
+section "models" (uncompiled), so a compiled row can exceed what it means: read NVML's figure.
+In `--smoke` the compiled rows are left out (a CPU compile takes a minute) unless
+`--compile-archs` names the architecture, and so are ResNet18's.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from lit_vision.bench._gpu_pipeline import FitTimer, measure_fit, prepare_data
+from lit_vision.bench._gpu_report import progress
+from lit_vision.bench._gpu_speed import CONFIG_DIR
+
+MINIPLACES_TRAIN = 100_000  # images in MiniPlaces' training split
+EPOCHS = 60  # the CNN recipes' schedule (configs/trainer/gpu.yaml)
+LOADER = {"cache": True, "placement": "loader"}
+RESIDENT = {"placement": "resident"}
+FAST = {"channels_last": True}
+STEP = {"channels_last": True, "compile": "step"}
+# (row label, architecture, adversarial recipe?, data options, model options)
+RUNS = [
+    ("loader+cache", "SimpleNet", False, LOADER, {}),
+    ("resident", "SimpleNet", False, RESIDENT, FAST),
+    ("resident+compile step", "SimpleNet", False, RESIDENT, STEP),
+    ("loader+cache", "ResNet18", False, LOADER, {}),
+    ("resident", "ResNet18", False, RESIDENT, FAST),
+    ("resident+compile step", "ResNet18", False, RESIDENT, STEP),
+    ("loader+cache", "SimpleNet", True, LOADER, {}),
+    ("resident", "SimpleNet", True, RESIDENT, FAST),
+    ("resident+compile step", "SimpleNet", True, RESIDENT, STEP),
+]
+
+
+class SyncCountingTimer(FitTimer):
+    """`FitTimer`, plus on CUDA the synchronising calls made during the timed steps."""
+
+    def __init__(self, device: torch.device) -> None:
+        super().__init__(device)
+        self.syncs: int | None = None
+        self._catcher = self._records = None
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx: int) -> None:
+        starting = not self.start
+        super().on_train_batch_start(trainer, module, batch, batch_idx)
+        if starting and self.start and self.device.type == "cuda":
+            self._catcher = warnings.catch_warnings(record=True)
+            self._records = self._catcher.__enter__()
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+
+    def on_train_end(self, trainer, module) -> None:
+        if self._catcher is not None:
+            torch.cuda.set_sync_debug_mode(0)
+            self._catcher.__exit__(None, None, None)
+            self.syncs = sum("synchroniz" in str(record.message) for record in self._records)
+            self._catcher = None
+        super().on_train_end(trainer, module)
+
+
+def robust_recipe() -> tuple[dict, dict]:
+    """configs/simplenet_robust.yaml's model init_args and AdversarialTraining init_args."""
+    import yaml
+
+    config = yaml.safe_load((CONFIG_DIR / "simplenet_robust.yaml").read_text())
+    model = dict(config["model"].get("init_args") or {})
+    (training,) = [c for c in config["trainer"]["callbacks"] if c["class_path"].endswith("AdversarialTraining")]
+    return model, dict(training["init_args"])
+
+
+def adversarial_callback(init_args: dict):
+    from lit_vision.callbacks.adversarial_training import AdversarialTraining
+
+    return AdversarialTraining(**init_args)
+
+
+def chosen_runs(args) -> list[tuple]:
+    compile_archs = {a.strip().lower() for a in args.compile_archs.split(",") if a.strip()}
+    runs = []
+    for run in RUNS:
+        compiled = run[4].get("compile") == "step"
+        if compiled and args.smoke and not ({run[1].lower(), "all"} & compile_archs):
+            continue
+        if args.smoke and run[1] == "ResNet18":  # section "pipeline" fits it already; smoke stays short
+            continue
+        runs.append(run)
+    return runs
+
+
+def resident_rows(args, results: dict, deadline: float, rows: list, notes: list) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="lit_vision_gpu_resident_"))
+    try:
+        data_dir, num_classes = prepare_data(args, notes, workdir)
+        robust_model, robust_attack = robust_recipe()
+        runs = chosen_runs(args)
+        notes.append(
+            f"bf16-mixed, {args.image_size}px crops, device augmentation; loader rows: {args.workers} workers reading "
+            f"the decoded cache. 60-epoch min = {EPOCHS} × {MINIPLACES_TRAIN:,} images / images/s (training steps "
+            "only). simplenet_robust = configs/simplenet_robust.yaml's model and AdversarialTraining "
+            f"({robust_attack.get('steps')} PGD steps on every batch)"
+        )
+        for index, (label, arch, robust, data_options, options) in enumerate(runs):
+            recipe_name = "simplenet_robust" if robust else arch
+            head = {"recipe": recipe_name, "path": label}
+            left = deadline - time.monotonic()
+            if left <= 5:
+                rows.append({**head, "skipped": "section budget spent"})
+                continue
+            seconds = min(args.fit_seconds, left / (len(runs) - index))
+            model_options = {**(robust_model if robust else {}), **options}
+            callbacks = (adversarial_callback(robust_attack),) if robust else ()
+            timer = SyncCountingTimer(torch.device(args.device))
+            try:
+                row = measure_fit(
+                    arch, data_options.get("cache", False), model_options, args, results, data_dir, num_classes,
+                    workdir, seconds, data_options={k: v for k, v in data_options.items() if k != "cache"},
+                    callbacks=callbacks, timer=timer, section="resident",
+                )  # fmt: skip
+                row = {**head, **{k: v for k, v in row.items() if k not in ("arch", "cache")}}
+                if data_options["placement"] == "resident":
+                    row["workers"] = "none"
+                row["60-epoch min"] = EPOCHS * MINIPLACES_TRAIN / row["images/s"] / 60
+                if timer.syncs is not None:
+                    row["host syncs /100 steps"] = 100 * timer.syncs / timer.steps
+            except Exception as error:  # noqa: BLE001 — one failing fit must not stop the others
+                row = {**head, "error": f"{type(error).__name__}: {error}"[:500]}
+            rows.append(row)
+            print(f"   {recipe_name} {label}: {progress(row)}", flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,105 @@
+"""`model.compile: step`: the compiled training step gives the eager step's loss and parameters, a
+compiled run resumes from an eager checkpoint and an eager run from a compiled one, checkpoints
+keep the uncompiled keys, and the schedule changes the learning rate without a recompile.
+Each test compiles (≈20–60 s on a CPU the first time): slow."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from conftest import TINY_CLASSES
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch._dynamo.utils import counters
+
+from lit_vision.data import MiniPlacesDataModule
+from lit_vision.data.augment_settings import Augmentation
+from lit_vision.models import SimpleNet
+from lit_vision.models.compiled_step import install_compiled_update, match_optimizer_to_mode
+
+pytestmark = pytest.mark.slow
+
+# No random augmentation: the eager and compiled runs (and a resumed one) then see the same pixels.
+IDENTITY = Augmentation(flip=False, degrees=0.0, scale=(1.0, 1.0), ratio=(1.0, 1.0), gain=0.0)
+
+
+def fit(standin_dir, tmp_path, compile, max_steps: int, folder: str, ckpt_path=None) -> SimpleNet:
+    L.seed_everything(0)
+    model = SimpleNet(num_classes=TINY_CLASSES, optimizer="sgd", lr=0.05, warmup_epochs=0.5, compile=compile)
+    data = MiniPlacesDataModule(
+        data_dir=str(standin_dir), num_classes=TINY_CLASSES, batch_size=16, num_workers=0, crop_size=32,
+        resize_size=36, cache_dir=str(tmp_path / "cache"), placement="resident", augmentation=IDENTITY,
+    )  # fmt: skip
+    saver = ModelCheckpoint(dirpath=tmp_path / folder, filename="{step}", every_n_train_steps=2, save_top_k=-1)
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=max_steps, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[saver],
+    )  # fmt: skip
+    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+    assert trainer.global_step == max_steps
+    return model
+
+
+def weights(model_or_checkpoint) -> dict[str, torch.Tensor]:
+    state = model_or_checkpoint if isinstance(model_or_checkpoint, dict) else model_or_checkpoint.state_dict()
+    return {k: v.detach().float().clone() for k, v in state.items()}
+
+
+def assert_close(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst < 1e-5, worst
+
+
+def momentum(checkpoint: dict) -> dict[str, torch.Tensor]:
+    return {str(k): v["momentum_buffer"] for k, v in checkpoint["optimizer_states"][0]["state"].items()}
+
+
+def test_compiled_step_matches_eager_and_resumes_from_and_into_eager(standin_dir, tmp_path):
+    torch.set_num_threads(2)
+    eager = fit(standin_dir, tmp_path, False, 6, "eager")  # checkpoints at steps 2, 4, 6
+    eager_at_4 = torch.load(tmp_path / "eager" / "step=4.ckpt", weights_only=True)
+    frames_before = counters["frames"]["ok"]
+    # Steps 3-6 compiled, from the eager run's step-2 checkpoint...
+    compiled = fit(standin_dir, tmp_path, "step", 6, "compiled", ckpt_path=tmp_path / "eager" / "step=2.ckpt")
+    assert counters["frames"]["ok"] > frames_before and "_compiled_loss" in compiled.__dict__
+    assert compiled.trainer.optimizers[0]._lit_vision_compiled
+    assert sorted(p.name for p in (tmp_path / "compiled").iterdir()) == ["step=4.ckpt", "step=6.ckpt"]  # resumed at 2
+    compiled_at_4 = torch.load(tmp_path / "compiled" / "step=4.ckpt", weights_only=True)
+    assert_close(weights(compiled_at_4["state_dict"]), weights(eager_at_4["state_dict"]))
+    assert_close(momentum(compiled_at_4), momentum(eager_at_4))
+    assert_close(weights(compiled), weights(eager))
+    assert compiled_at_4["state_dict"].keys() == eager_at_4["state_dict"].keys()  # no `_orig_mod.` prefixes
+    assert compiled_at_4["hyper_parameters"]["compile"] == "step"
+    # ...and steps 5-6 eager again, from the compiled run's step-4 checkpoint.
+    back = fit(standin_dir, tmp_path, False, 6, "back", ckpt_path=tmp_path / "compiled" / "step=4.ckpt")
+    assert sorted(p.name for p in (tmp_path / "back").iterdir()) == ["step=6.ckpt"]
+    assert_close(weights(back), weights(eager))
+    lr = back.trainer.optimizers[0].param_groups[0]["lr"]
+    assert isinstance(lr, float) and lr == eager.trainer.optimizers[0].param_groups[0]["lr"]
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_the_schedule_moves_a_tensor_learning_rate_without_recompiling(name):
+    torch.manual_seed(0)
+    nets = [torch.nn.Linear(8, 3) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    make = {"sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), "adamw": lambda p: torch.optim.AdamW(p, lr=0.01)}
+    eager, compiled = make[name](nets[0].parameters()), make[name](nets[1].parameters())
+    match_optimizer_to_mode(compiled, True, name)
+    install_compiled_update(compiled, "default")
+    schedules = [torch.optim.lr_scheduler.LambdaLR(o, lambda step: 1 / (step + 1)) for o in (eager, compiled)]
+    x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
+    graphs = []
+    for _ in range(4):
+        for net, optimizer, schedule in zip(nets, (eager, compiled), schedules):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+            optimizer.step()
+            schedule.step()
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert isinstance(compiled.param_groups[0]["lr"], torch.Tensor)
+    assert float(compiled.param_groups[0]["lr"]) == pytest.approx(eager.param_groups[0]["lr"])
+    assert graphs[1] == graphs[-1], graphs  # compiled once; later learning rates reuse the graph
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
