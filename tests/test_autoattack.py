@@ -101,6 +101,7 @@ def test_missing_torchattacks_is_a_clear_error(monkeypatch):
 
 def test_cascade_attacks_only_the_survivors(trained):
     x, y = brightness_data(48, seed=1)
+    x = x.contiguous(memory_format=torch.channels_last)  # as the CPU loader delivers batches
     # At 0.5 APGD-CE fools every image: the cascade then runs nothing more.
     cascade = AttackSuite(0.5, "autoattack_lite", **FEW).run(trained, x, y)
     first, *later = cascade.outcomes

@@ -219,7 +219,7 @@ class AttackSuite:
         for name, value in overrides.items():
             if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
                 raise LitVisionError(f"The attack suite's {name} must be an integer >= 1 or null, got {value}.")
-        self.torchattacks = require_torchattacks()
+        require_torchattacks()  # fail here, at configuration time, rather than at the first batch
         settings = replace(SUITES[suite], **{k: int(v) for k, v in overrides.items() if v is not None})
         self.label = suite if settings == SUITES[suite] else "custom"
         self.settings = settings
@@ -239,7 +239,7 @@ class AttackSuite:
         """One torchattacks attack with the suite's settings (RobustBench's standard version's
         other hyper-parameters are torchattacks' defaults: rho 0.75, FAB alpha_max 0.1, eta 1.05,
         beta 0.9, Square p_init 0.8, margin loss)."""
-        ta, s, eps = self.torchattacks, self.settings, self.epsilon
+        ta, s, eps = require_torchattacks(), self.settings, self.epsilon
         targets = min(s.target_classes, num_classes - 1)
         if name == "apgd_ce":
             return ta.APGD(model, norm="Linf", eps=eps, steps=s.apgd_steps, n_restarts=1, seed=seed, loss="ce")
@@ -276,8 +276,9 @@ class AttackSuite:
             # the module it was given (a new module is in train mode), which would switch the
             # model to train mode — BatchNorm statistics updated — after the first attack.
             counted = _Counted(model).eval()
-            # clone(): leaves inference mode and never writes into the caller's tensors.
-            clean = to_unit_float(images.detach()).float().clone()
+            # clone(): leaves inference mode and never writes into the caller's tensors; contiguous:
+            # FAB views gradients as (B, C·H·W), which a channels-last batch's gradient refuses.
+            clean = to_unit_float(images.detach()).float().clone(memory_format=torch.contiguous_format)
             labels = labels.detach().clone().long()
             with torch.no_grad():
                 logits = model(clean)

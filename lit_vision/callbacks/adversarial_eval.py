@@ -122,7 +122,7 @@ class AdversarialEvaluation(Callback):
             (`pip install 'lit-vision[attacks]'`). Runs at `epsilon` on the PGD survivors.
         suite_attacks: which suite attacks run, in this order (default all four).
         suite_cascade: each suite attack only on the images still robust (True, RobustBench's
-            way); False runs each on every image robust after PGD (standalone figures, full cost).
+            way); False runs each on every clean-correct image (standalone figures, full cost).
         suite_steps, suite_target_classes, suite_queries: overrides of the suite's APGD/FAB steps,
             target classes and Square queries (the suite is then labelled "custom").
         above_clean_tolerance: how far above the clean accuracy any attack's accuracy may be
@@ -364,7 +364,7 @@ class AdversarialEvaluation(Callback):
         self.rows = [{"attack": HEADLINE, **epsilon, "top1": robust_top1}]
         self.rows.append(row("clean", None, "clean"))
         self.rows += [row(a.target, a, f"main{i}") for i, a in enumerate(self.attacks)]
-        self.rows.append({"attack": "cost: PGD targets", **epsilon, "seconds": round(pgd_seconds, 3)})
+        self.rows.append({"attack": "cost: PGD targets", **epsilon, "images": int(images_seen), "seconds": round(pgd_seconds, 3)})
         suite_rows = []
         if suite_counts is not None:
             suite_rows = self._suite_rows(suite_counts, images_seen, epsilon, pl_module)
@@ -443,11 +443,10 @@ class AdversarialEvaluation(Callback):
 
     # ---------------------------------------------------------------- output
     def _write(self, trainer: L.Trainer, log_dir: str) -> None:
-        rank_zero_info(f"Adversarial evaluation ({', '.join(map(repr, self.attacks))}):\n{format_table(self.rows)}")
+        attacks = [repr(a) for a in self.attacks] + ([repr(self.suite)] if self.suite is not None else [])
+        rank_zero_info(f"Adversarial evaluation ({', '.join(attacks)}):\n{format_table(self.rows)}")
         if self.checks:
             rank_zero_info("Gradient-masking checks:\n" + format_table(self.checks))
-        if self.suite is not None:
-            rank_zero_info(f"with {self.suite!r}")
         meta = {"checkpoint": trainer.ckpt_path, "attacks": [repr(a) for a in self.attacks], "transfer_from": self.transfer_from,
                 "suite": repr(self.suite) if self.suite is not None else None}  # fmt: skip
         self.paths = write_tables(log_dir, self.rows, self.checks, meta)
