@@ -361,7 +361,8 @@ class AdversarialEvaluation(Callback):
 
         epsilon = {"epsilon": round(self.epsilon, 6), "epsilon_255": round(self.epsilon * 255, 3)}
         # The headline first: it cannot exceed clean or any attack's accuracy.
-        self.rows = [{"attack": HEADLINE, **epsilon, "top1": robust_top1}]
+        # Its blank cells keep the columns in the attack rows' order (the first row sets them).
+        self.rows = [{"attack": HEADLINE, "target": "", **epsilon, "steps": "", "step_size": "", "restarts": "", "top1": robust_top1}]
         self.rows.append(row("clean", None, "clean"))
         self.rows += [row(a.target, a, f"main{i}") for i, a in enumerate(self.attacks)]
         self.rows.append({"attack": "cost: PGD targets", **epsilon, "images": int(images_seen), "seconds": round(pgd_seconds, 3)})
