@@ -50,26 +50,29 @@ def step_size_for(epsilon: float, num_steps: int, step_scale: float) -> float:
     return step_scale * epsilon / num_steps
 
 
-def check_within_budget(adversarial: torch.Tensor, clean: torch.Tensor, epsilon: float) -> None:
+def check_within_budget(adversarial: torch.Tensor, clean: torch.Tensor, epsilon: float, attack: str = "PGD") -> None:
     """Raise if any adversarial pixel leaves [0, 1] or the L∞ ball of radius `epsilon` around
     its clean pixel: such a batch would measure something other than the stated threat model.
+    `attack` names the attack that made the batch in the message.
 
     The check is asserted on the device (`torch._assert_async`): nothing is read back to the
     host, so an attack inside a training step (adversarial training) does not stall a GPU on
     every batch. On a CPU it raises at once, with the figures; on a GPU a broken batch ends the
     run with a device-side assertion at the next synchronisation."""
+    if adversarial.numel() == 0:
+        return
     distance = (adversarial.float() - to_unit_float(clean).float()).abs().amax()
     low, high = adversarial.amin(), adversarial.amax()
     within = (distance <= epsilon + BUDGET_TOLERANCE) & (low >= 0) & (high <= 1)
     message = (
-        f"An adversarial batch left its budget: L∞ distance above {epsilon:.6f} or pixel range outside [0, 1]. "
-        "This is a bug in the attack."
+        f"An adversarial batch of {attack} left its budget: L∞ distance above {epsilon:.6f} or pixel range "
+        "outside [0, 1]. This is a bug in the attack."
     )
     try:
         torch._assert_async(within, message)
     except RuntimeError:  # raised at once on a CPU, where reading the figures back costs nothing
         raise RuntimeError(
-            f"An adversarial batch left its budget: L∞ distance {distance.item():.6f} (allowed {epsilon:.6f}), "
+            f"An adversarial batch of {attack} left its budget: L∞ distance {distance.item():.6f} (allowed {epsilon:.6f}), "
             f"pixel range [{low.item():.6f}, {high.item():.6f}] (allowed [0, 1]). This is a bug in the attack."
         ) from None
 
