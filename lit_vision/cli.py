@@ -41,9 +41,11 @@ against the checkpoint's (handled before LightningCLI; see `lit_vision.export`).
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 import yaml
@@ -68,12 +70,23 @@ from lit_vision.checkpoints import (
 )
 from lit_vision.data import MiniPlacesDataModule
 from lit_vision.errors import LitVisionError
+from lit_vision.flag_errors import flag_error_message
 from lit_vision.models import ImageClassifier
 from lit_vision.models.registry import model_class
+from lit_vision.resume import NothingToTrain, check_something_to_train
 from lit_vision.run_folders import EVAL_FOLDER, LOG_ROOT
 from lit_vision.signals import Stopped
 
 DEFAULT_MODEL = "lit_vision.models.SimpleNet"
+# --ckpt_path as this CLI reads it (Lightning's help describes its own in-process meaning of "last").
+CKPT_PATH_HELP = {
+    "fit": "Resume a run: a checkpoint file, or 'last' (last.ckpt of the newest checkpoints/<experiment>/version_N/ "
+    "holding one) or 'best' (its best-*.ckpt by --checkpoint_monitor). The run continues from that file's epoch, "
+    "optimiser and schedule in a new version_N; a run that already reached --trainer.max_epochs trains nothing "
+    "(raise it to train longer).",
+    "other": "The weights to use: a checkpoint file, or 'last' (last.ckpt of the newest "
+    "checkpoints/<experiment>/version_N/ holding one) or 'best' (its best-*.ckpt by --checkpoint_monitor).",
+}
 
 
 def default_checkpoints(dirpath: str, every_n_steps: int, monitor: str = "val/top1") -> list[ModelCheckpoint]:
@@ -115,6 +128,20 @@ def check_model_classes(args: list[str], config) -> None:
 
 
 class LitVisionCLI(LightningCLI):
+    def init_parser(self, **kwargs):
+        # No abbreviations (`--trainer.max_epoch` is a mistake, not max_epochs) and parse errors
+        # raised rather than printed after the whole usage: `parse_arguments` words them.
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("exit_on_error", False)
+        return super().init_parser(**kwargs)
+
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        for subcommand, subparser in getattr(self, "_subcommand_parsers", {}).items():
+            for action in subparser._actions:
+                if action.dest == "ckpt_path":
+                    action.help = CKPT_PATH_HELP.get(subcommand, CKPT_PATH_HELP["other"])
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument(
             "--experiment",
@@ -145,7 +172,12 @@ class LitVisionCLI(LightningCLI):
     def parse_arguments(self, parser, args) -> None:
         self._raw_args = list(args) if isinstance(args, (list, tuple)) else (sys.argv[1:] if args is None else [])
         check_model_name(self._raw_args)
-        super().parse_arguments(parser, args)
+        try:
+            super().parse_arguments(parser, args)
+        except argparse.ArgumentError as error:
+            subcommand = self._raw_args[0] if self._raw_args and self._raw_args[0] in self.subcommands() else None
+            subparser = getattr(self, "_subcommand_parsers", {}).get(subcommand, parser)
+            raise LitVisionError(flag_error_message(error, subcommand, subparser)) from None
         subcommand = self.config.get("subcommand")
         check_model_classes(self._raw_args, self.config[subcommand] if subcommand else self.config)
 
@@ -213,6 +245,9 @@ class LitVisionCLI(LightningCLI):
         if not ckpt_path or str(ckpt_path) in CKPT_PATH_KEYWORDS or "://" in str(ckpt_path):
             return
         checkpoint = load_lightning_checkpoint(ckpt_path)
+        if subcommand == "fit":
+            trainer = config.get("trainer") or {}
+            check_something_to_train(checkpoint, ckpt_path, trainer.get("max_epochs"), trainer.get("max_steps"))
         hparams = dict(checkpoint.get("hyper_parameters") or {})
         configured = (config.get("model") or {}).get("class_path")
         saved = hparams.get("_class_path")
@@ -324,6 +359,8 @@ def main(args: list[str] | None = None) -> None:
     try:
         build_cli(args)
         run_folders.forget_claims()
+    except NothingToTrain as finished:
+        console.say(str(finished))
     except Stopped as stopped:
         console.say(stopped.describe())
         sys.exit(stopped.exit_code)
