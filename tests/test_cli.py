@@ -84,11 +84,31 @@ def test_missing_data_dir_is_a_clear_error(tiny_config, capsys, run_cli, tmp_pat
     assert "absent is not a MiniPlaces folder" in error and "Traceback" not in error
 
 
-def test_standin_is_generated_through_the_cli(tiny_config, run_cli, tmp_path):
-    code = run_cli(
-        "fit", "--config", tiny_config, "--data.data_dir", tmp_path / "fresh", "--data.standin", "true",
-        "--data.standin_train_per_class", "4", "--data.standin_val_per_class", "2",
-        "--data.standin_test_images", "2", "--trainer.fast_dev_run", "true",
-    )  # fmt: skip
+STANDIN_FLAGS = (
+    "--data.standin", "true", "--data.standin_train_per_class", "4", "--data.standin_val_per_class", "2",
+    "--data.standin_test_images", "2", "--trainer.fast_dev_run", "true",
+)  # fmt: skip
+
+
+def test_standin_is_generated_into_its_own_folder_and_announced(tiny_config, run_cli, tmp_path, capsys):
+    code = run_cli("fit", "--config", tiny_config, "--data.data_dir", "data/standin", *STANDIN_FLAGS)
     assert code == 0
-    assert len((tmp_path / "fresh" / "train.txt").read_text().splitlines()) == 16
+    assert len((tmp_path / "data" / "standin" / "train.txt").read_text().splitlines()) == 16
+    err = capsys.readouterr().err
+    # One line: what, where, how many.
+    assert "lit-vision: generating a stand-in dataset into data/standin: 26 128-px JPEGs" in err
+    assert run_cli("fit", "--config", tiny_config, "--data.data_dir", "data/standin", *STANDIN_FLAGS) == 0
+    assert "generating" not in capsys.readouterr().err  # reused, silently
+
+
+def test_standin_into_a_mistyped_folder_is_refused(tiny_config, run_cli, tmp_path, capsys):
+    code = run_cli("fit", "--config", tiny_config, "--data.data_dir", tmp_path / "typo", *STANDIN_FLAGS)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"data.data_dir {tmp_path / 'typo'} does not exist" in err and "data.standin: false" in err
+    assert "generating" not in err and not (tmp_path / "typo").exists()
+    assert not list(tmp_path.glob(".typo*"))  # no staging left either
+    # A folder the user created for it is theirs to fill.
+    (tmp_path / "made").mkdir()
+    assert run_cli("fit", "--config", tiny_config, "--data.data_dir", tmp_path / "made", *STANDIN_FLAGS) == 0
+    assert len((tmp_path / "made" / "train.txt").read_text().splitlines()) == 16
