@@ -245,9 +245,6 @@ class LitVisionCLI(LightningCLI):
         if not ckpt_path or str(ckpt_path) in CKPT_PATH_KEYWORDS or "://" in str(ckpt_path):
             return
         checkpoint = load_lightning_checkpoint(ckpt_path)
-        if subcommand == "fit":
-            trainer = config.get("trainer") or {}
-            check_something_to_train(checkpoint, ckpt_path, trainer.get("max_epochs"), trainer.get("max_steps"))
         hparams = dict(checkpoint.get("hyper_parameters") or {})
         configured = (config.get("model") or {}).get("class_path")
         saved = hparams.get("_class_path")
@@ -255,6 +252,9 @@ class LitVisionCLI(LightningCLI):
         check_checkpoint_matches(
             checkpoint, ckpt_path, configured if explicit else None, (config.get("data") or {}).get("num_classes")
         )
+        if subcommand == "fit":
+            trainer = config.get("trainer") or {}
+            check_something_to_train(checkpoint, ckpt_path, trainer.get("max_epochs"), trainer.get("max_steps"))
         hparams.pop("_instantiator", None)
         if not hparams:
             return

@@ -81,9 +81,9 @@ def flag_error_message(error: argparse.ArgumentError, subcommand: str | None, pa
         key = match.group(1)
         expected = [name.replace("NoneType", "None") for name in _EXPECTED.findall(text)]
         given = _GIVEN.search(text)
-        value = f" {given.group(1).strip()}" if given else ""
+        value = f" = {given.group(1).strip()}" if given else ""  # a flag's or a YAML file's value
         wanted = f": expected {' or '.join(dict.fromkeys(expected))}" if expected else f": {_first_reason(text)}"
-        return f"--{key}{value}{wanted} (`{command}`). {help_hint}"
+        return f"{key}{value}{wanted} (`{command}`). {help_hint}"
     # Anything else (a missing value, an unknown subcommand): jsonargparse's lines in one paragraph.
     return f"{_one_paragraph(text)} (`{command}`). {help_hint}"
 

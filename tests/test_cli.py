@@ -112,3 +112,24 @@ def test_standin_into_a_mistyped_folder_is_refused(tiny_config, run_cli, tmp_pat
     (tmp_path / "made").mkdir()
     assert run_cli("fit", "--config", tiny_config, "--data.data_dir", tmp_path / "made", *STANDIN_FLAGS) == 0
     assert len((tmp_path / "made" / "train.txt").read_text().splitlines()) == 16
+
+
+def test_a_seeded_fit_gives_the_same_metrics_whether_or_not_it_checked_its_data(
+    tiny_config, standin_dir, run_cli, tmp_path
+):
+    """The first fit over a fresh copy runs the pre-flight image check (no stamp yet), the
+    second skips it; with workers, whose base seed comes from torch's global generator. Both
+    must log the very same numbers."""
+    import shutil
+
+    from lit_vision.plot import load_scalars
+
+    copy = tmp_path / "fresh_copy"
+    shutil.copytree(standin_dir, copy, ignore=shutil.ignore_patterns("cache"))
+    flags = ("--data.data_dir", copy, "--data.num_workers", "1", "--trainer.max_epochs", "2")
+    assert run_cli("fit", "--config", tiny_config, *flags) == 0
+    assert list((copy / "cache").glob("verified-train-*"))  # the check ran and left its stamp
+    assert run_cli("fit", "--config", tiny_config, *flags) == 0
+    first, second = (load_scalars(tmp_path / "logs" / "tiny" / f"version_{n}") for n in (0, 1))
+    assert {"train/loss", "val/top1"} <= set(first)
+    assert first == second
