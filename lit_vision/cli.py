@@ -51,7 +51,7 @@ from pathlib import Path
 import yaml
 from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -60,6 +60,7 @@ import lit_vision.models  # noqa: F401  (registers every architecture for --mode
 from lit_vision import console, run_folders, signals
 from lit_vision.callbacks.checkpointing import LastCheckpoint, best_checkpoint
 from lit_vision.callbacks.finite_loss import FiniteLossCheck
+from lit_vision.callbacks.model_summary import SummaryWithoutZeroFlops
 from lit_vision.callbacks.preemption import StopOnSignal
 from lit_vision.callbacks.submission import SubmissionWriter
 from lit_vision.checkpoints import (
@@ -205,11 +206,21 @@ class LitVisionCLI(LightningCLI):
         if default_checkpointing and training:
             folder = run_folders.checkpoint_folder(experiment, version)
             callbacks += default_checkpoints(folder, config["checkpoint_every_n_steps"], config["checkpoint_monitor"])
+            # A resumed run writes into a new version folder by design; Lightning warns that its
+            # checkpoint callbacks' folder changed.
+            console.ignore_lightning_warning("The dirpath has changed from")
         elif not training:
             # Evaluation writes no checkpoints; without a checkpoint callback, restoring one's
-            # state from the loaded file has nothing to compare (and warn about).
+            # state from the loaded file has nothing to compare, and Lightning's warning that
+            # the file's checkpoint callbacks are missing is not about evaluation.
             kwargs["enable_checkpointing"] = False
             callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+            console.ignore_lightning_warning("Be aware that when using `ckpt_path`, callbacks used to create")
+        if trainer_config.get("enable_model_summary") is not False and not any(
+            isinstance(c, ModelSummary) for c in callbacks
+        ):
+            callbacks.append(SummaryWithoutZeroFlops())
+            kwargs["enable_model_summary"] = False  # Lightning's own default one (it would say it skips it)
         if training and not any(isinstance(c, StopOnSignal) for c in callbacks):
             callbacks.append(StopOnSignal())
         if not any(isinstance(c, FiniteLossCheck) for c in callbacks):
@@ -287,6 +298,17 @@ class LitVisionCLI(LightningCLI):
         if where:
             console.say(f"fit done: {'; '.join(where)}.")
 
+    def after_validate(self) -> None:
+        self._say_where_logs_went("validate")
+
+    def after_test(self) -> None:
+        self._say_where_logs_went("test")
+
+    def _say_where_logs_went(self, subcommand: str) -> None:
+        console.bar_may_be_open = False
+        if self.trainer.logger is not None and self.trainer.log_dir:
+            console.say(f"{subcommand} done: logs in {os.path.relpath(self.trainer.log_dir)}.")
+
     def _model_named_explicitly(self, config) -> bool:
         """Whether the user chose the architecture (`--model X` or a config file's `model:`)
         rather than leaving the default."""
@@ -352,7 +374,7 @@ def main(args: list[str] | None = None) -> None:
 
         export_main(argv[1:])
         return
-    console.silence_lightning_tips()
+    console.silence_known_noise()
     # Until training starts (where StopOnSignal takes over) a signal has nothing to save: stop
     # at once with 143 / 130 (rather than Lightning's exit 0 for SIGTERM and 1 for Ctrl-C).
     previous = signals.install(signals.stop_at_once)

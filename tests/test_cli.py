@@ -133,3 +133,42 @@ def test_a_seeded_fit_gives_the_same_metrics_whether_or_not_it_checked_its_data(
     first, second = (load_scalars(tmp_path / "logs" / "tiny" / f"version_{n}") for n in (0, 1))
     assert {"train/loss", "val/top1"} <= set(first)
     assert first == second
+
+
+NOISE = (
+    "_pytree",  # Lightning 2.6 on torch 2.14: a deprecation that is not the user's
+    "Be aware that when using `ckpt_path`",  # evaluation has no checkpoint callbacks, by design
+    "The dirpath has changed",  # a resumed fit writes into a new version folder, by design
+    "Total Flops",  # counted only with an example_input_array: always 0 here
+    "Tip:",  # litlogger / litmodels advertising
+    "LightningCLI's args parameter",  # export builds the CLI from Python on purpose
+    "Skipping setting a default `ModelSummary`",
+)
+
+
+def test_commands_print_no_known_noise_and_say_where_their_logs_went(
+    tiny_config, run_cli, tmp_path, capsys, caplog, monkeypatch
+):
+    """fit, a resumed fit, validate and export, with every warning shown (not pytest's filters)
+    and every log record kept: none of the messages that are not about the user's run; the
+    model summary is still there, without a FLOPs column of zeros."""
+    import logging
+    import warnings
+
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(sys, "argv", ["lit-vision"])  # as from a shell: main() reads its arguments itself
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert run_cli("fit", "--config", tiny_config, "--trainer.enable_model_summary", "true") == 0
+        assert run_cli("fit", "--config", tiny_config, "--trainer.max_epochs", "2", "--ckpt_path", "last") == 0
+        assert run_cli("validate", "--config", tiny_config, "--ckpt_path", "last") == 0
+        assert "validate done: logs in logs/tiny/eval/version_0." in capsys.readouterr().err
+        export = ["export", "--config", str(tiny_config), "--ckpt_path", "checkpoints/tiny/version_1/last.ckpt",
+                  "--format", "torchscript"]  # fmt: skip
+        monkeypatch.setattr(sys, "argv", ["lit-vision", *export])
+        assert run_cli(*export) == 0
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "Trainable params" in logged and "FLOPs" not in logged
+    shown = [str(w.message) for w in caught] + [logged, capsys.readouterr().err]
+    for noise in NOISE:
+        assert not [text for text in shown if noise in text], noise
