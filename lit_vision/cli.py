@@ -45,7 +45,6 @@ import argparse
 import os
 import signal
 import sys
-import warnings
 from pathlib import Path
 
 import yaml

@@ -133,11 +133,6 @@ def generate_standin(
         num_classes=num_classes, train_per_class=train_per_class, val_per_class=val_per_class,
         test_images=test_images, image_size=image_size, seed=seed,
     )  # fmt: skip
-    if root.is_dir() and not any(root.iterdir()):
-        try:
-            root.rmdir()  # an empty folder made for it: the finished stand-in is renamed into its place
-        except OSError:
-            pass  # another process got there first
     if reuse_generated(root, MARKER, settings, "stand-in", STANDIN_HINT):
         return root
     total = num_classes * (train_per_class + val_per_class) + test_images
