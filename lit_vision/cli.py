@@ -37,6 +37,10 @@ as PNG (handled before LightningCLI; see `lit_vision.plot`).
 
 writes the model (normalisation inside, uint8 input, dynamic batch) and checks the file's logits
 against the checkpoint's (handled before LightningCLI; see `lit_vision.export`).
+
+    lit-vision optimize DATA_DIR STREAM_DIR     # then: lit-vision fit ... --data.stream STREAM_DIR
+
+converts a dataset folder into LitData chunks (see `lit_vision.data.optimize`, docs/scale.md).
 """
 
 from __future__ import annotations
@@ -367,6 +371,15 @@ def main(args: list[str] | None = None) -> None:
         from lit_vision.plot import main as plot_main  # matplotlib only when plotting
 
         plot_main(argv[1:])
+        return
+    if argv[:1] == ["optimize"]:
+        try:
+            from lit_vision.data.optimize import main as optimize_main  # litdata only when converting
+        except ImportError as error:
+            console.say_error(f"lit-vision optimize needs LitData ({error}): pip install 'lit-vision[streaming]'.")
+            sys.exit(2)
+
+        optimize_main(argv[1:])
         return
     if argv[:1] == ["export"]:
         from lit_vision.export import main as export_main

@@ -82,3 +82,43 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+PLACES365_CATEGORIES = ["/a/airfield", "/a/apartment_building/outdoor", "/b/bamboo_forest", "/c/campsite"]
+
+
+def write_places365(standin: Path, root: Path) -> Path:
+    """The stand-in's images in Places365-Standard's layout (categories_places365.txt, a
+    leading-slash train list over data_256/<category>/, a flat val list over val_256/,
+    test_256/), one two-level category name among them."""
+    import shutil
+
+    root.mkdir(parents=True)
+    (root / "categories_places365.txt").write_text(
+        "".join(f"{name} {i}\n" for i, name in enumerate(PLACES365_CATEGORIES))
+    )
+    train_lines, val_lines = [], []
+    for line in (standin / "train.txt").read_text().splitlines():
+        relative, label = line.split()
+        name = f"{PLACES365_CATEGORIES[int(label)]}/{len(train_lines) + 1:08d}.jpg"
+        (root / "data_256" / name.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(standin / "images" / relative, root / "data_256" / name.lstrip("/"))
+        train_lines.append(f"{name} {label}\n")
+    (root / "val_256").mkdir()
+    for line in (standin / "val.txt").read_text().splitlines():
+        relative, label = line.split()
+        name = f"Places365_val_{len(val_lines) + 1:08d}.jpg"
+        shutil.copy(standin / "images" / relative, root / "val_256" / name)
+        val_lines.append(f"{name} {label}\n")
+    (root / "test_256").mkdir()
+    for i, image in enumerate(sorted((standin / "images" / "test").iterdir()), start=1):
+        shutil.copy(image, root / "test_256" / f"Places365_test_{i:08d}.jpg")
+    (root / "places365_train_standard.txt").write_text("".join(train_lines))
+    (root / "places365_val.txt").write_text("".join(val_lines))
+    return root
+
+
+@pytest.fixture(scope="session")
+def places365_dir(standin_dir, tmp_path_factory) -> Path:
+    """The tiny stand-in (4 classes, 64 train, 16 val, 6 test) in Places365-Standard's layout."""
+    return write_places365(standin_dir, tmp_path_factory.mktemp("data") / "places365")

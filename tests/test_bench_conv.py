@@ -36,3 +36,27 @@ def test_bench_conv_runs(tmp_path, capsys) -> None:
     assert rows["conv3 3x3"]["auto"] == "shifted" and rows["conv2 1x1"]["auto"] == "im2col"
     assert rows["conv3 3x3"]["shifted / torch"] > 0 and rows["conv3 3x3"]["im2col / torch"] > 0
     assert torch.get_num_threads() >= 1  # the bench restores the thread count it changed
+
+
+def test_cuda_bench_without_a_gpu_says_so_and_fails(monkeypatch) -> None:
+    import pytest
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["conv", "--device", "cuda"])
+    assert "no CUDA device" in str(exit_info.value.code)
+
+
+def test_layer_comparison_times_and_checks_every_operator() -> None:
+    """The per-layer comparison behind the CUDA table (and bench gpu's ops rows), on the CPU:
+    errors against float64 for both sides, ratios for each algorithm asked for."""
+    from lit_vision.bench._conv_compare import compare_layer, public
+
+    layer = simplenet_layers(16)[2]  # conv3 3x3 at 4x4
+    for dtype, tolerance in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
+        row = public(compare_layer(layer, 2, dtype, torch.device("cpu"), 0, 1, ("auto", "im2col")))
+        assert row["dtype"] == str(dtype).removeprefix("torch.") and row["input"] == "2x64x4x4"
+        auto = "shifted" if dtype == torch.float32 else "im2col"
+        assert row[f"auto={auto} / torch"] > 0 and row["im2col / torch"] > 0
+        assert 0 < row["rel err torch"] < tolerance and 0 < row[f"rel err {auto}"] < tolerance
+        assert row["peak MB auto"] > 0 and row["peak MB torch"] > 0

@@ -18,10 +18,13 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 # Top-level files only: configs/data/, configs/trainer/ hold the shared pieces.
 RECIPES = sorted(CONFIGS.glob("*.yaml"))
 NEEDS_A_DOWNLOAD = {"resnet18_finetune": ["--model.init_args.weights", "none"]}
+# Recipes on configs/data/places365.yaml run on the stand-in in Places365's layout.
+PLACES365_RECIPES = {r.stem for r in RECIPES if "data/places365.yaml" in r.read_text()}
 
 
 def test_recipes_are_found():
     assert {"quickstart", "simplenet", "vit"} <= {r.stem for r in RECIPES}
+    assert PLACES365_RECIPES == {"resnet18_places365"}
 
 
 @pytest.mark.parametrize("piece", sorted(CONFIGS.glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -41,9 +44,10 @@ def test_num_classes_is_stated_once_per_recipe():
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
-def test_recipe_runs_one_step(recipe, standin_dir, run_cli, capsys):
+def test_recipe_runs_one_step(recipe, standin_dir, places365_dir, run_cli, capsys):
+    data_dir = places365_dir if recipe.stem in PLACES365_RECIPES else standin_dir
     tiny = [
-        "--data.download", "false", "--data.standin", "false", "--data.data_dir", str(standin_dir),
+        "--data.download", "false", "--data.standin", "false", "--data.data_dir", str(data_dir),
         "--data.num_classes", "4", "--data.batch_size", "8", "--data.num_workers", "0",
         "--data.pin_memory", "false", "--data.resize_size", "36", "--data.crop_size", "32",
         "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.fast_dev_run", "true",

@@ -17,6 +17,7 @@ from torch import nn
 
 import lit_vision.ops.im2col as im2col_module
 from lit_vision.errors import LitVisionError
+from conv_cases import GRADCHECK_CASES  # tests/conv_cases.py: shared with the Triton kernels' tests
 from lit_vision.ops.conv import Im2colConv2d, choose_algorithm, conv2d
 
 EXPLICIT_ALGORITHMS = ("im2col", "shifted")
@@ -30,25 +31,6 @@ def _algorithm_cases(cases: list[tuple], stride_index: int) -> list:
         for i, case in enumerate(cases)
         if algorithm == "im2col" or case[stride_index] in (1, (1, 1))
     ]
-
-
-# (kernel, stride, padding, dilation, groups, bias, spatial size) — batch 1, odd sizes throughout.
-GRADCHECK_CASES = [
-    ((1, 1), 1, 0, 1, 1, True, (5, 7)),  # 1x1 fast path
-    ((1, 1), 2, 0, 1, 2, False, (7, 5)),  # 1x1 strided, grouped
-    ((1, 1), 3, 1, 1, 1, True, (7, 7)),  # 1x1 with padding goes through unfold
-    ((3, 3), 1, 1, 1, 1, True, (7, 5)),
-    ((3, 3), 2, 0, 1, 1, False, (9, 7)),
-    ((3, 3), 3, 2, 2, 2, True, (9, 9)),  # dilation + groups + stride that leaves pixels unused
-    ((3, 3), 1, 3, 1, 4, False, (5, 5)),  # padding larger than the kernel's reach
-    ((7, 7), 2, 3, 1, 1, True, (9, 11)),  # SimpleNet's stem geometry
-    ((7, 7), 1, 0, 1, 1, False, (7, 9)),
-    ((2, 3), 1, (1, 0), 1, 1, True, (5, 7)),  # non-square kernel and padding
-    ((3, 2), (2, 1), (0, 1), (2, 1), 2, True, (9, 5)),  # everything non-square
-    ((3, 3), 1, 2, 2, 2, True, (7, 9)),  # dilation at stride 1 (the shifts grow, rows wrap)
-    ((3, 2), 1, (0, 1), (2, 1), 2, False, (9, 5)),  # non-square dilation, stride 1
-    ((1, 3), 1, (0, 4), 1, 1, True, (3, 4)),  # padding wider than the image
-]
 
 
 @pytest.mark.parametrize(
@@ -238,8 +220,9 @@ def test_auto_keeps_half_precision_on_im2col(dtype: torch.dtype) -> None:
     """Half precision goes to im2col (one rounding per output), under autocast too."""
     assert choose_algorithm("auto", (3, 3), (1, 1), (1, 1), torch.float64) == "shifted"
     assert choose_algorithm("auto", (3, 3), (1, 1), (1, 1), dtype) == "im2col"
-    # On an accelerator the shifted algorithm's per-sample loop is launch-bound: im2col there.
-    assert choose_algorithm("auto", (3, 3), (1, 1), (1, 1), torch.float32, "cuda") == "im2col"
+    # On an accelerator the shifted algorithm's per-sample loop is launch-bound: im2col there
+    # (CUDA has the implicit-GEMM kernels: tests/test_conv_implicit_gemm.py).
+    assert choose_algorithm("auto", (3, 3), (1, 1), (1, 1), torch.float32, "mps") == "im2col"
     conv = Im2colConv2d(4, 6, 3, padding=1)
     x = torch.randn(1, 4, 9, 9, requires_grad=True)
     with torch.autocast("cpu", dtype=dtype):
@@ -261,7 +244,7 @@ def test_shifted_refuses_a_stride() -> None:
 
 
 def test_unknown_algorithm_is_refused() -> None:
-    with pytest.raises(LitVisionError, match=r"auto, im2col, shifted; got 'winograd'"):
+    with pytest.raises(LitVisionError, match=r"auto, im2col, shifted, implicit_gemm; got 'winograd'"):
         Im2colConv2d(4, 6, 3, algorithm="winograd")  # type: ignore[arg-type]
     assert choose_algorithm("im2col", (3, 3), (1, 1), (1, 1)) == "im2col"
 

@@ -1,8 +1,13 @@
 """`bench gpu`, section "ops": hand-written operators against torch's, and the attack's cost.
 
-- conv: `Im2colConv2d` (im2col) vs `nn.Conv2d` (cuDNN on a GPU) with the same weights, per
-  SimpleNet layer (shapes from `lit_vision.bench.conv`), fp32, forward + backward (no input
-  gradient for the stem, as in training); max |difference| of outputs and of all gradients.
+- conv: `Im2colConv2d` (algorithm "auto": the implicit-GEMM Triton kernels on CUDA where Triton
+  imports) vs `nn.Conv2d` (cuDNN on a GPU) with the same weights, per SimpleNet layer (shapes
+  from `lit_vision.bench.conv`), fp32 with TF32 off on both sides and bf16 on both sides,
+  forward + backward (no input gradient for the stem, as in training); max |difference| of
+  outputs and of all gradients, and each side's relative error against float64
+  (`lit_vision/bench/_conv_compare.py`).
+- SimpleNet end to end: a whole training step (forward, loss, backward, SGD/AdamW step as the
+  recipe builds it) with `conv: im2col` vs `conv: torch`, fp32 (TF32 off) and bf16 autocast.
 - attention: `attention(impl="manual")` vs `impl="sdpa"` at the ViT recipe's shapes (global
   blocks: all tokens; windowed blocks: window² tokens per window), fp32 and bf16 autocast,
   forward + backward; max |difference| of outputs and of the q/k/v gradients.
@@ -14,34 +19,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import time
-from collections.abc import Callable
 from functools import partial
 
 import torch
-from torch import nn
 
-from lit_vision.bench._gpu_speed import recipe, synchronize
-from lit_vision.bench.conv import SIMPLENET_LAYERS
+from lit_vision.bench._conv_compare import compare_layer, full_fp32
+from lit_vision.bench._conv_compare import median_seconds as alternate
+from lit_vision.bench._gpu_speed import build_module, random_batch, recipe, time_calls, training_step_fn
+from lit_vision.bench.conv import simplenet_layers
 from lit_vision.ops.attention import attention
-from lit_vision.ops.conv import Im2colConv2d
-
-
-def alternate(fns: dict[str, Callable[[], object]], device: torch.device, warmup: int, repeats: int) -> dict[str, float]:
-    """Median seconds per call of each function, timed in alternation (same machine state)."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            synchronize(device)
-            start = time.perf_counter()
-            fn()
-            synchronize(device)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def max_difference(ours: list[torch.Tensor], theirs: list[torch.Tensor]) -> float:
@@ -56,25 +43,6 @@ def relative_difference(ours: list[torch.Tensor], theirs: list[torch.Tensor]) ->
     )
 
 
-@contextlib.contextmanager
-def full_fp32():
-    """cuDNN convolutions default to TF32 on Ampere and later while matmuls do not: compare
-    like with like (both full fp32), or the reference gets a 10-bit-mantissa speed-up."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
-def conv_step(module: nn.Module, x: torch.Tensor, grad_y: torch.Tensor) -> list[torch.Tensor]:
-    """Forward + backward of a convolution: [output, weight grad, bias grad, (input grad)]."""
-    y = module(x)
-    inputs = list(module.parameters()) + ([x] if x.requires_grad else [])
-    return [y.detach(), *torch.autograd.grad(y, inputs, grad_y)]
-
-
 def attention_step(impl: str, q, k, v, grad_out: torch.Tensor, bf16: bool) -> list[torch.Tensor]:
     """Forward + backward of attention: [output, q grad, k grad, v grad]."""
     with torch.autocast(q.device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -84,34 +52,59 @@ def attention_step(impl: str, q, k, v, grad_out: torch.Tensor, bf16: bool) -> li
 
 def conv_rows(args, batch: int, device: torch.device) -> list[dict]:
     rows = []
-    for name, c_in, c_out, kernel, stride, padding, scale in SIMPLENET_LAYERS:
-        try:
-            size = max(1, args.image_size // scale)
-            ours = Im2colConv2d(c_in, c_out, kernel, stride, padding).to(device)
-            reference = nn.Conv2d(c_in, c_out, kernel, stride, padding).to(device)
-            reference.load_state_dict(ours.state_dict())
-            x = torch.randn(batch, c_in, size, size, device=device, requires_grad=c_in != 3)
-            with torch.no_grad():
-                grad_y = torch.randn_like(reference(x))
+    for dtype in (torch.float32, torch.bfloat16):
+        for layer in simplenet_layers(args.image_size):
+            label = f"conv {layer['name']}, {'fp32' if dtype == torch.float32 else 'bf16'}"
+            try:
+                row = compare_layer(layer, batch, dtype, device, 2, args.repeats)
+                results, seconds = row["_results"], row["_seconds"]
+                ours = next(key for key in results if key != "torch")
+                rows.append(
+                    {
+                        "op": label,
+                        "shape": row["input"],
+                        "algorithm": ours,
+                        "ms ours": seconds[ours] * 1e3,
+                        "ms torch": seconds["torch"] * 1e3,
+                        "time ratio": seconds[ours] / seconds["torch"],
+                        "max diff out": max_difference(results[ours][:1], results["torch"][:1]),
+                        "max diff grads": max_difference(results[ours][1:], results["torch"][1:]),
+                        "rel diff grads": relative_difference(results[ours][1:], results["torch"][1:]),
+                        "rel err ours": row[f"rel err {ours}"],
+                        "rel err torch": row["rel err torch"],
+                    }
+                )
+            except Exception as error:  # noqa: BLE001 — one failing layer must not stop the others
+                rows.append({"op": label, "error": f"{type(error).__name__}: {error}"[:500]})
+    return rows
 
-            calls = {"ours": partial(conv_step, ours, x, grad_y), "cudnn": partial(conv_step, reference, x, grad_y)}
-            with full_fp32():
-                seconds = alternate(calls, device, 2, args.repeats)
-                out_ours, out_ref = calls["ours"](), calls["cudnn"]()
+
+def simplenet_conv_rows(args, batch: int, device: torch.device) -> list[dict]:
+    """SimpleNet's whole training step with the hand-written convolution vs torch's."""
+    rows = []
+    for bf16 in (False, True):
+        label = f"SimpleNet step, conv: im2col vs torch, {'bf16 autocast' if bf16 else 'fp32'}"
+        try:
+            seconds = {}
+            for conv in ("torch", "im2col"):
+                torch.manual_seed(0)
+                module, _ = build_module("SimpleNet", args, 100, conv=conv)
+                module.to(device).train()
+                images, labels = random_batch(batch, args.image_size, 100, device)
+                step = training_step_fn(module, images, labels, bf16)
+                with full_fp32() if not bf16 else contextlib.nullcontext():
+                    seconds[conv], _ = time_calls(step, device, args.warmup, args.steps, float("inf"))
             rows.append(
                 {
-                    "op": f"conv {name}",
-                    "shape": f"{batch}x{c_in}x{size}x{size}",
-                    "ms ours": seconds["ours"] * 1e3,
-                    "ms torch": seconds["cudnn"] * 1e3,
-                    "time ratio": seconds["ours"] / seconds["cudnn"],
-                    "max diff out": max_difference(out_ours[:1], out_ref[:1]),
-                    "max diff grads": max_difference(out_ours[1:], out_ref[1:]),
-                    "rel diff grads": relative_difference(out_ours[1:], out_ref[1:]),
+                    "op": label,
+                    "shape": f"{batch}x3x{args.image_size}x{args.image_size}",
+                    "ms ours": seconds["im2col"] * 1e3,
+                    "ms torch": seconds["torch"] * 1e3,
+                    "time ratio": seconds["im2col"] / seconds["torch"],
                 }
             )
-        except Exception as error:  # noqa: BLE001 — one failing layer must not stop the others
-            rows.append({"op": f"conv {name}", "error": f"{type(error).__name__}: {error}"[:500]})
+        except Exception as error:  # noqa: BLE001
+            rows.append({"op": label, "error": f"{type(error).__name__}: {error}"[:500]})
     return rows
 
 
@@ -171,9 +164,10 @@ def ops_rows(args, results: dict, deadline: float, rows: list, notes: list) -> N
     batch = args.batch_size or 128
     notes.append(
         f"batch {batch}, {args.image_size}px; median of {args.repeats} forward+backward calls after 2 warm-up, "
-        "ours and torch's alternated; time ratio = ours / torch's (> 1: ours is slower)"
+        "ours and torch's alternated; time ratio = ours / torch's (> 1: ours is slower); fp32 rows with TF32 off "
+        "on both sides; SimpleNet step rows: mean of --steps training steps after --warmup, one model after the other"
     )
-    for name, function in (("conv", conv_rows), ("attention", attention_rows)):
+    for name, function in (("conv", conv_rows), ("SimpleNet conv", simplenet_conv_rows), ("attention", attention_rows)):
         if time.monotonic() > deadline:
             rows.append({"op": name, "skipped": "section budget spent"})
             continue

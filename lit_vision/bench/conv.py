@@ -3,6 +3,14 @@
     python -m lit_vision.bench conv                        # SimpleNet's layers, batch 64, 128 px
     python -m lit_vision.bench conv --layers 3x3 --repeats 3
     python -m lit_vision.bench conv --clock wall --threads 2
+    python -m lit_vision.bench conv --device cuda          # GPU: implicit GEMM vs cuDNN (below)
+
+On CUDA (`--device cuda`) the table is another one, built by `lit_vision/bench/_conv_compare.py`:
+every SimpleNet layer at batch 128 and 256 (`--batch-size 128,256`), in fp32 with TF32 off on
+both sides and in bf16 on both sides (`--dtypes float32,bfloat16`), forward + backward,
+wall-clock time (device-synchronised) of "auto" (the implicit-GEMM Triton kernels where Triton
+imports) and "im2col" relative to cuDNN, and the relative error of each against the float64
+convolution of the same values. Without a CUDA device it says so and exits with status 1.
 
 Runs each of SimpleNet's convolution layers with nn.Conv2d and with `Im2colConv2d` under each
 algorithm that fits the layer ("im2col", the reference, everywhere; "shifted" on stride-1
@@ -28,13 +36,13 @@ the tensors saved for backward, every transient buffer and the returned gradient
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
+from lit_vision.bench._conv_compare import compare_layer, median_seconds, peak_bytes, public
 from lit_vision.bench.table import torch_threads
 from lit_vision.ops.conv import Im2colConv2d, choose_algorithm
 
@@ -70,7 +78,12 @@ def simplenet_layers(image_size: int = 128) -> list[dict]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--batch-size", default=None, help="comma-separated batch sizes (default: 64 on the CPU, 128,256 on CUDA)"
+    )
+    parser.add_argument(
+        "--dtypes", default="float32,bfloat16", help="CUDA only: comma-separated dtypes (fp32 runs with TF32 off)"
+    )
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per layer and operator")
     parser.add_argument("--warmup", type=int, default=2)
@@ -87,11 +100,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _step(module: nn.Module, x: Tensor, grad_y: Tensor) -> Callable[[], list[Tensor]]:
     """One forward + backward; returns the gradients (kept alive, as a training step would)."""
     inputs = [p for p in module.parameters()] + ([x] if x.requires_grad else [])
@@ -103,62 +111,65 @@ def _step(module: nn.Module, x: Tensor, grad_y: Tensor) -> Callable[[], list[Ten
     return run
 
 
-def _peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
-    """Peak bytes allocated during fn() above the allocation at its start (see module doc)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        result = fn()
-        torch.cuda.synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device) - base
-        del result
-        return peak
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        result = fn()
-        del result
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    events.sort(key=lambda e: e.start_ns())
-    current = peak = 0
-    for event in events:
-        current += event.nbytes()
-        peak = max(peak, current)
-    return peak
-
-
 def _median_ms(steps: dict[str, Callable[[], object]], args: argparse.Namespace, device: torch.device) -> dict[str, float]:
     """Median milliseconds per call of each step, the steps alternated call by call."""
     clock = time.thread_time if args.clock == "cpu" else time.perf_counter
-    for _ in range(args.warmup):
-        for step in steps.values():
-            step()
-    times: dict[str, list[float]] = {key: [] for key in steps}
-    for _ in range(args.repeats):
-        for key, step in steps.items():
-            _sync(device)
-            start = clock()
-            step()
-            _sync(device)
-            times[key].append(clock() - start)
-    return {key: statistics.median(values) * 1e3 for key, values in times.items()}
+    seconds = median_seconds(steps, device, args.warmup, args.repeats, clock)
+    return {key: value * 1e3 for key, value in seconds.items()}
+
+
+def _batch_sizes(args: argparse.Namespace, device: torch.device) -> list[int]:
+    text = args.batch_size or ("128,256" if device.type == "cuda" else "64")
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise SystemExit(f"bench conv: --batch-size expects positive integers separated by commas, got {text!r}")
+    return sizes
+
+
+def _layers(args: argparse.Namespace) -> list[dict]:
+    wanted = [s.strip() for s in args.layers.split(",") if s.strip()]
+    return [layer for layer in simplenet_layers(args.image_size) if not wanted or any(w in layer["name"] for w in wanted)]
 
 
 def run(args: argparse.Namespace) -> list[dict]:
-    with torch_threads(args.threads):
-        return _run(args)
-
-
-def _run(args: argparse.Namespace) -> list[dict]:
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(
+            "bench conv --device cuda: no CUDA device here (torch.cuda.is_available() is False), so the GPU "
+            "comparison (implicit-GEMM kernels vs cuDNN) cannot run; run it on a machine with an NVIDIA GPU, or "
+            "use --device cpu for the CPU algorithms"
+        )
+    batches = _batch_sizes(args, device)
+    if device.type == "cuda":
+        return _run_cuda(args, device, batches)
+    with torch_threads(args.threads):
+        return [row for batch in batches for row in _run(args, device, batch)]
+
+
+def _run_cuda(args: argparse.Namespace, device: torch.device, batches: list[int]) -> list[dict]:
+    names = [s.strip() for s in args.dtypes.split(",") if s.strip()]
+    dtypes = [getattr(torch, name, None) for name in names]
+    if not names or any(not isinstance(d, torch.dtype) or not d.is_floating_point for d in dtypes):
+        raise SystemExit(f"bench conv: --dtypes expects torch floating-point dtype names (float32,bfloat16), got {args.dtypes!r}")
+    print("  wall clock, device-synchronised; fp32 with TF32 off on both sides", flush=True)
+    rows = []
+    for batch in batches:
+        for dtype in dtypes:
+            for layer in _layers(args):
+                row = compare_layer(layer, batch, dtype, device, args.warmup, args.repeats, ("auto", "im2col"))
+                rows.append(public(row))
+                print(f"  done {layer['name']} batch {batch} {row['dtype']}", flush=True)
+    return rows
+
+
+def _run(args: argparse.Namespace, device: torch.device, batch: int) -> list[dict]:
     print(f"  intra-op threads used: {torch.get_num_threads()}, clock: {args.clock}", flush=True)
     torch.manual_seed(0)
-    wanted = [s.strip() for s in args.layers.split(",") if s.strip()]
     rows = []
-    for layer in simplenet_layers(args.image_size):
-        if wanted and not any(w in layer["name"] for w in wanted):
-            continue
+    for layer in _layers(args):
         c_in, c_out, size = layer["in_channels"], layer["out_channels"], layer["input_hw"]
         geometry = (c_in, c_out, layer["kernel"], layer["stride"], layer["padding"])
         ref = nn.Conv2d(*geometry).to(device)
@@ -171,16 +182,16 @@ def _run(args: argparse.Namespace) -> list[dict]:
         # The stem's input is the image, which needs no gradient in training: skip dX there
         # for every operator (nn.Conv2d skips it too).
         needs_dx = c_in != 3
-        x = torch.randn(args.batch_size, c_in, size, size, device=device, requires_grad=needs_dx)
+        x = torch.randn(batch, c_in, size, size, device=device, requires_grad=needs_dx)
         with torch.no_grad():
             grad_y = torch.randn_like(ref(x))
         steps = {"torch": _step(ref, x, grad_y)} | {a: _step(m, x, grad_y) for a, m in ours.items()}
         ms = _median_ms(steps, args, device)
-        mem_auto = _peak_bytes(steps[auto], device)
-        mem_ref = _peak_bytes(steps["torch"], device)
+        mem_auto = peak_bytes(steps[auto], device)
+        mem_ref = peak_bytes(steps["torch"], device)
         row = {
             "layer": layer["name"],
-            "input": f"{args.batch_size}x{c_in}x{size}x{size}",
+            "input": f"{batch}x{c_in}x{size}x{size}",
             "dX": "yes" if needs_dx else "no",
             "ms torch": ms["torch"],
         }

@@ -16,7 +16,11 @@ that each sees the same machine state. Rows:
   (on a GPU this is negligible) — and "ours end to end, one CPU core": both costs in series.
 - ours, v2 per image (augment_on=worker): torchvision v2 transforms in the worker.
 - ours, cached: reading the decoded uint8 cache (`data.cache: true`).
-The N-worker rows time a DataLoader (batch 256, persistent workers, one warm-up epoch).
+The N-worker rows time a DataLoader (batch 256, persistent workers, one warm-up epoch) over
+the JPEG folder, the decoded cache, and (with litdata installed) the same images converted by
+`lit-vision optimize` and read through LitData's StreamingDataLoader from a local folder
+(workers decode the stored JPEG bytes; a new epoch restarts LitData's workers, which is counted;
+stand-in only, not with --data-dir).
 """
 
 from __future__ import annotations
@@ -133,6 +137,32 @@ def time_loader(dataset: Dataset, workers: int, epochs: int) -> float:
     return rate
 
 
+def time_stream_loader(stream_dir: Path, crop: int, workers: int, passes: int) -> float:
+    """Images/s of LitData's StreamingDataLoader over a stream of the same images."""
+    from lit_vision.data.streaming import StreamedImages, StreamingDataLoader
+
+    loader = StreamingDataLoader(
+        StreamedImages(str(stream_dir / "train"), SquareResize(crop), shuffle=True), batch_size=256, num_workers=workers
+    )
+    for _ in loader:  # warm-up: the first epoch opens the chunks
+        pass
+    start = time.perf_counter()
+    count = 0
+    for _ in range(passes):
+        for images, _ in loader:
+            count += len(images)
+    return count / (time.perf_counter() - start)
+
+
+def stream_of(root: Path, tmp: str) -> Path | None:
+    """The stand-in converted into a LitData stream, or None without litdata."""
+    try:
+        from lit_vision.data.optimize import optimize_dataset
+    except ImportError:
+        return None
+    return optimize_dataset(root, Path(tmp) / "stream", num_workers=1, verify=False)
+
+
 def run(args: argparse.Namespace) -> list[dict]:
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
@@ -177,13 +207,18 @@ def run(args: argparse.Namespace) -> list[dict]:
             for name, rate in best.items()
         ]
         repeats = max(1, 2048 // len(entries))
+        # The stream row needs the whole list converted: on the generated stand-in only.
+        stream = None if args.data_dir else stream_of(root, tmp)
+        folder_loaders = {"seed-style (PIL, per-image, float)": seed_style, "ours: worker decode (uint8)": ours,
+                          "ours: cached read": cached}  # fmt: skip
         for workers in [int(w) for w in args.workers.split(",") if w.strip()]:
-            loader_rates: dict[str, list[float]] = {"seed-style (PIL, per-image, float)": [], "ours: worker decode (uint8)": []}
+            loader_rates: dict[str, list[float]] = {name: [] for name in folder_loaders}
             for _ in range(2):  # alternate
-                loader_rates["seed-style (PIL, per-image, float)"].append(
-                    time_loader(Repeat(seed_style, repeats), workers, args.loader_epochs)
-                )
-                loader_rates["ours: worker decode (uint8)"].append(time_loader(Repeat(ours, repeats), workers, args.loader_epochs))
+                for name, dataset in folder_loaders.items():
+                    loader_rates[name].append(time_loader(Repeat(dataset, repeats), workers, args.loader_epochs))
+                if stream is not None:
+                    rate = time_stream_loader(stream, crop, workers, repeats * args.loader_epochs)
+                    loader_rates.setdefault("ours: LitData stream (local folder)", []).append(rate)
             reference = max(loader_rates["seed-style (PIL, per-image, float)"])
             for name, values in loader_rates.items():
                 rows.append({"pipeline": name, "workers": str(workers), "images/s": max(values), "vs seed-style": max(values) / reference})

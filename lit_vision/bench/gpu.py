@@ -12,8 +12,9 @@ cut short still leaves every finished section on disk):
    bf16 + channels_last + torch.compile for `--compile-archs` (compile time separate).
 2. pipeline — a real `Trainer.fit` through `MiniPlacesDataModule` on a generated stand-in
    (or `--data-dir`), bf16, with and without the decoded cache: images/s and GPU-busy share.
-3. ops — hand-written im2col convolution vs cuDNN per SimpleNet layer, hand-written attention
-   vs SDPA at ViT's shapes.
+3. ops — hand-written convolution (implicit-GEMM Triton kernels on CUDA) vs cuDNN per SimpleNet
+   layer in fp32 and bf16, SimpleNet's training step with `conv: im2col` vs `conv: torch`,
+   hand-written attention vs SDPA at ViT's shapes.
 4. attack — PGD images/s and an adversarial-training epoch vs a clean one
    (`python -m lit_vision.bench attack`, run from here).
 `--budget-s` is shared among the sections (unspent time flows to the later ones); rows stop
@@ -57,7 +58,7 @@ NO_GPU = (
 SECTIONS = [
     ("models", "Training speed per architecture (in-memory batch, no Trainer)", 0.45, model_speed_rows),
     ("pipeline", "End to end: Trainer.fit through MiniPlacesDataModule (bf16)", 0.40, pipeline_rows),
-    ("ops", "Operators: im2col conv vs cuDNN, manual attention vs SDPA", 0.10, ops_rows),
+    ("ops", "Operators: hand-written conv vs cuDNN, manual attention vs SDPA", 0.10, ops_rows),
     ("attack", "PGD images/s and the cost of adversarial training", 0.05, attack_section_rows),
 ]
 

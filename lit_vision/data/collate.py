@@ -28,9 +28,10 @@ from lit_vision.utils.generators import keyed_generator
 
 
 def channels_last_collate(samples: list) -> list:
-    """collate_fn: `[images, targets]` as `default_collate` stacks them, images channels-last."""
-    images, targets = default_collate(samples)
-    return [images.contiguous(memory_format=torch.channels_last), targets]
+    """collate_fn: `[images, targets, ...]` as `default_collate` stacks them, images channels-last
+    (further fields, such as a sample index, pass through)."""
+    images, *rest = default_collate(samples)
+    return [images.contiguous(memory_format=torch.channels_last), *rest]
 
 
 class WorkerBatchAugment:
@@ -42,8 +43,8 @@ class WorkerBatchAugment:
         self._key: tuple[int, ...] | None = None
 
     def __call__(self, samples: list) -> list:
-        images, targets = default_collate(samples)
-        return [self.augment(images, self.generator()).contiguous(memory_format=torch.channels_last), targets]
+        images, *rest = default_collate(samples)
+        return [self.augment(images, self.generator()).contiguous(memory_format=torch.channels_last), *rest]
 
     def generator(self) -> torch.Generator:
         """This process's generator (in the main process when the loader has no workers)."""

@@ -23,6 +23,13 @@ centre `crop_size` square on every path; training does not resize to `resize_siz
 `lit_vision.data.transforms`).
 `data.cache: true` decodes each labelled split once into a memory-mapped uint8 array and
 reads it instead of the JPEGs (see `lit_vision.data.cache`).
+
+`data.layout: places365` (or auto-detected) reads Places365-Standard's files instead of
+MiniPlaces' (`lit_vision.data.layout`); `data.stream` reads the labelled splits from a LitData
+stream written by `lit-vision optimize` (`lit_vision.data.streaming`). Training resumes mid-epoch
+exactly where it stopped on every path: the folder and cache paths through
+`lit_vision.data.resumable`, the stream through LitData's loader state; either state travels in
+this DataModule's `state_dict` (see there for why). docs/scale.md.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from typing import Literal, get_args
 import lightning as L
 import torch
 from lightning.pytorch.accelerators import CPUAccelerator
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 
 from lit_vision.data.augment_settings import Augmentation
 from lit_vision.data.batch_augment import BatchAugment
@@ -42,12 +49,11 @@ from lit_vision.data.cache import CachedImages, build_cache, cache_path
 from lit_vision.data.collate import WorkerBatchAugment, channels_last_collate
 from lit_vision.data.dataset import MiniPlacesImages
 from lit_vision.data.download import download_miniplaces, manual_instructions
-from lit_vision.data.listing import (
-    list_unlabelled_images,
-    read_categories,
-    read_labelled_list,
-)
+from lit_vision.data.layout import LAYOUT_NAMES, DataLayout, LayoutName, detect_layout
+from lit_vision.data.listing import list_unlabelled_images, read_categories
+from lit_vision.data.places365 import download_places365, places365_instructions
 from lit_vision.data.preflight import verify_images
+from lit_vision.data.resumable import resumable_loader, run_seed
 from lit_vision.data.standin import generate_standin_for_run
 from lit_vision.data.transforms import SquareResize, eval_transform, train_transform
 from lit_vision.errors import LitVisionError
@@ -79,10 +85,13 @@ class MiniPlacesDataModule(L.LightningDataModule):
         cache: bool = False,
         cache_dir: str | None = None,
         verify: bool = True,
+        layout: LayoutName = "auto",
+        stream: str | None = None,
     ) -> None:
         """
         Args:
-            data_dir: folder with images/{train,val,test}/, train.txt, val.txt (and categories.txt).
+            data_dir: the dataset's folder: MiniPlaces' images/{train,val,test}/, train.txt, val.txt (and
+                categories.txt), or Places365-Standard's (see `layout`).
             batch_size: images per batch and per device.
             num_workers: data-loading processes per device (0 loads in the main process);
                 None: min(8, CPU cores available to this process).
@@ -109,6 +118,14 @@ class MiniPlacesDataModule(L.LightningDataModule):
             verify: before the first step, decode every image the run will read (in parallel,
                 on num_workers) and name every unreadable one in one error; runs once per
                 unchanged set of files (see `lit_vision.data.preflight`).
+            layout: "miniplaces", "places365" (Places365-Standard: categories_places365.txt,
+                places365_train_standard.txt, places365_val.txt, data_256/, val_256/; see
+                `lit_vision.data.layout`) or "auto" (places365 when its list files are in data_dir).
+                data.download fetches the layout named here (auto: MiniPlaces).
+            stream: read the labelled splits (fit, validate, test) from this LitData stream, a
+                folder or a URL (s3://, gs://, local:/path, ...) that `lit-vision optimize` wrote,
+                instead of from image files (see `lit_vision.data.streaming`); predict still reads
+                data_dir's unlabelled images. Needs the `streaming` extra (litdata).
         """
         super().__init__()
         if download and standin:
@@ -124,6 +141,13 @@ class MiniPlacesDataModule(L.LightningDataModule):
             raise LitVisionError(f"data.resize_size ({resize_size}) must be >= data.crop_size ({crop_size}).")
         if augment_on not in AUGMENT_PLACES:
             raise LitVisionError(f"data.augment_on must be one of {', '.join(AUGMENT_PLACES)}; got {augment_on!r}.")
+        if layout not in LAYOUT_NAMES:
+            raise LitVisionError(f"data.layout must be one of {', '.join(LAYOUT_NAMES)}; got {layout!r}.")
+        if standin and layout == "places365":
+            raise LitVisionError("data.standin generates the MiniPlaces layout: it cannot be used with data.layout: places365.")
+        if stream is not None and (cache or download or standin):
+            raise LitVisionError("data.stream reads a converted stream: data.cache, data.download and data.standin "
+                                 "apply to image folders; leave them false with data.stream.")  # fmt: skip
         if not isinstance(augmentation, Augmentation):
             raise LitVisionError(f"data.augmentation must be an Augmentation, got {augmentation!r}.")
         self.save_hyperparameters()
@@ -138,6 +162,8 @@ class MiniPlacesDataModule(L.LightningDataModule):
         self.num_classes = num_classes
         self.class_names: list[str] = []
         self.test_paths: list[str] = []
+        self._train_loader = None
+        self._train_loader_state: dict | None = None  # from a checkpoint, for the next train loader
 
     @keeps_global_rng  # what was already on disk must not change a seeded run (lit_vision.utils.rng)
     def prepare_data(self) -> None:
@@ -148,34 +174,49 @@ class MiniPlacesDataModule(L.LightningDataModule):
                 self.data_dir, hp.num_classes, hp.standin_train_per_class, hp.standin_val_per_class,
                 hp.standin_test_images, image_size=128,
             )  # fmt: skip
+        elif hp.download and hp.layout == "places365":
+            download_places365(self.data_dir, num_classes=hp.num_classes)
         elif hp.download:
             download_miniplaces(self.data_dir, hp.num_classes)
         stage = getattr(getattr(getattr(self, "trainer", None), "state", None), "fn", None)
         stage = getattr(stage, "value", stage)
+        if hp.stream is not None and stage != "predict":
+            return  # the stream's images were checked when it was written (lit-vision optimize)
         if hp.verify:
             self.check_images(stage)
         if hp.cache:
             self._check_layout()
-            for list_name in {"fit": ("train.txt", "val.txt"), "predict": ()}.get(stage, ("val.txt",)):
-                self._cached(list_name, build=True)
+            for split in {"fit": ("train", "val"), "predict": ()}.get(stage, ("val",)):
+                self._cached(split, build=True)
 
     def check_images(self, stage: str | None) -> None:
         """The pre-flight check (`lit_vision.data.preflight`) of every image `stage` reads."""
-        self._check_layout()
-        images = self.data_dir / "images"
+        layout = self._check_layout()
+        images = layout.images
+        read_categories(layout.categories, self.num_classes)  # a class-count mismatch first, named as such
         if stage == "predict":
-            lists = {str(images / "test"): list_unlabelled_images(images, "test")}
+            lists = {str(images / layout.unlabelled): list_unlabelled_images(images, layout.unlabelled)}
         else:
-            list_names = ("train.txt", "val.txt") if stage == "fit" else ("val.txt",)
+            splits = ("train", "val") if stage == "fit" else ("val",)
             lists = {
-                str(self.data_dir / name): [path for path, _ in read_labelled_list(self.data_dir / name, self.num_classes)]
-                for name in list_names
+                str(layout.list_file(split)): [path for path, _ in layout.labelled(split, self.num_classes)]
+                for split in splits
             }
         verify_images(images, lists, self.cache_dir, self.num_workers)
 
-    def _check_layout(self) -> None:
-        required = [self.data_dir / "images", self.data_dir / "train.txt", self.data_dir / "val.txt"]
-        missing = [str(p) for p in required if not p.exists()]
+    @property
+    def layout(self) -> DataLayout:
+        """Where this dataset's lists and images are (detected anew: a download may add them)."""
+        return detect_layout(self.data_dir, self.hparams.layout)
+
+    def _check_layout(self) -> DataLayout:
+        layout = self.layout
+        missing = [str(p) for p in layout.required() if not p.exists()]
+        if missing and layout.name == "places365":
+            raise LitVisionError(
+                f"data.data_dir {self.data_dir} is not a Places365-Standard folder: missing {', '.join(missing)}. "
+                + places365_instructions(self.data_dir)
+            )
         if missing:
             raise LitVisionError(
                 f"data.data_dir {self.data_dir} is not a MiniPlaces folder: missing {', '.join(missing)}. "
@@ -183,15 +224,17 @@ class MiniPlacesDataModule(L.LightningDataModule):
                 "fetch the real dataset, or data.standin: true to generate a small stand-in. "
                 + manual_instructions(self.data_dir)
             )
+        return layout
 
-    def _labelled(self, list_name: str, transform) -> MiniPlacesImages:
-        images = self.data_dir / "images"
-        entries = read_labelled_list(self.data_dir / list_name, self.num_classes)
+    def _labelled(self, split: str, transform) -> MiniPlacesImages:
+        layout = self.layout
+        images = layout.images
+        entries = layout.labelled(split, self.num_classes)
         # One stat per file at setup is cheap (~0.3 s for 110k) and turns a crash deep
         # inside a worker, hours into a run, into an error before the first step.
         for relative, _ in entries:
             if not (images / relative).is_file():
-                raise LitVisionError(f"{self.data_dir / list_name} lists {relative}, but {images / relative} is missing.")
+                raise LitVisionError(f"{layout.list_file(split)} lists {relative}, but {images / relative} is missing.")
         paths, labels = zip(*entries)
         return MiniPlacesImages(images, list(paths), list(labels), transform)
 
@@ -205,70 +248,125 @@ class MiniPlacesDataModule(L.LightningDataModule):
     def _on_cpu(self) -> bool:
         return isinstance(getattr(getattr(self, "trainer", None), "accelerator", None), CPUAccelerator)
 
-    def _split_transform(self, list_name: str):
+    def _split_transform(self, split: str):
         """What a worker applies to a decoded image of this split: the deterministic part
         (cacheable) and the random part (per image, `worker` placement only)."""
         hp = self.hparams
-        if list_name == "val.txt":
+        if split == "val":
             return eval_transform(hp.resize_size, hp.crop_size), None
         # Training: the crop-size square; the cache holds it, augmentation starts from it.
         random = train_transform(self.augmentation, hp.crop_size) if self.augment_placement == "worker" else None
         return SquareResize(hp.crop_size), random
 
-    def _cached(self, list_name: str, build: bool = False) -> CachedImages:
-        fixed, random = self._split_transform(list_name)
-        kind = f"eval{self.hparams.resize_size}" if list_name == "val.txt" else "train"
+    def _cached(self, split: str, build: bool = False) -> CachedImages:
+        fixed, random = self._split_transform(split)
+        kind = f"eval{self.hparams.resize_size}" if split == "val" else "train"
         size = self.hparams.crop_size
-        path = cache_path(self.cache_dir, self.data_dir / list_name, kind, size)
+        path = cache_path(self.cache_dir, self.layout.list_file(split), kind, size)
         if build or not path.is_file():
-            build_cache(path, self._labelled(list_name, fixed), size, self.num_workers)
-        labels = [label for _, label in read_labelled_list(self.data_dir / list_name, self.num_classes)]
+            build_cache(path, self._labelled(split, fixed), size, self.num_workers)
+        labels = [label for _, label in self.layout.labelled(split, self.num_classes)]
         return CachedImages(path, size, labels, random)
 
-    def _split(self, list_name: str):
+    def _split(self, split: str):
         if self.hparams.cache:
-            return self._cached(list_name)
-        fixed, random = self._split_transform(list_name)
-        return self._labelled(list_name, random if random is not None else fixed)
+            return self._cached(split)
+        fixed, random = self._split_transform(split)
+        return self._labelled(split, random if random is not None else fixed)
 
     @keeps_global_rng
     def setup(self, stage: str) -> None:
-        self._check_layout()
-        self.class_names = read_categories(self.data_dir / "categories.txt", self.num_classes)
+        if self.hparams.stream is not None and stage != "predict":
+            return self._setup_stream(stage)
+        layout = self._check_layout()
+        self.class_names = read_categories(layout.categories, self.num_classes)
         hp = self.hparams
         if stage == "fit":
-            self.train_set = self._split("train.txt")
+            self.train_set = self._split("train")
         if stage in ("fit", "validate", "test"):
-            self.val_set = self._split("val.txt")
+            self.val_set = self._split("val")
         if stage == "predict":
-            self.test_paths = list_unlabelled_images(self.data_dir / "images", "test")
+            self.test_paths = list_unlabelled_images(layout.images, layout.unlabelled)
             self.predict_set = MiniPlacesImages(
-                self.data_dir / "images", self.test_paths, None, eval_transform(hp.resize_size, hp.crop_size)
+                layout.images, self.test_paths, None, eval_transform(hp.resize_size, hp.crop_size)
             )
+
+    def _setup_stream(self, stage: str) -> None:
+        # Here, not in __init__: LitData reads the rank and world size when a dataset is built.
+        try:
+            from lit_vision.data.streaming import StreamedImages, read_stream_meta, split_url
+        except ImportError as error:
+            raise LitVisionError(f"data.stream needs LitData ({error}): pip install 'lit-vision[streaming]'.") from None
+        hp = self.hparams
+        cache_dir = str(hp.cache_dir) if hp.cache_dir else None
+        meta = read_stream_meta(hp.stream, cache_dir)
+        if meta["num_classes"] != self.num_classes:
+            raise LitVisionError(
+                f"data.stream {hp.stream} holds {meta['num_classes']} classes but data.num_classes is "
+                f"{self.num_classes}: set data.num_classes: {meta['num_classes']}."
+            )
+        self.class_names = list(meta["class_names"])
+
+        def split(name: str, shuffle: bool) -> StreamedImages:
+            fixed, random = self._split_transform(name)
+            # Training evens out ranks and workers (drop_last) whatever the world size, so that a
+            # checkpoint's stream state fits a resume on another number of processes; every
+            # validation sample counts once.
+            return StreamedImages(split_url(hp.stream, name), random or fixed, shuffle=shuffle, seed=run_seed() % 2**32,
+                                  cache_dir=cache_dir, drop_last=shuffle)  # fmt: skip
+
+        if stage == "fit":
+            self.train_set = split("train", shuffle=True)
+        self.val_set = split("val", shuffle=False)
 
     def _loader(self, dataset, shuffle: bool, collate_fn=None) -> DataLoader:
         hp = self.hparams
-        return DataLoader(
-            dataset,
-            batch_size=hp.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
+        common = {
+            "batch_size": hp.batch_size,
+            "num_workers": self.num_workers,
             # On a CPU run, channels-last batches: oneDNN's convolutions are faster on them.
-            collate_fn=collate_fn or (channels_last_collate if self._on_cpu() else None),
-            pin_memory=hp.pin_memory and not self._on_cpu(),
-            persistent_workers=self.num_workers > 0,
-            # A last tiny training batch only adds noise to BatchNorm statistics (and a batch of
-            # one breaks it); evaluation keeps every sample.
-            drop_last=shuffle and len(dataset) > hp.batch_size,
-            worker_init_fn=leave_stops_to_the_main_process,
-        )
+            "collate_fn": collate_fn or (channels_last_collate if self._on_cpu() else None),
+            "pin_memory": hp.pin_memory and not self._on_cpu(),
+            "worker_init_fn": leave_stops_to_the_main_process,
+        }
+        if isinstance(dataset, IterableDataset):  # a LitData stream (data.stream)
+            from lit_vision.data.streaming import StreamingDataLoader
+
+            return StreamingDataLoader(dataset, **common)  # LitData shards, shuffles and counts itself
+        common["persistent_workers"] = self.num_workers > 0
+        # A last tiny training batch only adds noise to BatchNorm statistics (and a batch of
+        # one breaks it); evaluation keeps every sample.
+        common["drop_last"] = shuffle and len(dataset) > hp.batch_size
+        if not shuffle:
+            return DataLoader(dataset, shuffle=False, **common)  # Lightning shards it under DDP
+        # Training resumes mid-epoch where it stopped (lit_vision.data.resumable).
+        trainer = getattr(self, "trainer", None)
+        rank, world_size = getattr(trainer, "global_rank", 0), getattr(trainer, "world_size", 1)
+        return resumable_loader(dataset, seed=run_seed(), rank=rank, world_size=world_size, **common)
 
     def train_dataloader(self) -> DataLoader:
         collate = None
         if self.augment_placement == "worker_batched":
             rank = getattr(getattr(self, "trainer", None), "global_rank", 0)
             collate = WorkerBatchAugment(self.batch_augment, rank)
-        return self._loader(self.train_set, shuffle=True, collate_fn=collate)
+        self._train_loader = self._loader(self.train_set, shuffle=True, collate_fn=collate)
+        if self._train_loader_state is not None:
+            self._train_loader.load_state_dict(self._train_loader_state)
+        return self._train_loader
+
+    # Lightning saves a stateful train loader's state in the checkpoint itself, but drops it on
+    # resume when configure_optimizers has sized the loader through
+    # trainer.estimated_stepping_batches (Lightning issue 20550; ours does): the loader then
+    # exists before the loop state is restored. The DataModule's own state is restored
+    # before that, so it carries the loader's position across.
+    def state_dict(self) -> dict:
+        loader = self._train_loader
+        return {"train_loader": loader.state_dict()} if hasattr(loader, "state_dict") else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._train_loader_state = state_dict.get("train_loader")
+        if self._train_loader is not None and self._train_loader_state is not None:
+            self._train_loader.load_state_dict(self._train_loader_state)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)

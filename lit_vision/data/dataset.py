@@ -6,6 +6,7 @@ and Pillow for the formats it lacks (BMP, TIFF, ...). Real datasets hold PNGs na
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,13 +22,19 @@ from lit_vision.errors import LitVisionError
 def decode_rgb(path: Path) -> torch.Tensor:
     """Decode one image file of any common format into a uint8 [3, H, W] RGB tensor; raises
     whatever the decoders raise."""
-    data = read_file(str(path))
+    return decode_bytes(read_file(str(path)))
+
+
+def decode_bytes(data: torch.Tensor | bytes) -> torch.Tensor:
+    """`decode_rgb` of an encoded image held in memory (a file's bytes, as a stream stores them)."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        data = torch.frombuffer(bytearray(data), dtype=torch.uint8)
     if data.numel() == 0:
         raise ValueError("it is empty (0 bytes)")
     try:
         image = decode_image(data, mode=ImageReadMode.RGB)
     except RuntimeError:
-        with Image.open(path) as pil_image:  # the formats torchvision does not decode
+        with Image.open(io.BytesIO(data.numpy().tobytes())) as pil_image:  # the formats torchvision does not decode
             return torch.from_numpy(np.array(pil_image.convert("RGB"))).permute(2, 0, 1).contiguous()
     return image[0] if image.ndim == 4 else image  # an animated GIF: its first frame
 

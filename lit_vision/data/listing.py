@@ -1,5 +1,7 @@
-"""Reading MiniPlaces' list files (`train.txt`, `val.txt`, `categories.txt`) with errors
-that name the file and line of any problem. A UTF-8 byte-order mark, CRLF line ends and
+"""Reading the list files of MiniPlaces (`train.txt`, `val.txt`, `categories.txt`) and of
+Places365 (`places365_train_standard.txt`, `places365_val.txt`, `categories_places365.txt`;
+the same two-column format, training paths with a leading slash) with errors that name the
+file and line of any problem. A UTF-8 byte-order mark, CRLF line ends and
 blank lines are accepted (editors on Windows write them)."""
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 
 
 def read_labelled_list(path: Path, num_classes: int) -> list[tuple[str, int]]:
-    """Parse `<path relative to images/> <label>` lines into (relative path, label) pairs."""
+    """Parse `<image path> <label>` lines into (relative path, label) pairs; a leading "/"
+    (Places365: `/a/airfield/00000001.jpg 0`) is dropped: paths are relative to the split's folder."""
     if not path.is_file():
         raise LitVisionError(f"{path} is missing: expected a list of '<image path> <label>' lines.")
     entries: list[tuple[str, int]] = []
@@ -27,7 +30,7 @@ def read_labelled_list(path: Path, num_classes: int) -> list[tuple[str, int]]:
                 f"{path}, line {line_number}: expected '<image path relative to images/> <integer label>', "
                 f"got {line.strip()!r}."
             )
-        relative, label = fields[0], int(fields[1])
+        relative, label = fields[0].lstrip("/"), int(fields[1])
         if not 0 <= label < num_classes:
             raise LitVisionError(
                 f"{path}, line {line_number}: label {label} is outside [0, {num_classes}) "
@@ -49,7 +52,14 @@ def read_categories(path: Path, num_classes: int) -> list[str]:
     if not path.is_file():
         return [f"class_{i}" for i in range(num_classes)]
     names: dict[int, str] = {}
-    for line_number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    count = sum(1 for line in lines if line.strip())
+    if count > num_classes:
+        raise LitVisionError(
+            f"{path} names {count} classes but data.num_classes is {num_classes}: set data.num_classes: {count} "
+            "(the model's head follows it)."
+        )
+    for line_number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         fields = line.split()
@@ -58,7 +68,8 @@ def read_categories(path: Path, num_classes: int) -> list[str]:
                 f"{path}, line {line_number}: expected '<category name> <index in [0, {num_classes})>', "
                 f"got {line.strip()!r}."
             )
-        # "/a/abbey" -> "abbey"; "/b/bedroom/indoor"-style names keep their tail.
+        # "/a/abbey" -> "abbey"; two-level names keep both: "/a/apartment_building/outdoor" ->
+        # "apartment_building/outdoor".
         names[int(fields[1])] = fields[0].strip("/").split("/", 1)[-1]
     missing = sorted(set(range(num_classes)) - set(names))
     if missing:

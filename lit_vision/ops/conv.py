@@ -1,22 +1,30 @@
 """Hand-written 2-D convolution as a drop-in `nn.Conv2d`: `Im2colConv2d`, and `conv2d`, its function.
 
-Two algorithms compute it, both from GEMMs and copies only (no torch convolution op anywhere):
+Three algorithms compute it, all from GEMMs and copies only (no torch convolution op anywhere):
 
 * "im2col" (`conv_im2col.py`), the reference: unfold -> one GEMM per chunk -> fold. Any geometry.
 * "shifted" (`conv_shifted.py`): kh*kw GEMMs over shifted views of the padded image, no
   unfolded copy. Stride 1 only.
-* "auto" (the default) picks per call: "shifted" for stride-1 kernels larger than 1x1 in float32
-  or float64 on the CPU (where it is faster), "im2col" otherwise: strided layers; 1x1 layers,
-  which im2col already runs as plain batched matmuls; float16/bfloat16, because "shifted" adds
-  its kh*kw partial products into an output buffer of the input's dtype, rounding it kh*kw times,
-  where im2col's single GEMM accumulates all of them in float32 inside the BLAS and rounds once;
-  and accelerators, where the shifted algorithm's per-sample loop of small GEMMs is a few
-  thousand kernel launches per layer, while im2col launches a few per chunk of samples. The
-  figures behind that choice are in docs/convolution.md.
+* "implicit_gemm" (`conv_implicit_gemm.py`): Triton kernels that gather each tile of the im2col
+  matrix on chip when the GEMM needs it, for forward, input gradient and weight gradient. Any
+  geometry; CUDA tensors only (CPU tensors only under Triton's interpreter, for tests).
+* "auto" (the default) picks per call. On CUDA: "implicit_gemm" for float32, bfloat16 and
+  float16 when Triton imports (it comes with torch's Linux wheels; where it is missing, "auto"
+  says so once in a warning and runs "im2col"), "im2col" for float64. On the CPU: "shifted" for
+  stride-1 kernels larger than 1x1 in float32 or float64 (where it is faster), "im2col"
+  otherwise: strided layers; 1x1 layers, which im2col already runs as plain batched matmuls;
+  float16/bfloat16, because "shifted" adds its kh*kw partial products into an output buffer of
+  the input's dtype, rounding it kh*kw times, where im2col's single GEMM accumulates all of them
+  in float32 inside the BLAS and rounds once. On other accelerators, "im2col": the shifted
+  algorithm's per-sample loop of small GEMMs is a few thousand kernel launches per layer, while
+  im2col launches a few per chunk of samples. The figures behind that choice are in
+  docs/convolution.md.
 """
 
 from __future__ import annotations
 
+import functools
+import warnings
 from typing import Literal, get_args
 
 import torch
@@ -27,8 +35,32 @@ from lit_vision.ops.conv_geometry import IntPair, pair
 from lit_vision.ops.conv_im2col import Im2colConv2dFunction
 from lit_vision.ops.conv_shifted import ShiftedConv2dFunction
 
-Algorithm = Literal["auto", "im2col", "shifted"]
+Algorithm = Literal["auto", "im2col", "shifted", "implicit_gemm"]
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
+# Dtypes that "auto" sends to the Triton kernels on CUDA (float64 stays on im2col's cuBLAS GEMMs:
+# the kernels' float64 path is what the interpreter tests check, not a GPU speed path).
+IMPLICIT_GEMM_AUTO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+@functools.cache
+def triton_available() -> bool:
+    """Whether Triton imports (it ships with torch's Linux wheels, not the macOS/Windows ones)."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@functools.cache
+def _warn_no_triton() -> None:
+    """Said once per process: cached, so later calls are no-ops."""
+    warnings.warn(
+        "Triton is not installed, so convolution algorithm 'auto' runs 'im2col' on CUDA instead of the "
+        "implicit-GEMM kernels ('implicit_gemm'), which is several times slower on 3x3 and 7x7 layers; "
+        "install triton (it comes with torch's Linux wheels) to use them",
+        stacklevel=3,
+    )
 
 
 def choose_algorithm(
@@ -43,6 +75,15 @@ def choose_algorithm(
     the module docstring), an explicit one checked against the stride."""
     if algorithm not in ALGORITHMS:
         raise LitVisionError(f"convolution algorithm must be one of {', '.join(ALGORITHMS)}; got {algorithm!r}")
+    if algorithm == "implicit_gemm" and not triton_available():
+        raise LitVisionError(
+            "convolution algorithm 'implicit_gemm' needs Triton, which is not installed (it comes with torch's "
+            "Linux wheels: pip install triton); use algorithm 'auto', 'im2col' or 'shifted'"
+        )
+    if algorithm == "auto" and device_type == "cuda" and dtype in IMPLICIT_GEMM_AUTO_DTYPES:
+        if triton_available():
+            return "implicit_gemm"
+        _warn_no_triton()
     if algorithm == "auto":
         pointwise = kernel == (1, 1) and padding == (0, 0)
         full_precision = dtype in (torch.float32, torch.float64)
@@ -76,14 +117,21 @@ def conv2d(
         x = x.unsqueeze(0)
     if chosen == "shifted":
         y = ShiftedConv2dFunction.apply(x, weight, bias, padding_, dilation_, groups)
+    elif chosen == "implicit_gemm":
+        # Imported on first use: importing it compiles nothing, but it imports Triton, and the
+        # interpreter switch (TRITON_INTERPRET) is read when the kernels' module is imported.
+        from lit_vision.ops.conv_implicit_gemm import ImplicitGemmConv2dFunction
+
+        y = ImplicitGemmConv2dFunction.apply(x, weight, bias, stride_, padding_, dilation_, groups)
     else:
         y = Im2colConv2dFunction.apply(x, weight, bias, stride_, padding_, dilation_, groups)
     return y.squeeze(0) if squeeze else y
 
 
 class Im2colConv2d(nn.Conv2d):
-    """`nn.Conv2d` computed by the hand-written GEMM algorithms (im2col, and shifted GEMMs for
-    stride-1 kernels; `algorithm` picks, "auto" by layer shape).
+    """`nn.Conv2d` computed by the hand-written GEMM algorithms (im2col, shifted GEMMs for
+    stride-1 kernels, implicit-GEMM Triton kernels on CUDA; `algorithm` picks, "auto" by layer
+    shape, dtype and device).
 
     It subclasses `nn.Conv2d` rather than re-implementing it: the constructor signature, the
     parameter names (`weight`, `bias`), their shapes, the initialisation and `extra_repr` are then
@@ -151,4 +199,4 @@ class Im2colConv2d(nn.Conv2d):
         return conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups, self.algorithm)
 
 
-__all__ = ["ALGORITHMS", "Algorithm", "Im2colConv2d", "choose_algorithm", "conv2d"]
+__all__ = ["ALGORITHMS", "Algorithm", "Im2colConv2d", "choose_algorithm", "conv2d", "triton_available"]
