@@ -100,7 +100,7 @@ def _not_a_checkpoint(path: Path, what: str, detail: str) -> LitVisionError:
     return LitVisionError(
         f"The {what} {path} ({size} bytes) cannot be read as a PyTorch file: it is truncated, damaged or "
         f"not a checkpoint ({first_line}). Expected a file written by lit-vision fit "
-        "(checkpoints/<experiment>/last.ckpt or best-*.ckpt)."
+        "(checkpoints/<experiment>/version_N/last.ckpt or best-*.ckpt)."
     )
 
 

@@ -46,6 +46,7 @@ converts a dataset folder into LitData chunks (see `lit_vision.data.optimize`, d
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sys
@@ -54,7 +55,7 @@ from pathlib import Path
 import yaml
 from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -63,6 +64,7 @@ import lit_vision.models  # noqa: F401  (registers every architecture for --mode
 from lit_vision import console, run_folders, signals
 from lit_vision.callbacks.checkpointing import LastCheckpoint, best_checkpoint
 from lit_vision.callbacks.finite_loss import FiniteLossCheck
+from lit_vision.callbacks.model_summary import SummaryWithoutZeroFlops
 from lit_vision.callbacks.preemption import StopOnSignal
 from lit_vision.callbacks.submission import SubmissionWriter
 from lit_vision.checkpoints import (
@@ -73,12 +75,23 @@ from lit_vision.checkpoints import (
 )
 from lit_vision.data import MiniPlacesDataModule
 from lit_vision.errors import LitVisionError
+from lit_vision.flag_errors import flag_error_message
 from lit_vision.models import ImageClassifier
 from lit_vision.models.registry import model_class
+from lit_vision.resume import NothingToTrain, check_something_to_train
 from lit_vision.run_folders import EVAL_FOLDER, LOG_ROOT
 from lit_vision.signals import Stopped
 
 DEFAULT_MODEL = "lit_vision.models.SimpleNet"
+# --ckpt_path as this CLI reads it (Lightning's help describes its own in-process meaning of "last").
+CKPT_PATH_HELP = {
+    "fit": "Resume a run: a checkpoint file, or 'last' (last.ckpt of the newest checkpoints/<experiment>/version_N/ "
+    "holding one) or 'best' (its best-*.ckpt by --checkpoint_monitor). The run continues from that file's epoch, "
+    "optimiser and schedule in a new version_N; a run that already reached --trainer.max_epochs trains nothing "
+    "(raise it to train longer).",
+    "other": "The weights to use: a checkpoint file, or 'last' (last.ckpt of the newest "
+    "checkpoints/<experiment>/version_N/ holding one) or 'best' (its best-*.ckpt by --checkpoint_monitor).",
+}
 
 
 def default_checkpoints(dirpath: str, every_n_steps: int, monitor: str = "val/top1") -> list[ModelCheckpoint]:
@@ -120,6 +133,20 @@ def check_model_classes(args: list[str], config) -> None:
 
 
 class LitVisionCLI(LightningCLI):
+    def init_parser(self, **kwargs):
+        # No abbreviations (`--trainer.max_epoch` is a mistake, not max_epochs) and parse errors
+        # raised rather than printed after the whole usage: `parse_arguments` words them.
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("exit_on_error", False)
+        return super().init_parser(**kwargs)
+
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        for subcommand, subparser in getattr(self, "_subcommand_parsers", {}).items():
+            for action in subparser._actions:
+                if action.dest == "ckpt_path":
+                    action.help = CKPT_PATH_HELP.get(subcommand, CKPT_PATH_HELP["other"])
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument(
             "--experiment",
@@ -150,7 +177,12 @@ class LitVisionCLI(LightningCLI):
     def parse_arguments(self, parser, args) -> None:
         self._raw_args = list(args) if isinstance(args, (list, tuple)) else (sys.argv[1:] if args is None else [])
         check_model_name(self._raw_args)
-        super().parse_arguments(parser, args)
+        try:
+            super().parse_arguments(parser, args)
+        except argparse.ArgumentError as error:
+            subcommand = self._raw_args[0] if self._raw_args and self._raw_args[0] in self.subcommands() else None
+            subparser = getattr(self, "_subcommand_parsers", {}).get(subcommand, parser)
+            raise LitVisionError(flag_error_message(error, subcommand, subparser)) from None
         subcommand = self.config.get("subcommand")
         check_model_classes(self._raw_args, self.config[subcommand] if subcommand else self.config)
 
@@ -178,11 +210,21 @@ class LitVisionCLI(LightningCLI):
         if default_checkpointing and training:
             folder = run_folders.checkpoint_folder(experiment, version)
             callbacks += default_checkpoints(folder, config["checkpoint_every_n_steps"], config["checkpoint_monitor"])
+            # A resumed run writes into a new version folder by design; Lightning warns that its
+            # checkpoint callbacks' folder changed.
+            console.ignore_lightning_warning("The dirpath has changed from")
         elif not training:
             # Evaluation writes no checkpoints; without a checkpoint callback, restoring one's
-            # state from the loaded file has nothing to compare (and warn about).
+            # state from the loaded file has nothing to compare, and Lightning's warning that
+            # the file's checkpoint callbacks are missing is not about evaluation.
             kwargs["enable_checkpointing"] = False
             callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+            console.ignore_lightning_warning("Be aware that when using `ckpt_path`, callbacks used to create")
+        if trainer_config.get("enable_model_summary") is not False and not any(
+            isinstance(c, ModelSummary) for c in callbacks
+        ):
+            callbacks.append(SummaryWithoutZeroFlops())
+            kwargs["enable_model_summary"] = False  # Lightning's own default one (it would say it skips it)
         if training and not any(isinstance(c, StopOnSignal) for c in callbacks):
             callbacks.append(StopOnSignal())
         if not any(isinstance(c, FiniteLossCheck) for c in callbacks):
@@ -225,6 +267,9 @@ class LitVisionCLI(LightningCLI):
         check_checkpoint_matches(
             checkpoint, ckpt_path, configured if explicit else None, (config.get("data") or {}).get("num_classes")
         )
+        if subcommand == "fit":
+            trainer = config.get("trainer") or {}
+            check_something_to_train(checkpoint, ckpt_path, trainer.get("max_epochs"), trainer.get("max_steps"))
         hparams.pop("_instantiator", None)
         if not hparams:
             return
@@ -256,6 +301,17 @@ class LitVisionCLI(LightningCLI):
             where.append(f"logs in {os.path.relpath(self.trainer.log_dir)}")
         if where:
             console.say(f"fit done: {'; '.join(where)}.")
+
+    def after_validate(self) -> None:
+        self._say_where_logs_went("validate")
+
+    def after_test(self) -> None:
+        self._say_where_logs_went("test")
+
+    def _say_where_logs_went(self, subcommand: str) -> None:
+        console.bar_may_be_open = False
+        if self.trainer.logger is not None and self.trainer.log_dir:
+            console.say(f"{subcommand} done: logs in {os.path.relpath(self.trainer.log_dir)}.")
 
     def _model_named_explicitly(self, config) -> bool:
         """Whether the user chose the architecture (`--model X` or a config file's `model:`)
@@ -331,13 +387,15 @@ def main(args: list[str] | None = None) -> None:
 
         export_main(argv[1:])
         return
-    console.silence_lightning_tips()
+    console.silence_known_noise()
     # Until training starts (where StopOnSignal takes over) a signal has nothing to save: stop
     # at once with 143 / 130 (rather than Lightning's exit 0 for SIGTERM and 1 for Ctrl-C).
     previous = signals.install(signals.stop_at_once)
     try:
         build_cli(args)
         run_folders.forget_claims()
+    except NothingToTrain as finished:
+        console.say(str(finished))
     except Stopped as stopped:
         console.say(stopped.describe())
         sys.exit(stopped.exit_code)

@@ -1,11 +1,13 @@
 """What the CLI itself prints: one paragraph per message, on stderr, each starting on a line
 of its own even when a progress bar was cut off mid-line (an error or a signal mid-epoch).
-Also silences Lightning's promotional tips, which are not about the user's run."""
+Also silences Lightning's promotional tips and the warnings that are noise on every run of
+this CLI (each filter names its one message: nothing else is hidden)."""
 
 from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
@@ -38,3 +40,21 @@ def silence_lightning_tips() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropTips) for f in logger.filters):
             logger.addFilter(_DropTips())
+
+
+def silence_known_noise() -> None:
+    """Lightning's tips, and the one warning every command printed that is not about the
+    user's run: Lightning 2.6's own use of a torch API that torch 2.14 deprecates."""
+    silence_lightning_tips()
+    warnings.filterwarnings(
+        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning,
+        module=r"lightning\.pytorch\.utilities\._pytree",
+    )  # fmt: skip
+
+
+def ignore_lightning_warning(message_start: str) -> None:
+    """Hide the Lightning warning whose message starts with `message_start` (for a situation
+    this CLI creates on purpose, such as a new checkpoint folder for every resumed run)."""
+    import re
+
+    warnings.filterwarnings("ignore", message=re.escape(message_start), module=r"lightning\.pytorch\.")

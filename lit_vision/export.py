@@ -1,6 +1,6 @@
 """`lit-vision export`: a checkpoint as a file that runs without this package, verified.
 
-    lit-vision export --config configs/quickstart.yaml --ckpt_path checkpoints/quickstart/last.ckpt \\
+    lit-vision export --config configs/quickstart.yaml --ckpt_path checkpoints/quickstart/version_0/last.ckpt \\
         --format torchscript|exported|onnx [--output PATH] [--model.init_args.tta flip]
 
 The exported model takes **uint8 RGB images** of shape (batch, 3, crop, crop) — pixel space, as
@@ -187,7 +187,10 @@ def load_model(configs: list[str], ckpt_path: str, overrides: list[str]) -> tupl
     checkpoint = load_lightning_checkpoint(ckpt_path)
     args = [token for config in configs for token in ("--config", config)] + overrides
     args += ["--trainer.logger", "false", "--trainer.enable_checkpointing", "false"]
-    cli = build_cli(args, run=False)
+    with warnings.catch_warnings():
+        # Passing args while sys.argv holds `export ...` is deliberate here (Lightning warns of it).
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        cli = build_cli(args, run=False)
     model, data = cli.model, cli.datamodule
     check_checkpoint_matches(checkpoint, ckpt_path, cli.config["model"]["class_path"], data.hparams.num_classes)
     try:
@@ -221,6 +224,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def main(argv: list[str]) -> None:
+    from lit_vision.console import silence_known_noise
+
+    silence_known_noise()
     args, overrides = parse(argv)
     try:
         if args.format == "onnx":

@@ -105,7 +105,8 @@ def newest_checkpoint(experiment: str, keyword: str) -> Path:
             return found[-1]
     raise LitVisionError(
         f"--ckpt_path {keyword}: no {pattern} in any {root}/version_N/ folder (experiment {experiment!r}). "
-        f"Check --experiment (the run to resume was started with the same name), or pass the checkpoint's path."
+        f"Train that run first (`lit-vision fit` with the same --config), check --experiment (the run was "
+        "started with the same name), or pass the checkpoint's path."
     )
 
 

@@ -375,7 +375,7 @@ def test_adversarial_fit_and_checkpoint_evaluation_through_the_cli(tmp_path, mon
     configs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
     monkeypatch.chdir(tmp_path)
     tiny = [
-        "--data.data_dir", str(tmp_path / "standin"), "--data.num_classes", "4",
+        "--data.data_dir", "data/standin", "--data.num_classes", "4",  # the stand-in's own folder, in tmp_path
         "--data.standin_train_per_class", "6", "--data.standin_val_per_class", "3", "--data.standin_test_images", "2",
         "--data.batch_size", "8", "--data.num_workers", "0", "--data.resize_size", "36", "--data.crop_size", "32",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",

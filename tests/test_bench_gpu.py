@@ -126,3 +126,40 @@ def test_sigterm_mid_section_keeps_the_rows_finished_so_far(tmp_path, monkeypatc
     assert results["sections"]["cut"]["status"] == "interrupted"
     assert results["sections"]["cut"]["rows"] == [{"arch": "SimpleNet", "images/s": 1.0}]
     assert signal.getsignal(signal.SIGTERM) is not gpu._terminated  # the previous handler is back
+
+
+def test_without_a_gpu_it_says_so_at_once_and_measures_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(gpu.torch.cuda, "is_available", lambda: False)
+    main(["gpu", "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert "no GPU here" in out and "nothing was measured" in out
+    assert "--smoke" in out and "--device cpu" in out
+    assert not (tmp_path / "out").exists()  # no stand-in generated, no results written
+    assert "budget 330 s" not in out  # it never started
+    with pytest.raises(SystemExit, match="--device cuda, but there is no GPU here"):
+        main(["gpu", "--device", "cuda", "--out", str(tmp_path / "out")])
+
+
+def test_the_budget_bounds_every_section_even_one_that_ignores_its_deadline(tmp_path, monkeypatch, capsys):
+    def stubborn(args, results, deadline, rows, notes):
+        while True:  # a row loop that neither checks the deadline nor lets an error stop it
+            try:
+                time.sleep(0.05)
+                rows.append({"step": len(rows)})
+            except Exception:  # noqa: BLE001
+                continue
+
+    def quick(args, results, deadline, rows, notes):
+        rows.append({"left at start (s)": deadline - time.monotonic()})
+
+    monkeypatch.setattr(gpu, "SECTIONS", [("first", "stubborn", 0.5, stubborn), ("second", "quick", 0.5, quick)])
+    start = time.monotonic()
+    summary = gpu.run(gpu_arguments(["--smoke", "--budget-s", "2", "--out", str(tmp_path), "--sections", "first,second"]))
+    assert time.monotonic() - start < 6  # 2 s of budget (+ writing results); unbounded without the cut
+    first, second = summary
+    assert first["status"].startswith("cut at the end of its budget share") and first["rows"] > 0
+    assert second["status"] == "ok"
+    results = json.loads((tmp_path / "gpu_bench.json").read_text())
+    assert results["sections"]["first"]["seconds"] < 1.5  # its 1 s share plus at most 10% grace
+    assert results["sections"]["second"]["rows"][0]["left at start (s)"] > 0  # never a negative share
+    assert "(-" not in capsys.readouterr().out

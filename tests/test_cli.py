@@ -84,11 +84,91 @@ def test_missing_data_dir_is_a_clear_error(tiny_config, capsys, run_cli, tmp_pat
     assert "absent is not a MiniPlaces folder" in error and "Traceback" not in error
 
 
-def test_standin_is_generated_through_the_cli(tiny_config, run_cli, tmp_path):
-    code = run_cli(
-        "fit", "--config", tiny_config, "--data.data_dir", tmp_path / "fresh", "--data.standin", "true",
-        "--data.standin_train_per_class", "4", "--data.standin_val_per_class", "2",
-        "--data.standin_test_images", "2", "--trainer.fast_dev_run", "true",
-    )  # fmt: skip
+STANDIN_FLAGS = (
+    "--data.standin", "true", "--data.standin_train_per_class", "4", "--data.standin_val_per_class", "2",
+    "--data.standin_test_images", "2", "--trainer.fast_dev_run", "true",
+)  # fmt: skip
+
+
+def test_standin_is_generated_into_its_own_folder_and_announced(tiny_config, run_cli, tmp_path, capsys):
+    code = run_cli("fit", "--config", tiny_config, "--data.data_dir", "data/standin", *STANDIN_FLAGS)
     assert code == 0
-    assert len((tmp_path / "fresh" / "train.txt").read_text().splitlines()) == 16
+    assert len((tmp_path / "data" / "standin" / "train.txt").read_text().splitlines()) == 16
+    err = capsys.readouterr().err
+    # One line: what, where, how many.
+    assert "lit-vision: generating a stand-in dataset into data/standin: 26 128-px JPEGs" in err
+    assert run_cli("fit", "--config", tiny_config, "--data.data_dir", "data/standin", *STANDIN_FLAGS) == 0
+    assert "generating" not in capsys.readouterr().err  # reused, silently
+
+
+def test_standin_into_a_mistyped_folder_is_refused(tiny_config, run_cli, tmp_path, capsys):
+    code = run_cli("fit", "--config", tiny_config, "--data.data_dir", tmp_path / "typo", *STANDIN_FLAGS)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"data.data_dir {tmp_path / 'typo'} does not exist" in err and "data.standin: false" in err
+    assert "generating" not in err and not (tmp_path / "typo").exists()
+    assert not list(tmp_path.glob(".typo*"))  # no staging left either
+    # A folder the user created for it is theirs to fill.
+    (tmp_path / "made").mkdir()
+    assert run_cli("fit", "--config", tiny_config, "--data.data_dir", tmp_path / "made", *STANDIN_FLAGS) == 0
+    assert len((tmp_path / "made" / "train.txt").read_text().splitlines()) == 16
+
+
+def test_a_seeded_fit_gives_the_same_metrics_whether_or_not_it_checked_its_data(
+    tiny_config, standin_dir, run_cli, tmp_path
+):
+    """The first fit over a fresh copy runs the pre-flight image check (no stamp yet), the
+    second skips it; with workers, whose base seed comes from torch's global generator. Both
+    must log the very same numbers."""
+    import shutil
+
+    from lit_vision.plot import load_scalars
+
+    copy = tmp_path / "fresh_copy"
+    shutil.copytree(standin_dir, copy, ignore=shutil.ignore_patterns("cache"))
+    flags = ("--data.data_dir", copy, "--data.num_workers", "1", "--trainer.max_epochs", "2")
+    assert run_cli("fit", "--config", tiny_config, *flags) == 0
+    assert list((copy / "cache").glob("verified-train-*"))  # the check ran and left its stamp
+    assert run_cli("fit", "--config", tiny_config, *flags) == 0
+    first, second = (load_scalars(tmp_path / "logs" / "tiny" / f"version_{n}") for n in (0, 1))
+    assert {"train/loss", "val/top1"} <= set(first)
+    assert first == second
+
+
+NOISE = (
+    "_pytree",  # Lightning 2.6 on torch 2.14: a deprecation that is not the user's
+    "Be aware that when using `ckpt_path`",  # evaluation has no checkpoint callbacks, by design
+    "The dirpath has changed",  # a resumed fit writes into a new version folder, by design
+    "Total Flops",  # counted only with an example_input_array: always 0 here
+    "Tip:",  # litlogger / litmodels advertising
+    "LightningCLI's args parameter",  # export builds the CLI from Python on purpose
+    "Skipping setting a default `ModelSummary`",
+)
+
+
+def test_commands_print_no_known_noise_and_say_where_their_logs_went(
+    tiny_config, run_cli, tmp_path, capsys, caplog, monkeypatch
+):
+    """fit, a resumed fit, validate and export, with every warning shown (not pytest's filters)
+    and every log record kept: none of the messages that are not about the user's run; the
+    model summary is still there, without a FLOPs column of zeros."""
+    import logging
+    import warnings
+
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(sys, "argv", ["lit-vision"])  # as from a shell: main() reads its arguments itself
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert run_cli("fit", "--config", tiny_config, "--trainer.enable_model_summary", "true") == 0
+        assert run_cli("fit", "--config", tiny_config, "--trainer.max_epochs", "2", "--ckpt_path", "last") == 0
+        assert run_cli("validate", "--config", tiny_config, "--ckpt_path", "last") == 0
+        assert "validate done: logs in logs/tiny/eval/version_0." in capsys.readouterr().err
+        export = ["export", "--config", str(tiny_config), "--ckpt_path", "checkpoints/tiny/version_1/last.ckpt",
+                  "--format", "torchscript"]  # fmt: skip
+        monkeypatch.setattr(sys, "argv", ["lit-vision", *export])
+        assert run_cli(*export) == 0
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "Trainable params" in logged and "FLOPs" not in logged
+    shown = [str(w.message) for w in caught] + [logged, capsys.readouterr().err]
+    for noise in NOISE:
+        assert not [text for text in shown if noise in text], noise

@@ -255,3 +255,34 @@ def test_verify_false_skips_the_preflight_check(standin_dir, tmp_path):
     with pytest.raises(LitVisionError, match="cannot be read"):
         make_datamodule(data).prepare_data()
     make_datamodule(data, verify=False).prepare_data()  # no error: the check is off
+
+
+def test_the_standin_config_names_the_folder_runs_may_generate_into():
+    """`generate_standin_for_run` creates only STANDIN_DIR from nothing; the recipe's data piece
+    must name that very folder, or the quickstart would refuse to start on a fresh clone."""
+    from pathlib import Path
+
+    import yaml
+
+    from lit_vision.data.standin import STANDIN_DIR
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "configs" / "data" / "standin.yaml").read_text())
+    assert config["standin"] is True and config["data_dir"] == STANDIN_DIR
+
+
+def test_data_preparation_leaves_the_global_random_state_alone(standin_dir, tmp_path):
+    """The pre-flight check iterates a DataLoader, which draws its base seed from torch's global
+    generator: a run that checked its images would otherwise train on other random numbers."""
+    import random
+
+    copy = tmp_path / "copy"
+    shutil.copytree(standin_dir, copy, ignore=shutil.ignore_patterns("cache"))
+    data = MiniPlacesDataModule(data_dir=str(copy), num_classes=4, num_workers=0, resize_size=36, crop_size=32)
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)
+    data.prepare_data()  # checks all 80 images (no stamp yet)
+    data.setup("fit")
+    assert list((copy / "cache").glob("verified-*"))
+    after = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)
+    untouched = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(after[0], untouched[0]) and np.array_equal(after[1], untouched[1]) and after[2] == untouched[2]

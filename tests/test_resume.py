@@ -259,3 +259,39 @@ def test_sigterm_during_validate_exits_143_at_once(tiny_config, tmp_path):
             process.wait()
     assert process.returncode == 143, stderr
     assert "lit-vision: stopped by SIGTERM; nothing was saved." in stderr and "Traceback" not in stderr
+
+
+@pytest.mark.slow
+def test_resuming_a_finished_run_says_so_and_claims_no_folder(tiny_config, run_cli, tmp_path, capsys):
+    assert run_cli("fit", "--config", tiny_config, "--trainer.limit_val_batches", "1") == 0
+    capsys.readouterr()
+    assert run_cli("fit", "--config", tiny_config, "--ckpt_path", "last") == 0
+    err = capsys.readouterr().err
+    last = Path("checkpoints/tiny/version_0/last.ckpt")
+    assert f"{last} is a finished run: it reached --trainer.max_epochs 1 (1 epoch done)" in err
+    assert "no new run folder was claimed" in err and "add `--trainer.max_epochs 2`" in err
+    assert "fit done" not in err
+    for root in ("checkpoints", "logs"):
+        assert sorted(p.name for p in (tmp_path / root / "tiny").iterdir()) == ["version_0"], root
+    # The advice works: a higher limit trains the extra epoch, in a run folder of its own.
+    assert run_cli("fit", "--config", tiny_config, "--ckpt_path", "last", "--trainer.max_epochs", "2",
+                   "--trainer.limit_val_batches", "1") == 0  # fmt: skip
+    resumed = torch.load(last_of(tmp_path, 1), weights_only=True)
+    assert resumed["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"] == 2
+    assert global_step(last_of(tmp_path, 1)) == 2 * global_step(last_of(tmp_path, 0))
+
+
+def test_a_run_short_of_its_limits_has_something_to_train():
+    from lit_vision.resume import NothingToTrain, check_something_to_train
+
+    def checkpoint(epochs: int, steps: int) -> dict:
+        return {"global_step": steps, "loops": {"fit_loop": {"epoch_progress": {"current": {"processed": epochs}}}}}
+
+    check_something_to_train(checkpoint(3, 30), "x.ckpt", 4, -1)  # an epoch to go
+    check_something_to_train(checkpoint(3, 30), "x.ckpt", None, 40)  # steps to go, no epoch limit
+    check_something_to_train(checkpoint(7, 70), "x.ckpt", None, -1)  # Lightning's default: 1000 epochs
+    check_something_to_train({}, "x.ckpt", 1, -1)  # a checkpoint without loop state: Lightning decides
+    with pytest.raises(NothingToTrain, match=r"reached --trainer.max_steps 40 \(40 steps done\)"):
+        check_something_to_train(checkpoint(4, 40), "x.ckpt", 100, 40)
+    with pytest.raises(NothingToTrain, match=r"x.ckpt is a finished run: it reached --trainer.max_epochs 4"):
+        check_something_to_train(checkpoint(4, 40), "x.ckpt", 4, -1)

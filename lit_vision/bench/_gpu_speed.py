@@ -163,11 +163,11 @@ def model_speed_rows(args, results: dict, deadline: float, rows: list, notes: li
     for index, (arch, variant) in enumerate(todo):
         left = deadline - time.monotonic()
         row_deadline = time.monotonic() + left / (len(todo) - index)
-        if variant[3] and left < args.compile_reserve_s:
-            rows.append({"arch": arch, "variant": variant[0], "skipped": f"only {left:.0f} s left (< --compile-reserve-s)"})
-            continue
         if left <= 0:
             rows.append({"arch": arch, "variant": variant[0], "skipped": "section budget spent"})
+            continue
+        if variant[3] and left < args.compile_reserve_s:
+            rows.append({"arch": arch, "variant": variant[0], "skipped": f"only {left:.0f} s left (< --compile-reserve-s)"})
             continue
         try:
             row = measure_variant(arch, variant, args, row_deadline)

@@ -20,17 +20,24 @@ cut short still leaves every finished section on disk):
 4. attack — PGD images/s and an adversarial-training epoch vs a clean one
    (`python -m lit_vision.bench attack`, run from here).
 `--budget-s` is shared among the sections (unspent time flows to the later ones); rows stop
-early when their share is spent. No jsonargparse is imported (the GPU machine has none).
+early when their share is spent, and a section still running at the end of its share (plus a
+short grace taken from the later sections, never past the whole budget) is cut there: its
+finished rows are kept and its status says so. Without a GPU (`--device auto` finding none) it
+says so at once and measures nothing: `--smoke` checks the code paths on the CPU, `--device cpu`
+runs the full sizes on the CPU on purpose. No jsonargparse is imported (the GPU machine has none).
 See docs/gpu-benchmark.md for what each column means.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
+import threading
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -40,6 +47,15 @@ from lit_vision.bench._gpu_pipeline import pipeline_rows
 from lit_vision.bench._gpu_report import collect_header, write_results
 from lit_vision.bench._gpu_resident import resident_rows
 from lit_vision.bench._gpu_speed import model_speed_rows
+
+# A section still running this long after its share ends is cut (at most this share of its time).
+GRACE_S, GRACE_SHARE = 20.0, 0.1
+NO_GPU = (
+    "bench gpu: no GPU here (torch.cuda.is_available() is False), so nothing was measured; it times CUDA "
+    "kernels, bf16 autocast and cuDNN on a lent GPU. To check every code path on this CPU in seconds: "
+    "`python -m lit_vision.bench gpu --smoke --out /tmp/gpu_smoke`; for a deliberate full-size CPU run (slow, "
+    "bounded by --budget-s): `--device cpu`."
+)
 
 # (section name, title, share of the budget, function(args, results, deadline) -> (rows, notes))
 SECTIONS = [
@@ -101,7 +117,39 @@ def resolve_defaults(args: argparse.Namespace) -> None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
 
 
+class SectionTimeUp(BaseException):
+    """Raised by the section timer. A BaseException, so that the rows' own `except Exception`
+    (one failing row must not stop the others) cannot swallow it and run on."""
+
+
+@contextlib.contextmanager
+def hard_stop(seconds: float) -> Iterator[None]:
+    """Raise SectionTimeUp in this (the main) thread after `seconds` of wall time, unless the
+    block ended first. Python runs the handler between bytecodes, so a long C call (one
+    training step) finishes first."""
+
+    def time_up(signum, frame) -> None:
+        raise SectionTimeUp()
+
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        # Windows, or a caller's thread (signals reach the main thread only): the sections' own deadlines only.
+        yield
+        return
+    previous = signal.signal(signal.SIGALRM, time_up)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def run(args: argparse.Namespace) -> list[dict]:
+    if args.device == "auto" and not args.smoke and not torch.cuda.is_available():
+        print(NO_GPU, flush=True)
+        return []
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"bench gpu: --device {args.device}, but there is no GPU here. {NO_GPU.split('; ', 1)[1]}")
     resolve_defaults(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -140,10 +188,16 @@ def _run_sections(args: argparse.Namespace, results: dict, out: Path, end: float
         results["sections"][name] = section
         print(f"== {name}: {title} ({deadline - time.monotonic():.0f} s)", flush=True)
         section_start = time.monotonic()
+        share_s = max(0.0, deadline - section_start)
+        stop_at = min(deadline + min(GRACE_S, GRACE_SHARE * share_s), end)
         try:
-            function(args, results, deadline, section["rows"], section["notes"])
+            with hard_stop(stop_at - time.monotonic()):
+                function(args, results, deadline, section["rows"], section["notes"])
             failed = [row for row in section["rows"] if row.get("error")]
             section["status"] = "ok" if not failed else f"{len(failed)} of {len(section['rows'])} rows failed"
+        except SectionTimeUp:
+            section["status"] = f"cut at the end of its budget share ({share_s:.0f} s); finished rows kept"
+            print(f"   section {name}: {section['status']}", flush=True)
         except BaseException as error:  # a GPU run has no second chance: record, go on
             section["status"] = "error"
             section["error"] = f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=6)}"

@@ -77,7 +77,7 @@ def train_and_attack(args, name: str) -> dict:
     from lit_vision.callbacks.adversarial_eval import AdversarialEvaluation
     from lit_vision.callbacks.adversarial_training import AdversarialTraining
     from lit_vision.callbacks.adversarial_validation import AdversarialValidation
-    from lit_vision.data import MiniPlacesDataModule
+    from lit_vision.data import MiniPlacesDataModule, generate_standin
     from lit_vision.models import SimpleNet
 
     class EpochTimer(Callback):
@@ -92,6 +92,8 @@ def train_and_attack(args, name: str) -> dict:
         def on_train_epoch_end(self, trainer, pl_module):
             self.seconds.append(time.process_time() - self.start)
 
+    if args.standin:  # asked for by name here (--standin): generated into --data-dir even when it is new
+        generate_standin(args.data_dir, args.num_classes, args.standin_per_class, 30, 1, image_size=128)
     L.seed_everything(args.seed, verbose=False)
     data = MiniPlacesDataModule(
         data_dir=args.data_dir, batch_size=args.batch_size, num_workers=0, num_classes=args.num_classes,

@@ -2,7 +2,7 @@
 with the mean of the logits of image and mirror (what `--model.init_args.tta flip` does), and
 with the mean of their probabilities; plus the time of a TTA forward over a plain one.
 
-    python -m lit_vision.bench tta --config configs/quickstart.yaml --ckpt_path checkpoints/quickstart/last.ckpt
+    python -m lit_vision.bench tta --config configs/quickstart.yaml --ckpt_path checkpoints/quickstart/version_0/last.ckpt
 """
 
 from __future__ import annotations

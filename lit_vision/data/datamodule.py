@@ -64,11 +64,12 @@ from lit_vision.data.places365 import download_places365, places365_instructions
 from lit_vision.data.preflight import verify_images
 from lit_vision.data.resumable import resumable_loader, run_seed
 from lit_vision.data.resident import ResidentLoader, ResidentOrder, load_resident
-from lit_vision.data.standin import generate_standin
+from lit_vision.data.standin import generate_standin_for_run
 from lit_vision.data.transforms import SquareResize, eval_transform, train_transform
 from lit_vision.errors import LitVisionError
 from lit_vision.signals import leave_stops_to_the_main_process
 from lit_vision.utils.generators import keyed_generator
+from lit_vision.utils.rng import keeps_global_rng
 
 AugmentPlace = Literal["auto", "device", "worker_batched", "worker"]
 AUGMENT_PLACES = get_args(AugmentPlace)
@@ -196,11 +197,12 @@ class MiniPlacesDataModule(L.LightningDataModule):
         self._resident_train: ResidentLoader | None = None
         self._pending_order_state: dict | None = None
 
+    @keeps_global_rng  # what was already on disk must not change a seeded run (lit_vision.utils.rng)
     def prepare_data(self) -> None:
         # Runs on one process per node, before setup() on every rank.
         hp = self.hparams
         if hp.standin:
-            generate_standin(
+            generate_standin_for_run(
                 self.data_dir, hp.num_classes, hp.standin_train_per_class, hp.standin_val_per_class,
                 hp.standin_test_images, image_size=128,
             )  # fmt: skip
@@ -314,6 +316,7 @@ class MiniPlacesDataModule(L.LightningDataModule):
         fixed, random = self._split_transform(split)
         return self._labelled(split, random if random is not None else fixed)
 
+    @keeps_global_rng
     def setup(self, stage: str) -> None:
         if self.hparams.stream is not None and stage != "predict":
             return self._setup_stream(stage)

@@ -21,8 +21,9 @@ from lit_vision.utils.files import staging_folder
 
 def reuse_generated(root: Path, marker: str, settings: dict, what: str, hint: str) -> bool:
     """True when `root` already holds `what` generated with `settings`; False when `root` does
-    not exist. Anything else is an error naming the folder, what it holds and `hint`."""
-    if not root.exists():
+    not exist or is an empty folder (made for it: the finished one is renamed onto it). Anything
+    else is an error naming the folder, what it holds and `hint`."""
+    if not root.exists() or (root.is_dir() and not any(root.iterdir())):
         return False
     marker_path = root / marker
     if not marker_path.is_file():

@@ -15,7 +15,9 @@ from pathlib import Path
 import torch
 from torchvision.io import encode_jpeg, write_file
 
+from lit_vision import console
 from lit_vision.data.generated import generated_folder, reuse_generated
+from lit_vision.errors import LitVisionError
 
 SCENE_NAMES = [
     "amber_field", "blue_lagoon", "coral_reef", "dusk_harbor", "emerald_hill",
@@ -29,6 +31,9 @@ PALETTE = torch.tensor(
     ]
 )  # fmt: skip
 MARKER = "standin.json"
+# The stand-in's own folder (configs/data/standin.yaml's data_dir, relative to the working
+# directory): the one data_dir a run generates into without the folder existing first.
+STANDIN_DIR = "data/standin"
 STANDIN_HINT = "Point data.data_dir at an empty location for the stand-in, or set data.standin: false to read it."
 
 
@@ -90,6 +95,24 @@ def draw_scene(label: int, size: int, generator: torch.Generator) -> torch.Tenso
     return (image.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
+def generate_standin_for_run(
+    root: str | Path, num_classes: int, train_per_class: int, val_per_class: int, test_images: int, image_size: int
+) -> Path:
+    """`data.standin: true`: reuse the stand-in at `root`, or generate it there when `root` is
+    the stand-in's own folder (STANDIN_DIR) or an empty folder the user made. Any other absent
+    `root` is most likely a mistyped path, which must not silently become a new dataset."""
+    root = Path(root)
+    if not root.exists() and root.resolve() != Path(STANDIN_DIR).resolve():
+        raise LitVisionError(
+            f"data.data_dir {root} does not exist. With data.standin: true a stand-in is generated only into "
+            f"{STANDIN_DIR} (the folder configs/data/standin.yaml names) or into an empty folder you created "
+            f"(mkdir -p {root}), so that a mistyped path does not become a new dataset. To train on your own data "
+            "there, fix the path and set data.standin: false (expected: images/{train,val,test}/, train.txt and "
+            "val.txt in MiniPlaces layout)."
+        )
+    return generate_standin(root, num_classes, train_per_class, val_per_class, test_images, image_size)
+
+
 def generate_standin(
     root: str | Path,
     num_classes: int = 10,
@@ -112,6 +135,12 @@ def generate_standin(
     )  # fmt: skip
     if reuse_generated(root, MARKER, settings, "stand-in", STANDIN_HINT):
         return root
+    total = num_classes * (train_per_class + val_per_class) + test_images
+    console.say(
+        f"generating a stand-in dataset into {root}: "
+        f"{total:,} {image_size}-px JPEGs ({num_classes} classes × {train_per_class} train + {val_per_class} val, "
+        f"{test_images} test), once; later runs reuse it."
+    )
     with generated_folder(root, MARKER, settings) as staging:
         _write(staging, settings)
     return root
