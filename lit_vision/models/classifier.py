@@ -7,6 +7,7 @@ only place its arguments are declared (see docs/architectures.md).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import lightning as L
@@ -46,6 +47,8 @@ class ImageClassifier(L.LightningModule):
     """
 
     net: nn.Module
+    # Set per batch by a callback that changes what the batch means (see training_loss).
+    batch_objective: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] | None = None
 
     def __init__(
         self,
@@ -163,7 +166,7 @@ class ImageClassifier(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = batch
         logits = self(images)
-        loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+        loss = self.training_loss(logits, labels)
         # batch_size is explicit: callbacks (adversarial training) may change the batch.
         n = labels.shape[0]
         self.train_metrics.update(logits.detach(), labels)
@@ -171,6 +174,14 @@ class ImageClassifier(L.LightningModule):
         self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=n)
         return loss
+
+    def training_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy over the batch, unless a callback that rebuilt this batch set
+        `batch_objective` for it (AdversarialTraining's TRADES: a `[clean ‖ adversarial]` batch
+        whose loss is not a mean over its images)."""
+        if self.batch_objective is not None:
+            return self.batch_objective(logits, labels, self.hparams.label_smoothing)
+        return F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
 
     def _evaluate(self, batch, metrics: MetricCollection, stage: str) -> torch.Tensor:
         images, labels = batch
