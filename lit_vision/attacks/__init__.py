@@ -1,4 +1,7 @@
-"""Adversarial attacks (pure torch, no Lightning)."""
+"""Adversarial attacks (pure torch, no Lightning): the project's PGD, and the AutoAttack-grade
+suite built from torchattacks (an optional dependency, imported only when a suite is built)."""
+
+from lit_vision.attacks.autoattack import SUITE_ATTACKS, SUITES, AttackSuite, SuiteResult, run_suite
 
 from lit_vision.attacks.pgd import (
     COURSE_EPSILON,
@@ -11,6 +14,11 @@ from lit_vision.attacks.pgd import (
 )
 
 __all__ = [
+    "AttackSuite",
+    "SuiteResult",
+    "SUITES",
+    "SUITE_ATTACKS",
+    "run_suite",
     "PGDAttack",
     "PGDResult",
     "COURSE_EPSILON",

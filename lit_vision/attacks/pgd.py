@@ -50,14 +50,17 @@ def step_size_for(epsilon: float, num_steps: int, step_scale: float) -> float:
     return step_scale * epsilon / num_steps
 
 
-def check_within_budget(adversarial: torch.Tensor, clean: torch.Tensor, epsilon: float) -> None:
+def check_within_budget(adversarial: torch.Tensor, clean: torch.Tensor, epsilon: float, attack: str = "PGD") -> None:
     """Raise if any adversarial pixel leaves [0, 1] or the L∞ ball of radius `epsilon` around
-    its clean pixel: such a batch would measure something other than the stated threat model."""
+    its clean pixel: such a batch would measure something other than the stated threat model.
+    `attack` names the attack that made the batch in the message."""
+    if adversarial.numel() == 0:
+        return
     distance = (adversarial.float() - to_unit_float(clean).float()).abs().amax().item()
     low, high = adversarial.amin().item(), adversarial.amax().item()
     if distance > epsilon + BUDGET_TOLERANCE or low < 0 or high > 1:
         raise RuntimeError(
-            f"An adversarial batch left its budget: L∞ distance {distance:.6f} (allowed {epsilon:.6f}), "
+            f"An adversarial batch of {attack} left its budget: L∞ distance {distance:.6f} (allowed {epsilon:.6f}), "
             f"pixel range [{low:.6f}, {high:.6f}] (allowed [0, 1]). This is a bug in the attack."
         )
 

@@ -10,8 +10,12 @@ import numpy as np
 import torch
 
 
+def keyed_seed(*key: int) -> int:
+    """An integer seed from hashing the integers of `key` (NumPy's SeedSequence: nearby keys
+    give unrelated streams), for code that takes a seed rather than a generator."""
+    return int(np.random.default_rng([int(k) % 2**63 for k in key]).integers(2**62))
+
+
 def keyed_generator(device: torch.device | str, *key: int) -> torch.Generator:
-    """A `torch.Generator` on `device` seeded by hashing the integers of `key` (NumPy's
-    SeedSequence: nearby keys give unrelated streams)."""
-    seed = int(np.random.default_rng([int(k) % 2**63 for k in key]).integers(2**62))
-    return torch.Generator(device=device).manual_seed(seed)
+    """A `torch.Generator` on `device` seeded by `keyed_seed(*key)`."""
+    return torch.Generator(device=device).manual_seed(keyed_seed(*key))
