@@ -270,9 +270,12 @@ class AttackSuite:
         if images.ndim != 4:
             raise LitVisionError(f"The attack suite expects a batch of images (B, C, H, W), got shape {tuple(images.shape)}.")
         device = images.device
-        counted = _Counted(model)
         rng_devices = [device] if device.type == "cuda" else []
         with gradients_enabled(), eval_mode(model), float32(model, device), torch.random.fork_rng(devices=rng_devices):
+            # The wrapper too must be in eval mode: torchattacks puts back the mode it found on
+            # the module it was given (a new module is in train mode), which would switch the
+            # model to train mode — BatchNorm statistics updated — after the first attack.
+            counted = _Counted(model).eval()
             # clone(): leaves inference mode and never writes into the caller's tensors.
             clean = to_unit_float(images.detach()).float().clone()
             labels = labels.detach().clone().long()

@@ -10,7 +10,11 @@ robustness that a different attack would not find. Three symptoms are cheap to t
 3. a black-box transfer attack, crafted on another model, beats the white-box attack on the
    model itself.
 
-`masking_checks` turns measured accuracies into one verdict per symptom. Pure Python.
+`masking_checks` turns measured accuracies into one verdict per symptom. `above_clean_check`
+is a fourth verdict, about the attack rather than the model: an attack that leaves accuracy
+above the clean accuracy on the same images helped the model (a least-likely-target attack can:
+it pushes towards one wrong class, not away from the right one, and turns some misclassified
+images into correct ones). Pure Python.
 """
 
 from __future__ import annotations
@@ -85,3 +89,17 @@ def masking_checks(
             }
         )
     return checks
+
+
+def above_clean_check(clean_top1: float, attacks: list[tuple[str, float]], tolerance: float = 0.0) -> dict:
+    """One check dict: fails when any (name, top1) of `attacks` is above `clean_top1` by more
+    than `tolerance`, naming every such attack. The figures are on the same images as the clean
+    one, so no sampling noise separates them: any rise is the attack's own doing."""
+    above = [f"{name}: top-1 {top1:.3f} > clean {clean_top1:.3f}" for name, top1 in attacks if top1 > clean_top1 + tolerance]
+    return {
+        "check": "no attack leaves accuracy above clean",
+        "passed": not above if attacks else None,
+        "detail": "; ".join(above) if above else (
+            f"{len(attacks)} attack figure(s) at or below clean {clean_top1:.3f} (tolerance {tolerance:g})" if attacks else "no attack"
+        ),
+    }

@@ -1,7 +1,10 @@
-"""Adversarial evaluation at `test` time: clean vs PGD accuracy for one or both targets, a
-per-image worst case, gradient-masking checks, a sweep table and a picture.
+"""Adversarial evaluation at `test` time: the per-image worst case `test/robust_top1` (the
+headline), clean vs PGD accuracy for one or both targets, an optional AutoAttack-grade suite,
+gradient-masking checks, a sweep table and a picture.
 
     lit-vision test --config configs/simplenet.yaml --config configs/adv_eval.yaml \\
+        --ckpt_path last
+    lit-vision test --config configs/simplenet.yaml --config configs/autoattack.yaml \\
         --ckpt_path last
 
 For every test batch the callback attacks the module being tested with each of `targets`
@@ -9,7 +12,22 @@ For every test batch the callback attacks the module being tested with each of `
 logs `test/adv_top1`/`test/adv_top5` (the first target) and `test/adv_top1_<target>` beside the
 module's own `test/top1`. `test/robust_top1` is the per-image worst case: an image counts only
 if the clean image and every attack run on it with epsilon ≤ `epsilon` left it correctly
-classified. With `sweep_epsilons` / `sweep_steps` every target × epsilon × steps is evaluated too.
+classified. It is the figure the table leads with: it can never exceed clean accuracy or any
+attack's, so no attack can flatter it. With `sweep_epsilons` / `sweep_steps` every target ×
+epsilon × steps is evaluated too.
+
+With `suite: autoattack` (or `autoattack_lite`, cheaper and weaker) the images that survive the
+clean pass and every PGD target then go through the AutoAttack-grade cascade of
+`lit_vision.attacks.autoattack` (APGD-CE, APGD-T, FAB-T, Square from torchattacks, fp32, eval
+mode, each attack only on the images still robust), which enters `test/robust_top1`; each
+suite attack's row gives the robust accuracy after it, the images it was run on and fooled,
+and its cost (model forward passes, gradient passes, seconds), and `test/suite_seconds` the
+cascade's total. The counts are summed over DDP ranks once, at the end.
+
+Always (it needs no attack of its own), one more check: no attack may leave accuracy above the
+clean accuracy on the same images (by more than `above_clean_tolerance`). A least-likely-target
+attack can do that to a weak model — it pushes towards one wrong class, not away from the right
+one — and a table led by it would read "adversarial accuracy above clean"; the check names it.
 
 With `masking_checks` the sweep must not rise with epsilon or steps, a true-label PGD at
 `large_epsilon` must bring accuracy to about 0, and (given `transfer_from`, a clean model's
@@ -27,6 +45,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import time
 from typing import Literal
 
 import lightning as L
@@ -37,7 +56,8 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 
-from lit_vision.attacks.masking import masking_checks
+from lit_vision.attacks.autoattack import SUITE_ATTACKS, AttackSuite
+from lit_vision.attacks.masking import above_clean_check, masking_checks
 from lit_vision.attacks.pgd import (
     COURSE_EPSILON,
     COURSE_NUM_STEPS,
@@ -61,6 +81,12 @@ from lit_vision.utils.tables import format_table
 __all__ = ["AdversarialEvaluation", "PICTURE_NAME", "TABLE_NAME"]
 
 Target = Literal["least_likely", "true_label"]
+Suite = Literal["none", "autoattack", "autoattack_lite"]
+SuiteAttack = Literal["apgd_ce", "apgd_t", "fab_t", "square"]
+HEADLINE = "robust: worst case (clean and every attack within epsilon)"
+# Per suite attack, the per-rank counts summed once at the end: images attacked, fooled,
+# still robust after it, model forwards, gradient forwards, seconds.
+SUITE_COUNTS = ("attacked", "fooled", "robust", "forwards", "gradient_forwards", "seconds")
 # Madry et al.'s step rule for the checks' own attacks (large epsilon, white-box vs transfer).
 CHECK_STEP_SCALE = 2.5
 
@@ -90,6 +116,18 @@ class AdversarialEvaluation(Callback):
             the checks call it masking.
         num_images: images in the picture (from the first test batch), 0 for none.
         seed: RNG seed of the random starts.
+        suite: "none", "autoattack" (RobustBench's standard version: APGD-CE 100 steps, APGD-T
+            100 steps × 9 targets, FAB-T 9 targets, Square 5000 queries) or "autoattack_lite"
+            (20 steps, 3 targets, 1000 queries: cheaper and weaker). Needs torchattacks
+            (`pip install 'lit-vision[attacks]'`). Runs at `epsilon` on the PGD survivors.
+        suite_attacks: which suite attacks run, in this order (default all four).
+        suite_cascade: each suite attack only on the images still robust (True, RobustBench's
+            way); False runs each on every image robust after PGD (standalone figures, full cost).
+        suite_steps, suite_target_classes, suite_queries: overrides of the suite's APGD/FAB steps,
+            target classes and Square queries (the suite is then labelled "custom").
+        above_clean_tolerance: how far above the clean accuracy any attack's accuracy may be
+            before the "no attack raises accuracy above clean" check fails (the same images, so
+            any rise is the attack's doing).
     """
 
     def __init__(
@@ -111,6 +149,13 @@ class AdversarialEvaluation(Callback):
         tolerance: float = 0.02,
         num_images: int = 8,
         seed: int = 0,
+        suite: Suite = "none",
+        suite_attacks: list[SuiteAttack] = list(SUITE_ATTACKS),  # noqa: B006 (shown as the default)
+        suite_cascade: bool = True,
+        suite_steps: int | None = None,
+        suite_target_classes: int | None = None,
+        suite_queries: int | None = None,
+        above_clean_tolerance: float = 0.0,
     ) -> None:
         super().__init__()
         targets = [targets] if isinstance(targets, str) else list(targets)
@@ -167,6 +212,23 @@ class AdversarialEvaluation(Callback):
         self.sweep_max_batches = sweep_max_batches
         self.num_images = num_images
         self.seed = seed
+        if suite not in ("none", "autoattack", "autoattack_lite"):
+            raise LitVisionError(
+                f"AdversarialEvaluation suite must be none, autoattack or autoattack_lite; got {suite!r}."
+            )
+        self.suite: AttackSuite | None = None
+        if suite != "none":
+            self.suite = AttackSuite(
+                epsilon, suite, suite_attacks, cascade=suite_cascade, apgd_steps=suite_steps,
+                target_classes=suite_target_classes, fab_steps=suite_steps, square_queries=suite_queries, seed=seed,
+            )  # fmt: skip
+        if not above_clean_tolerance >= 0:
+            raise LitVisionError(f"AdversarialEvaluation above_clean_tolerance must be >= 0, got {above_clean_tolerance}.")
+        self.above_clean_tolerance = float(above_clean_tolerance)
+        self.suite_counts: torch.Tensor | None = None  # (attacks, SUITE_COUNTS) on this rank
+        self.images_seen: torch.Tensor | None = None
+        self.pgd_seconds = 0.0
+        self.num_classes = 0
         self.metrics: dict[str, MetricCollection] | None = None
         self.robust: MeanMetric | None = None
         self.examples: dict[str, torch.Tensor] | None = None
@@ -184,6 +246,11 @@ class AdversarialEvaluation(Callback):
         self.metrics = None  # built on the first batch, when the class count is known
         self.robust = MeanMetric().to(pl_module.device)
         self.examples = None
+        # float64: the seconds and the counts of a large split stay exact when summed over ranks.
+        if self.suite is not None:
+            self.suite_counts = torch.zeros(len(self.suite.attacks), len(SUITE_COUNTS), dtype=torch.float64, device=pl_module.device)
+        self.images_seen = torch.zeros((), dtype=torch.float64, device=pl_module.device)
+        self.pgd_seconds = 0.0
         if self.transfer_from is not None and self.transfer_model is None:
             self.transfer_model = load_classifier(self.transfer_from)
         if self.transfer_model is not None:
@@ -205,6 +272,7 @@ class AdversarialEvaluation(Callback):
                 clean_logits = pl_module(images)
         if self.metrics is None:
             num_classes = clean_logits.shape[1]
+            self.num_classes = num_classes
             self.metrics = {key: accuracy_metrics(num_classes).to(pl_module.device) for key in self._keys()}
         self.metrics["clean"].update(clean_logits, labels)
         # Per image: still correct under every attack so far with epsilon <= self.epsilon.
@@ -225,7 +293,9 @@ class AdversarialEvaluation(Callback):
             return result
 
         with trainer.precision_plugin.forward_context():
+            start = time.perf_counter()
             main = [run(f"main{i}", attack) for i, attack in enumerate(self.attacks)]
+            self.pgd_seconds += time.perf_counter() - start
             if self.sweep_max_batches is None or batch_idx < self.sweep_max_batches:
                 for i, attack in enumerate(self.sweep):
                     run(f"sweep{i}", attack)
@@ -233,6 +303,18 @@ class AdversarialEvaluation(Callback):
                     run(key, attack)
                 if self.transfer_model is not None:
                     run("transfer", self.checks_attacks["whitebox"], self.transfer_model)
+        if self.suite is not None:
+            # Outside the precision context: the suite runs in fp32 whatever the training precision.
+            # A cascade goes on from the PGD survivors; standalone, each attack takes every clean-correct image.
+            entry = robust if self.suite.cascade else clean_logits.argmax(dim=1) == labels
+            key = (batch_idx, dataloader_idx, trainer.global_rank)
+            result = self.suite.run(pl_module, images, labels, robust=entry, key=key)
+            robust = robust & result.robust
+            for i, outcome in enumerate(result.outcomes):
+                robust_after = int(result.correct[outcome.name].sum())
+                counts = [outcome.attacked, outcome.fooled, robust_after, outcome.forwards, outcome.gradient_forwards, outcome.seconds]
+                self.suite_counts[i] += torch.tensor(counts, dtype=torch.float64, device=self.suite_counts.device)
+        self.images_seen += labels.shape[0]
         self.robust.update(robust.float())
 
         if self.examples is None and self.num_images and dataloader_idx == 0:
@@ -251,6 +333,13 @@ class AdversarialEvaluation(Callback):
         # compute() synchronises across ranks: every rank must get here.
         values = {key: {name: float(v) for name, v in m.compute().items()} for key, m in self.metrics.items()}
         robust_top1 = float(self.robust.compute())
+        # The suite's counts and the seconds, summed over ranks in one collective.
+        parts = [self.images_seen.view(1), torch.tensor([self.pgd_seconds], dtype=torch.float64, device=self.images_seen.device)]
+        if self.suite_counts is not None:
+            parts.append(self.suite_counts.flatten())
+        totals = trainer.strategy.reduce(torch.cat(parts), reduce_op="sum").cpu()
+        images_seen, pgd_seconds = float(totals[0]), float(totals[1])
+        suite_counts = totals[2:].view(-1, len(SUITE_COUNTS)) if self.suite_counts is not None else None
         pl_module.log("test/adv_top1", values["main0"]["top1"], sync_dist=False)
         pl_module.log("test/adv_top5", values["main0"]["top5"], sync_dist=False)
         for i, attack in enumerate(self.attacks):
@@ -270,10 +359,16 @@ class AdversarialEvaluation(Callback):
                 "top5": values[key]["top5"],
             }
 
-        self.rows = [row("clean", None, "clean")]
+        epsilon = {"epsilon": round(self.epsilon, 6), "epsilon_255": round(self.epsilon * 255, 3)}
+        # The headline first: it cannot exceed clean or any attack's accuracy.
+        self.rows = [{"attack": HEADLINE, **epsilon, "top1": robust_top1}]
+        self.rows.append(row("clean", None, "clean"))
         self.rows += [row(a.target, a, f"main{i}") for i, a in enumerate(self.attacks)]
-        self.rows.append({"attack": "worst case (all attacks within epsilon)", "epsilon": round(self.epsilon, 6),
-                          "epsilon_255": round(self.epsilon * 255, 3), "top1": robust_top1})  # fmt: skip
+        self.rows.append({"attack": "cost: PGD targets", **epsilon, "seconds": round(pgd_seconds, 3)})
+        suite_rows = []
+        if suite_counts is not None:
+            suite_rows = self._suite_rows(suite_counts, images_seen, epsilon, pl_module)
+            self.rows += suite_rows
         self.rows += [row(f"{a.target} (sweep)", a, f"sweep{i}") for i, a in enumerate(self.sweep)]
         self.rows += [row(f"check: {key}", a, key) for key, a in self.checks_attacks.items()]
         if "transfer" in values:
@@ -290,9 +385,22 @@ class AdversarialEvaluation(Callback):
                 values["transfer"]["top1"] if "transfer" in values else None,
                 self.tolerance,
             )
-            failed = [c for c in self.checks if c["passed"] is False]
-            pl_module.log("test/masking_warnings", float(len(failed)), sync_dist=False)
-            for check in failed:
+        # Every standalone attack figure (a cascade's rows are running worst cases, never above clean).
+        standalone = [r for r in self.rows if r.get("target")]
+        if self.suite is not None and not self.suite.cascade:
+            standalone += [r for r in suite_rows if "fooled" in r]
+        self.checks.append(
+            above_clean_check(values["clean"]["top1"], [(attack_name(r), r["top1"]) for r in standalone], self.above_clean_tolerance)
+        )
+        failed = [c for c in self.checks if c["passed"] is False]
+        pl_module.log("test/masking_warnings", float(len(failed)), sync_dist=False)
+        for check in failed:
+            if check is self.checks[-1]:
+                rank_zero_warn(
+                    f"Check failed: {check['check']} ({check['detail']}). Such an attack helps the model instead of "
+                    "fooling it; its figure is no robustness figure — read test/robust_top1, the per-image worst case."
+                )
+            else:
                 rank_zero_warn(
                     f"Possible gradient masking — check failed: {check['check']} ({check['detail']}). The adversarial "
                     "accuracies of this evaluation may overstate the model's robustness."
@@ -305,12 +413,43 @@ class AdversarialEvaluation(Callback):
         if trainer.is_global_zero:
             self._write(trainer, log_dir)
 
+    def _suite_rows(self, counts: torch.Tensor, images_seen: float, epsilon: dict, pl_module: L.LightningModule) -> list[dict]:
+        """One row per suite attack (robust top-1 after it in a cascade, its standalone top-1
+        otherwise; the images it ran on and fooled; its cost) and the cascade's total cost."""
+        suite, settings = self.suite, self.suite.settings
+        how = "cascade" if suite.cascade else "standalone"
+        steps = {"apgd_ce": settings.apgd_steps, "apgd_t": settings.apgd_steps, "fab_t": settings.fab_steps,
+                 "square": settings.square_queries}  # fmt: skip
+        rows = []
+        for name, line in zip(suite.attacks, counts.tolist()):
+            c = dict(zip(SUITE_COUNTS, line))
+            top1 = c["robust"] / images_seen if images_seen else 0.0
+            targets = min(settings.target_classes, self.num_classes - 1) if name in ("apgd_t", "fab_t") else 0
+            rows.append({
+                "attack": f"{name} ({suite.label}, {how})", **epsilon, "steps": steps[name], "restarts": 1,
+                "targets": targets, "top1": top1, "images": int(c["attacked"]), "fooled": int(c["fooled"]),
+                "forwards": int(c["forwards"]), "gradient_passes": int(c["gradient_forwards"]),
+                "seconds": round(c["seconds"], 3),
+            })  # fmt: skip
+            pl_module.log(f"test/suite_top1_{name}", top1, sync_dist=False)
+        total = counts.sum(dim=0).tolist()
+        c = dict(zip(SUITE_COUNTS, total))
+        rows.append({
+            "attack": f"cost: suite ({suite.label}, {how})", **epsilon, "images": rows[0]["images"] if rows else 0,
+            "forwards": int(c["forwards"]), "gradient_passes": int(c["gradient_forwards"]), "seconds": round(c["seconds"], 3),
+        })  # fmt: skip
+        pl_module.log("test/suite_seconds", c["seconds"], sync_dist=False)
+        return rows
+
     # ---------------------------------------------------------------- output
     def _write(self, trainer: L.Trainer, log_dir: str) -> None:
         rank_zero_info(f"Adversarial evaluation ({', '.join(map(repr, self.attacks))}):\n{format_table(self.rows)}")
         if self.checks:
             rank_zero_info("Gradient-masking checks:\n" + format_table(self.checks))
-        meta = {"checkpoint": trainer.ckpt_path, "attacks": [repr(a) for a in self.attacks], "transfer_from": self.transfer_from}
+        if self.suite is not None:
+            rank_zero_info(f"with {self.suite!r}")
+        meta = {"checkpoint": trainer.ckpt_path, "attacks": [repr(a) for a in self.attacks], "transfer_from": self.transfer_from,
+                "suite": repr(self.suite) if self.suite is not None else None}  # fmt: skip
         self.paths = write_tables(log_dir, self.rows, self.checks, meta)
         if self.examples is not None:
             picture = render_examples(self.examples, self.attack.epsilon, class_names(trainer))
@@ -319,6 +458,16 @@ class AdversarialEvaluation(Callback):
                 if isinstance(logger, TensorBoardLogger):
                     logger.experiment.add_image("test/adversarial_examples", picture, trainer.global_step, dataformats="HWC")
         rank_zero_info("Wrote " + ", ".join(self.paths.values()))
+
+
+def attack_name(row: dict) -> str:
+    """How a check names a table row's attack: its row name, ε and steps."""
+    text = row["attack"]
+    if row.get("epsilon_255"):
+        text += f" at {row['epsilon_255']:g}/255"
+    if row.get("steps"):
+        text += f", {row['steps']} steps"
+    return text
 
 
 def class_names(trainer: L.Trainer) -> list[str] | None:
