@@ -160,6 +160,7 @@ class AdversarialValidation(Callback):
         self.readings: list[Reading] = []
         self._best_state: dict[str, torch.Tensor] | None = None
         self._counts: torch.Tensor | None = None
+        self._num_classes = 0
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._reset()
@@ -182,6 +183,7 @@ class AdversarialValidation(Callback):
         for i, logits in enumerate((clean, robust.logits, single.logits)):
             self._counts[i] += (logits.argmax(dim=1) == labels).sum()
         self._counts[3] += labels.shape[0]
+        self._num_classes = clean.shape[1]  # chance is 1 / this
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self._counts is None:
@@ -192,7 +194,7 @@ class AdversarialValidation(Callback):
         clean, robust, single = (counts[:3] / counts[3]).tolist()
         epoch = trainer.current_epoch
         ramp = max((cb.epsilon_ramp_epochs for cb in trainer.callbacks if isinstance(cb, AdversarialTraining)), default=0.0)
-        reading = Reading(epoch, clean, robust, single, _num_classes(pl_module), ramping=epoch < ramp)
+        reading = Reading(epoch, clean, robust, single, self._num_classes, ramping=epoch < ramp)
         self.readings.append(reading)
         self.history.append(robust)
         reason = self.rule.verdict(reading)
@@ -239,12 +241,3 @@ class AdversarialValidation(Callback):
         )
         return f"stopped early: collapse (catastrophic over-fitting) at epoch {self.collapsed_at}, {kept}."
 
-
-def _num_classes(pl_module: L.LightningModule) -> int:
-    hparams = getattr(pl_module, "hparams", {}) or {}
-    if "num_classes" not in hparams:
-        raise LitVisionError(
-            f"AdversarialValidation needs the number of classes (its thresholds are relative to chance): "
-            f"{type(pl_module).__name__} has no hparams.num_classes."
-        )
-    return int(hparams["num_classes"])
