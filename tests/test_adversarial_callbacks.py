@@ -506,7 +506,7 @@ def test_ddp_ranks_perturb_the_same_batches_and_evaluation_syncs(tmp_path, monke
     [
         ("simplenet_adv", ["fraction: 0.2", "target: least_likely"]),  # the course's recipe, kept
         ("quickstart_adv", ["fraction: 1.0", "target: true_label", "monitor: val/adv_top1"]),
-        ("simplenet_robust", ["fraction: 1.0", "steps:\n      - 3", "monitor: val/adv_top1"]),
+        ("simplenet_robust", ["fraction: 1.0", "steps:\n      - 5", "objective: trades", "trades_beta: 6.0", "monitor: val/adv_top1"]),
         ("simplenet_fast", ["steps:\n      - 1", "step_scale: 1.25", "on_collapse: restore"]),
     ],
 )
