@@ -65,7 +65,7 @@ def kl_attack(
         x = x.detach()
         with torch.no_grad():
             logits = model(x).detach()
-    check_within_budget(x, clean, epsilon)
+    check_within_budget(x, clean, epsilon, attack="TRADES KL-PGD")
     return PGDResult(images=x, logits=logits, target=clean_logits.argmax(dim=1))
 
 
