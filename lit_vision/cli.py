@@ -23,8 +23,9 @@ What the CLI adds to Lightning's defaults (each only when the user configured no
   checked against the config (architecture, class count) before anything is built, with errors
   that name both sides;
 - TensorBoard logging, a learning-rate monitor, and a submission writer for `predict`.
-Exit status: 0 done, 2 a user error (one paragraph naming the culprit), 130 / 143 stopped by
-SIGINT / SIGTERM, 1 anything else (a bug: its traceback is printed).
+Exit status: 0 done, 2 a user error (one paragraph naming the culprit), 3 a fit that
+`AdversarialValidation` stopped on catastrophic over-fitting (its closing line says which epoch's
+weights it kept), 130 / 143 stopped by SIGINT / SIGTERM, 1 anything else (a bug: its traceback is printed).
 
 Multi-device runs need flags only: `--trainer.devices 4 --trainer.strategy ddp` (plus
 `--trainer.num_nodes N` under torchrun or SLURM); see the README.
@@ -62,6 +63,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import lit_vision.models  # noqa: F401  (registers every architecture for --model NAME)
 from lit_vision import console, run_folders, signals
+from lit_vision.callbacks.adversarial_validation import AdversarialValidation
 from lit_vision.callbacks.checkpointing import LastCheckpoint, best_checkpoint
 from lit_vision.callbacks.finite_loss import FiniteLossCheck
 from lit_vision.callbacks.model_summary import SummaryWithoutZeroFlops
@@ -92,6 +94,7 @@ CKPT_PATH_HELP = {
     "other": "The weights to use: a checkpoint file, or 'last' (last.ckpt of the newest "
     "checkpoints/<experiment>/version_N/ holding one) or 'best' (its best-*.ckpt by --checkpoint_monitor).",
 }
+COLLAPSE_EXIT_CODE = 3  # a fit stopped by AdversarialValidation (catastrophic over-fitting)
 
 
 def default_checkpoints(dirpath: str, every_n_steps: int, monitor: str = "val/top1") -> list[ModelCheckpoint]:
@@ -301,6 +304,12 @@ class LitVisionCLI(LightningCLI):
             where.append(f"logs in {os.path.relpath(self.trainer.log_dir)}")
         if where:
             console.say(f"fit done: {'; '.join(where)}.")
+        # A guard that ended the fit early says so last, and the exit status is not 0.
+        for guard in self.trainer.callbacks:
+            if isinstance(guard, AdversarialValidation) and guard.outcome():
+                console.say(guard.outcome())
+                if guard.stopped:
+                    self.exit_code = COLLAPSE_EXIT_CODE
 
     def after_validate(self) -> None:
         self._say_where_logs_went("validate")
@@ -392,8 +401,10 @@ def main(args: list[str] | None = None) -> None:
     # at once with 143 / 130 (rather than Lightning's exit 0 for SIGTERM and 1 for Ctrl-C).
     previous = signals.install(signals.stop_at_once)
     try:
-        build_cli(args)
+        cli = build_cli(args)
         run_folders.forget_claims()
+        if getattr(cli, "exit_code", 0):
+            sys.exit(cli.exit_code)
     except NothingToTrain as finished:
         console.say(str(finished))
     except Stopped as stopped:

@@ -21,7 +21,7 @@ from lit_vision.callbacks.adversarial_eval import (
     AdversarialEvaluation,
 )
 from lit_vision.callbacks.adversarial_training import AdversarialTraining
-from lit_vision.callbacks.adversarial_validation import AdversarialValidation
+from lit_vision.callbacks.adversarial_validation import AdversarialValidation, CollapseRule, Reading
 from lit_vision.errors import LitVisionError
 from lit_vision.models.classifier import ImageClassifier
 
@@ -185,34 +185,81 @@ def test_callback_rejects_tuple_batches(tmp_path):
 
 
 # ------------------------------------------------------------- validation
-class Sabotage(L.Callback):
-    """Scrambles the head at the start of one epoch: robust accuracy collapses, as in
-    catastrophic over-fitting, without waiting for it to happen by itself."""
+ISSUE_20 = [  # (epoch, val/top1, val/adv_top1) of the run in issue #20: 14 classes, ε ramp over 2 epochs
+    (0, 0.134, 0.156),
+    (1, 0.457, 0.066),
+]
+
+
+def reading(epoch=3, clean=0.9, robust=0.02, single_step=0.8, num_classes=10, ramping=False) -> Reading:
+    return Reading(epoch, clean, robust, single_step, num_classes, ramping)
+
+
+def test_collapse_rule_reads_the_signature_of_catastrophic_overfitting_not_a_dip():
+    rule = CollapseRule()
+    # The issue's run: near chance, then learning while ε ramps — no verdict either epoch, even
+    # with a single-step accuracy as high as the training attack's own (0.286).
+    for epoch, clean, robust in ISSUE_20:
+        assert rule.verdict(reading(epoch, clean, robust, 0.286, num_classes=14, ramping=epoch < 2)) is None
+    # Past the ramp, robust accuracy below chance is not enough: both attacks break the model alike.
+    assert rule.verdict(reading(clean=0.624, robust=0.045, single_step=0.131)) is None
+    # Near chance on clean images, nothing is called, whatever the attacks show.
+    assert rule.verdict(reading(clean=0.25, robust=0.0, single_step=0.25)) is None
+    # The signature: PGD at ~0 while FGSM leaves most images correct.
+    why = rule.verdict(reading(clean=0.56, robust=0.064, single_step=0.501))
+    assert why is not None and "0.064" in why and "0.501" in why
+    # ... the same figures while ε still ramps: no verdict.
+    assert rule.verdict(reading(clean=0.56, robust=0.064, single_step=0.501, ramping=True)) is None
+    # Thresholds are relative to chance: 0.05 robust is "below chance" on 10 classes, not on 100.
+    assert rule.verdict(reading(robust=0.05)) is not None
+    assert rule.verdict(reading(robust=0.05, num_classes=100)) is None
+    assert rule.verdict(reading(clean=0.25, robust=0.005, single_step=0.2, num_classes=100)) is not None
+
+
+class CollapseAt:
+    """A stand-in for the rule (the rule itself is tested above and, on real over-fitting runs,
+    in test_collapse_guard.py): a collapse at one epoch, to test what the guard does about it."""
 
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def on_train_epoch_start(self, trainer, pl_module):
-        if trainer.current_epoch == self.epoch:
-            head = pl_module.net[-1]
-            with torch.no_grad():
-                head.weight.copy_(-10 * head.weight)  # confidently wrong
+    def clean_enough(self, reading: Reading) -> bool:
+        return True
+
+    def verdict(self, reading: Reading) -> str | None:
+        return "collapsed" if reading.epoch == self.epoch else None
 
 
-def test_validation_logs_robust_accuracy_and_restores_after_a_collapse(tmp_path):
+@pytest.mark.parametrize("on_collapse", ["restore", "stop", "warn"])
+def test_validation_reacts_to_a_collapse_as_told(tmp_path, on_collapse):
     torch.manual_seed(0)
     model = TinyClassifier()
-    guard = AdversarialValidation(epsilon=4 / 255, num_steps=2, max_batches=2, on_collapse="restore", min_best_top1=0.3)
-    fit = trainer(tmp_path, [guard, Sabotage(epoch=3)], max_epochs=8, limit_val_batches=3)
+    guard = AdversarialValidation(epsilon=4 / 255, num_steps=2, max_batches=2, on_collapse=on_collapse)
+    guard.rule = CollapseAt(epoch=3)
+    fit = trainer(tmp_path, [guard], max_epochs=6, limit_val_batches=3)
     fit.fit(model, train_dataloaders=loader(12), val_dataloaders=loader(4, seed=1))
 
-    assert len(guard.history) == 4 and fit.current_epoch == 4, "the collapse at epoch 3 stopped the 8-epoch run"
-    assert guard.collapsed_at == 3 and guard.history[3] < 0.5 * max(guard.history[:3])
-    assert guard.best_top1 == max(guard.history[:3]) > 0.3
-    assert fit.logged_metrics["val/adv_collapse"].item() == 1.0
+    assert guard.collapsed_at == 3
+    assert fit.logged_metrics["val/adv_collapse"].item() == (1.0 if on_collapse != "warn" else 0.0)
+    assert {"val/adv_top1", "val/adv_fgsm_top1", "val/adv_clean_top1"} <= set(fit.logged_metrics)
+    if on_collapse == "warn":
+        assert len(guard.history) == 6 and not guard.stopped
+        assert guard.outcome() == "collapse (catastrophic over-fitting) at epoch 3: warned, training went on."
+        return
+    assert len(guard.history) == 4 and fit.current_epoch == 4, "the collapse at epoch 3 stopped the 6-epoch run"
+    assert guard.stopped
+    if on_collapse == "stop":
+        assert guard.restored_epoch is None and guard.outcome().endswith("at epoch 3, weights of epoch 3 kept.")
+        return
+    best = max(range(3), key=lambda e: guard.history[e])
+    assert guard.restored_epoch == guard.best_epoch == best
+    assert guard.outcome() == (
+        f"stopped early: collapse (catastrophic over-fitting) at epoch 3, weights of epoch {best} restored "
+        f"(val/adv_top1 {guard.history[best]:.3f})."
+    )
     # The best robust epoch's weights are back: its accuracy on the same attacked subset.
     trainer(tmp_path, [guard]).validate(model, dataloaders=loader(4, seed=1))
-    assert guard.history[-1] == pytest.approx(guard.best_top1)
+    assert guard.history[-1] == pytest.approx(guard.history[best])
 
 
 def test_validation_without_collapse_runs_to_the_end_and_attacks_a_fixed_subset(tmp_path):
@@ -230,7 +277,10 @@ def test_validation_without_collapse_runs_to_the_end_and_attacks_a_fixed_subset(
     assert guard.history[-1] == guard.history[-2] == pytest.approx(guard.history[2])
 
 
-@pytest.mark.parametrize("kwargs", [{"max_batches": 0}, {"on_collapse": "panic"}, {"collapse_ratio": 1.0}, {"epsilon": 0.0}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"max_batches": 0}, {"on_collapse": "panic"}, {"min_clean": 1.0}, {"robust_below": 0}, {"min_gap": 0}, {"epsilon": 0.0}],
+)
 def test_validation_arguments_are_checked(kwargs):
     with pytest.raises(LitVisionError, match=next(iter(kwargs))):
         AdversarialValidation(**kwargs)
@@ -456,7 +506,7 @@ def test_ddp_ranks_perturb_the_same_batches_and_evaluation_syncs(tmp_path, monke
     [
         ("simplenet_adv", ["fraction: 0.2", "target: least_likely"]),  # the course's recipe, kept
         ("quickstart_adv", ["fraction: 1.0", "target: true_label", "monitor: val/adv_top1"]),
-        ("simplenet_robust", ["fraction: 1.0", "steps:\n      - 3", "monitor: val/adv_top1"]),
+        ("simplenet_robust", ["fraction: 1.0", "steps:\n      - 5", "objective: trades", "trades_beta: 6.0", "monitor: val/adv_top1"]),
         ("simplenet_fast", ["steps:\n      - 1", "step_scale: 1.25", "on_collapse: restore"]),
     ],
 )

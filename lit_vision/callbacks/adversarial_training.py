@@ -21,9 +21,16 @@ the batch's composition (`adversarial_weight`, the trade-off knob):
 - w > 0.5: adversarial copies of every image plus the first round(B·(1-w)/w) clean ones;
   1.0 trains on adversarial images alone (Madry et al.).
 
-A weight rather than TRADES' KL term because it needs nothing from the model's loss: any
-architecture's `training_step` stays as it is, and the card's concatenated batch is the
-default point of the same knob.
+The weight (`objective: mix`, the default) needs nothing from the model's loss: any
+LightningModule's `training_step` stays as it is, and the card's concatenated batch is the
+default point of the knob. `objective: trades` (Zhang et al. 2019) keeps the same
+`[clean ‖ adversarial]` batch — every clean image and one adversarial copy of each, in order —
+but the copies come from an attack that maximises KL(p(clean) ‖ p(adversarial)) (no label, no
+`target`), and the loss is CE on the clean half + `trades_beta` × the KL between each pair:
+the callback hands the model that objective for the batch (`ImageClassifier.batch_objective`,
+read by its `training_loss`), since a mean over the batch cannot express it. `trades_beta` is
+then the trade-off knob (6: Zhang et al.'s); `adversarial_weight` stays at 0.5. See
+callbacks/trades.py.
 
 Epsilon and the step count are drawn per batch from the given ranges (the course varied both).
 With `epsilon_ramp_epochs`, ε grows linearly from ~0 to the drawn value over the first epochs
@@ -51,6 +58,7 @@ from lit_vision.attacks.pgd import (
     PGDAttack,
     step_size_for,
 )
+from lit_vision.callbacks.trades import TradesLoss, kl_attack
 from lit_vision.errors import LitVisionError
 from lit_vision.utils.generators import keyed_generator
 from lit_vision.utils.images import to_unit_float
@@ -71,6 +79,10 @@ class AdversarialTraining(Callback):
         adversarial_weight: share of a perturbed batch's loss that comes from adversarial
             images, in (0, 1]; 0.5 keeps the whole clean batch beside a copy of each image.
         epsilon_ramp_epochs: epochs over which ε grows linearly to its drawn value (0: none).
+        objective: "mix" (mean cross-entropy over the batch, weighted by its composition) or
+            "trades" (CE on clean + trades_beta × KL(clean ‖ adversarial), KL-maximising attack;
+            needs a lit_vision ImageClassifier).
+        trades_beta: TRADES' weight of the KL term, > 0 (used with objective "trades").
         seed: RNG seed of the choice of batches, the per-batch draws and the random starts.
     """
 
@@ -84,6 +96,8 @@ class AdversarialTraining(Callback):
         random_start: bool = False,
         adversarial_weight: float = 0.5,
         epsilon_ramp_epochs: float = 0.0,
+        objective: Literal["mix", "trades"] = "mix",
+        trades_beta: float = 6.0,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -111,6 +125,16 @@ class AdversarialTraining(Callback):
         if not epsilon_ramp_epochs >= 0:
             raise LitVisionError(f"AdversarialTraining epsilon_ramp_epochs must be >= 0, got {epsilon_ramp_epochs}.")
         PGDAttack(target=target)  # validates the target name
+        if objective not in ("mix", "trades"):
+            raise LitVisionError(f"AdversarialTraining objective must be 'mix' or 'trades', got {objective!r}.")
+        if not trades_beta > 0:
+            raise LitVisionError(f"AdversarialTraining trades_beta must be > 0 (the weight of TRADES' KL term), got {trades_beta}.")
+        if objective == "trades" and adversarial_weight != 0.5:
+            raise LitVisionError(
+                f"AdversarialTraining adversarial_weight {adversarial_weight} has no meaning with objective 'trades': "
+                "its batch is every clean image plus one adversarial copy of each, and trades_beta weighs the two. "
+                "Leave adversarial_weight at 0.5 and set trades_beta."
+            )
         self.fraction = float(fraction)
         self.epsilon = (float(epsilon[0]), float(epsilon[1]))
         self.steps = (int(steps[0]), int(steps[1]))
@@ -119,6 +143,8 @@ class AdversarialTraining(Callback):
         self.random_start = bool(random_start)
         self.adversarial_weight = float(adversarial_weight)
         self.epsilon_ramp_epochs = float(epsilon_ramp_epochs)
+        self.objective = objective
+        self.trades_beta = float(trades_beta)
         self.seed = int(seed)
         # Counters of the current fit (not checkpointed: they are for logs and tests).
         self.batches_seen = 0
@@ -163,6 +189,16 @@ class AdversarialTraining(Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.batches_seen = 0
         self.batches_perturbed = 0
+        if self.objective == "trades" and not hasattr(pl_module, "batch_objective"):
+            raise LitVisionError(
+                f"AdversarialTraining objective 'trades' needs a model whose training_step takes its loss from "
+                f"`batch_objective` (lit_vision's ImageClassifier and every --model do); {type(pl_module).__name__} "
+                "does not. Use objective 'mix', or subclass lit_vision.models.ImageClassifier."
+            )
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        if self.objective == "trades":
+            pl_module.batch_objective = None  # the objective belongs to one batch only
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         self.batches_seen += 1
@@ -184,13 +220,18 @@ class AdversarialTraining(Callback):
         images, labels = batch[0], batch[1]
         kept, attacked = self.composition(labels.shape[0])
         generator = None
-        if attack.random_start:
+        if attack.random_start or self.objective == "trades":
             # Per-rank noise (each rank holds other images), reproducible from the seed.
             generator = keyed_generator(images.device, self.seed, trainer.current_epoch, batch_idx, trainer.global_rank)
         # Precision autocast wraps training_step, not callback hooks: enter the same context
         # so that the attack runs at the precision the model trains at.
         with trainer.precision_plugin.forward_context():
-            result = attack.attack(pl_module, images[:attacked], labels[:attacked], generator=generator)
+            if self.objective == "trades":
+                result = kl_attack(pl_module, images, attack.epsilon, attack.step_size, attack.num_steps,
+                                   attack.random_start, generator)  # fmt: skip
+                pl_module.batch_objective = TradesLoss(self.trades_beta, pairs=attacked)
+            else:
+                result = attack.attack(pl_module, images[:attacked], labels[:attacked], generator=generator)
         clean = to_unit_float(images[:kept])
         batch[0] = torch.cat([clean, result.images.to(clean.dtype)])
         batch[1] = torch.cat([labels[:kept], labels[:attacked]])

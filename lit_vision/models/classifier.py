@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from typing import Literal
 
 import lightning as L
@@ -55,6 +56,8 @@ class ImageClassifier(L.LightningModule):
     """
 
     net: nn.Module
+    # Set per batch by a callback that changes what the batch means (see training_loss).
+    batch_objective: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] | None = None
 
     def __init__(
         self,
@@ -199,7 +202,7 @@ class ImageClassifier(L.LightningModule):
     # ----------------------------------------------------------------- steps
     def _loss_and_logits(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(images)
-        return F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing), logits
+        return self.training_loss(logits, labels), logits
 
     def _compiled_training_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`compile: step`: compiled loss (+ its compiled backward), then the compiled update,
@@ -211,7 +214,10 @@ class ImageClassifier(L.LightningModule):
         if cuda_graphs and self.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()
         optimizer.zero_grad(set_to_none=True)
-        loss, logits = self.__dict__["_compiled_loss"](images, labels)
+        # A per-batch objective (TRADES) is a new Python object every batch: compiling it would
+        # recompile every step, so that loss runs eagerly; the update below stays compiled.
+        loss_fn = self._loss_and_logits if self.batch_objective is not None else self.__dict__["_compiled_loss"]
+        loss, logits = loss_fn(images, labels)
         if cuda_graphs:
             # CUDA-graph outputs are overwritten by the next replay; logs and callbacks keep these.
             loss, logits = loss.clone(), logits.clone()
@@ -243,6 +249,14 @@ class ImageClassifier(L.LightningModule):
         self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=n)
         return loss
+
+    def training_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy over the batch, unless a callback that rebuilt this batch set
+        `batch_objective` for it (AdversarialTraining's TRADES: a `[clean ‖ adversarial]` batch
+        whose loss is not a mean over its images)."""
+        if self.batch_objective is not None:
+            return self.batch_objective(logits, labels, self.hparams.label_smoothing)
+        return F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
 
     def _evaluate(self, batch, metrics: MetricCollection, stage: str) -> torch.Tensor:
         images, labels = batch
