@@ -426,6 +426,18 @@ def main(args: list[str] | None = None) -> None:
     finally:
         signals.restore(previous)
         console.bar_may_be_open = False
+        leave_the_process_group()
+
+
+def leave_the_process_group() -> None:
+    """Destroy a DDP process group before the interpreter finalises: Gloo's worker threads
+    otherwise may still hold work when Python tears down, and the process aborts with
+    "terminate called without an active exception" (exit -6) after a finished fit — seen
+    here under load, pytorch issue 190489)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
