@@ -170,8 +170,9 @@ class LitVisionCLI(LightningCLI):
             "--checkpoint_monitor",
             type=str,
             default="val/top1",
-            help="The metric (higher is better) that picks the run's best-*.ckpt: val/top1, or val/adv_top1 for a "
-            "robust run (logged by the AdversarialValidation callback).",
+            help="The metric (higher is better) that picks the run's best-*.ckpt: val/top1, or val/adv_top1 "
+            "(PGD) or val/robust_top1 (per image correct clean, under PGD and FGSM) for a robust run (both logged by "
+            "the AdversarialValidation callback).",
         )
         parser.set_defaults({"model": {"class_path": DEFAULT_MODEL}})
         # The class count is stated once, by the data: the model's head always matches it.

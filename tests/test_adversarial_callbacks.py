@@ -277,6 +277,41 @@ def test_validation_without_collapse_runs_to_the_end_and_attacks_a_fixed_subset(
     assert guard.history[-1] == guard.history[-2] == pytest.approx(guard.history[2])
 
 
+class WrongOn:
+    """An attack stand-in whose logits are right except on the given positions of each batch (the
+    real attacks are tested in test_pgd.py): makes the per-image worst case computable by hand."""
+
+    def __init__(self, wrong: slice) -> None:
+        self.wrong = wrong
+
+    def attack(self, model, images, labels, generator=None):
+        predicted = labels.clone()
+        predicted[self.wrong] = (labels[self.wrong] + 1) % NUM_CLASSES
+        return type("Result", (), {"logits": nn.functional.one_hot(predicted, NUM_CLASSES).float()})()
+
+
+def test_validation_robust_top1_is_the_per_image_worst_case(tmp_path):
+    """val/robust_top1 counts an image only if it is right clean, under PGD and under FGSM: with
+    PGD wrong on the first quarter of every batch and FGSM on the second, it is below each figure."""
+    torch.manual_seed(0)
+    model = TinyClassifier()
+    trainer(tmp_path, [], max_epochs=3).fit(model, train_dataloaders=loader(20))
+    guard = AdversarialValidation(max_batches=2)
+    guard.attack, guard.single_step = WrongOn(slice(0, BATCH // 4)), WrongOn(slice(BATCH // 4, BATCH // 2))
+    val = loader(3, seed=1)
+    (metrics,) = trainer(tmp_path, [guard]).validate(model, dataloaders=val)
+
+    images, labels = (torch.cat(t) for t in zip(*list(val)[:2]))
+    with torch.no_grad():
+        clean_right = model(images).argmax(dim=1) == labels
+    spared = torch.zeros(BATCH, dtype=torch.bool)
+    spared[BATCH // 2 :] = True  # neither stand-in attack touches the second half of a batch
+    expected = (clean_right & spared.repeat(2)).float().mean().item()
+    assert metrics["val/robust_top1"] == pytest.approx(expected)
+    assert metrics["val/adv_top1"] == metrics["val/adv_fgsm_top1"] == pytest.approx(0.75)
+    assert metrics["val/robust_top1"] < min(metrics["val/adv_top1"], metrics["val/adv_clean_top1"])
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [{"max_batches": 0}, {"on_collapse": "panic"}, {"min_clean": 1.0}, {"robust_below": 0}, {"min_gap": 0}, {"epsilon": 0.0}],

@@ -11,9 +11,12 @@ During `fit`, the first `max_batches` validation batches (the same images every 
 validation loader does not shuffle, and each batch's random start is keyed by its index) are
 classified clean, attacked with a true-label multi-step PGD and with one FGSM step (ε, from the
 image itself). Logged: `val/adv_top1` (PGD), `val/adv_fgsm_top1`, `val/adv_clean_top1` (the
-same images unattacked) and `val/adv_collapse` (0/1). A ModelCheckpoint can monitor
-`val/adv_top1`: robust accuracy often peaks and then falls while clean accuracy still rises
-(Rice, Wong & Kolter 2020), so robust runs select their checkpoint by it.
+same images unattacked), `val/robust_top1` (per image: correct clean and under both attacks —
+the validation counterpart of `AdversarialEvaluation`'s `test/robust_top1`, which no single
+attack can flatter) and `val/adv_collapse` (0/1). A ModelCheckpoint (or `--checkpoint_monitor`)
+can monitor `val/adv_top1` or `val/robust_top1`: robust accuracy often peaks and then falls
+while clean accuracy still rises (Rice, Wong & Kolter 2020), so robust runs select their
+checkpoint by it.
 
 The guard reads the signature of catastrophic over-fitting of single-step ("fast") adversarial
 training (Wong, Rice & Kolter 2020), not a dip: the model learns to defeat its own single-step
@@ -166,7 +169,8 @@ class AdversarialValidation(Callback):
         self._reset()
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._counts = torch.zeros(4, device=pl_module.device)  # clean, PGD, FGSM correct; seen
+        # Correct clean, under PGD, under FGSM, under all three (per image); images seen.
+        self._counts = torch.zeros(5, device=pl_module.device)
 
     def on_validation_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int, dataloader_idx: int = 0
@@ -180,25 +184,28 @@ class AdversarialValidation(Callback):
                 clean = pl_module(images)
             robust = self.attack.attack(pl_module, images, labels, generator=generator)
             single = self.single_step.attack(pl_module, images, labels)
-        for i, logits in enumerate((clean, robust.logits, single.logits)):
-            self._counts[i] += (logits.argmax(dim=1) == labels).sum()
-        self._counts[3] += labels.shape[0]
+        correct = torch.stack([logits.argmax(dim=1) == labels for logits in (clean, robust.logits, single.logits)])
+        # Summed on the device: no host sync per batch; the one .item() is at the epoch's end.
+        self._counts[:3] += correct.sum(dim=1)
+        self._counts[3] += correct.all(dim=0).sum()
+        self._counts[4] += labels.shape[0]
         self._num_classes = clean.shape[1]  # chance is 1 / this
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self._counts is None:
             return
         counts = trainer.strategy.reduce(self._counts, reduce_op="sum")
-        if counts[3].item() == 0:
+        if counts[4].item() == 0:
             return
-        clean, robust, single = (counts[:3] / counts[3]).tolist()
+        clean, robust, single, worst_case = (counts[:4] / counts[4]).tolist()
         epoch = trainer.current_epoch
         ramp = max((cb.epsilon_ramp_epochs for cb in trainer.callbacks if isinstance(cb, AdversarialTraining)), default=0.0)
         reading = Reading(epoch, clean, robust, single, self._num_classes, ramping=epoch < ramp)
         self.readings.append(reading)
         self.history.append(robust)
         reason = self.rule.verdict(reading)
-        for name, value in (("adv_top1", robust), ("adv_fgsm_top1", single), ("adv_clean_top1", clean)):
+        logged = (("adv_top1", robust), ("adv_fgsm_top1", single), ("adv_clean_top1", clean), ("robust_top1", worst_case))
+        for name, value in logged:
             pl_module.log(f"val/{name}", value, on_epoch=True, prog_bar=name == "adv_top1", sync_dist=False)
         pl_module.log("val/adv_collapse", float(reason is not None), on_epoch=True, sync_dist=False)
         if reason is None:

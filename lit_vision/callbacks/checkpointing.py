@@ -19,7 +19,7 @@ from lit_vision.errors import LitVisionError
 
 def best_checkpoint(dirpath: str, monitor: str = "val/top1") -> ModelCheckpoint:
     """The best checkpoint by `monitor`, higher is better (one file, replaced when it improves):
-    val/top1 for clean training, val/adv_top1 for robust training."""
+    val/top1 for clean training, val/adv_top1 or val/robust_top1 for robust training."""
     short = monitor.rsplit("/", 1)[-1]
     return ModelCheckpoint(
         dirpath=dirpath,
