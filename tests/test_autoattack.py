@@ -113,6 +113,23 @@ def test_cascade_attacks_only_the_survivors(trained):
     assert all(o.attacked == first.attacked and o.forwards > 0 for o in standalone.outcomes)
 
 
+def test_fab_runs_on_a_channels_last_batch(trained):
+    """torchattacks' FAB views the input gradient as (B, C·H·W), which fails for the channels-last
+    batches the CPU loaders deliver ('view size is not compatible'); the suite attacks a
+    contiguous copy. The control shows the failure is real, so this test would catch its return."""
+    import torchattacks
+
+    x, y = brightness_data(16, seed=1)
+    x = x.contiguous(memory_format=torch.channels_last)
+    keep = trained(x).argmax(dim=1) == y  # FAB only reaches its gradient step on correct images
+    raw = torchattacks.FAB(trained, norm="Linf", eps=4 / 255, steps=2, n_classes=CLASSES, multi_targeted=True)
+    with pytest.raises(RuntimeError, match="view size is not compatible"):
+        raw(x[keep], y[keep])
+    result = AttackSuite(4 / 255, "autoattack", attacks=["fab_t"], fab_steps=2).run(trained, x, y)
+    (fab,) = result.outcomes
+    assert fab.attacked == int(keep.sum()) > 0 and fab.gradient_forwards > 0
+
+
 def test_cascade_is_a_running_worst_case_below_each_attack(trained):
     x, y = brightness_data(48, seed=1)
     result = AttackSuite(16 / 255, "autoattack_lite", **FEW).run(trained, x, y)
