@@ -49,8 +49,9 @@ class WithIndex(Dataset):
 class IndexRecorder(Callback):
     """Writes `epoch step index...` per trained batch to rank<r>.txt (flushed: SIGKILL follows)."""
 
-    def __init__(self, path: str, kill_at_step: int = 0, drop_loader_state: bool = False) -> None:
+    def __init__(self, path: str, kill_at_step: int = 0, drop_loader_state: bool = False, term_at_step: int = 0) -> None:
         self.path, self.kill_at_step, self.drop_loader_state = path, kill_at_step, drop_loader_state
+        self.term_at_step = term_at_step
 
     def setup(self, trainer, pl_module, stage) -> None:
         data = trainer.datamodule
@@ -71,6 +72,8 @@ class IndexRecorder(Callback):
             os.fsync(handle.fileno())
         if trainer.global_step == self.kill_at_step and trainer.global_rank == 0:
             os.killpg(os.getpgid(0), signal.SIGKILL)  # preemption: both ranks, no cleanup
+        if trainer.global_step == self.term_at_step and trainer.global_rank == 0:
+            os.kill(os.getpid(), signal.SIGTERM)  # to rank 0 alone: rank 1 learns it from the agreement
 '''
 
 EPOCH_STEPS = 8  # 64 training images / 2 ranks / batch 4
@@ -156,3 +159,24 @@ def test_streaming_path_exactly_once_across_kill_and_resume_with_other_workers(t
     epoch1 = trained(tmp_path / "killed", 1, up_to_step=saved_step) + trained(tmp_path / "resumed", 1)
     assert len(trained(tmp_path / "killed", 1)) > len(trained(tmp_path / "killed", 1, saved_step))
     assert_exactly_once(epoch1, 64)
+
+
+def test_sigterm_to_one_rank_stops_both_at_the_same_step_and_resumes_exactly_once(tiny_config, tmp_path):
+    """SIGTERM to rank 0 only: the ranks agree on the stop AGREEMENT_LAG steps later (without a
+    blocking reduce per step), both stop at that step, last.ckpt holds it, exit 143; the resume
+    trains the rest of the epoch, each index once."""
+    from lit_vision.callbacks.preemption import AGREEMENT_LAG
+
+    term_at = EPOCH_STEPS + 2
+    (tmp_path / "probe.py").write_text(textwrap.dedent(PROBE))
+    stopped = fit(tmp_path, tiny_config, recorder(tmp_path, "stopped", term_at_step=term_at))
+    assert stopped.returncode == 143, stopped.stdout[-3000:]
+    stop_step = term_at + AGREEMENT_LAG
+    for rank in (0, 1):
+        last_line = (tmp_path / "stopped" / f"rank{rank}.txt").read_text().splitlines()[-1]
+        assert int(last_line.split()[1]) == stop_step, f"rank {rank} stopped at another step: {last_line[:20]}"
+    (last,) = (tmp_path / "checkpoints").rglob("last.ckpt")
+    assert torch.load(last, weights_only=True, map_location="cpu")["global_step"] == stop_step
+    resumed = fit(tmp_path, tiny_config, recorder(tmp_path, "resumed"), "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    assert_exactly_once(trained(tmp_path / "stopped", 1) + trained(tmp_path / "resumed", 1), 64)

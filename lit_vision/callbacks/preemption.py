@@ -1,11 +1,19 @@
 """SIGTERM/SIGINT during `fit`: finish the step, save a resumable last.ckpt, exit 143 / 130.
 
 The signal only records a request (`lit_vision.signals.StopRequests`); the stop happens at
-the next training-step boundary, the same points at which `LastCheckpoint` saves, so the
-saved state resumes at exactly the step it holds. An epoch's last batch defers to the
-epoch's end (after its validation), as `LastCheckpoint` does. Under DDP the ranks agree
-at each step boundary (one tiny all-reduce), so all of them stop at the same step: rank 0
-writes the file, every rank exits non-zero.
+a training-step boundary, the same points at which `LastCheckpoint` saves, so the saved state
+resumes at exactly the step it holds. An epoch's last batch defers to the epoch's end (after
+its validation), as `LastCheckpoint` does.
+
+Under DDP every rank must stop at the same step (rank 0 writes the file, every rank exits
+non-zero), so the ranks agree on it — without stalling the accelerator. At each step boundary
+each rank starts an asynchronous all-reduce (max) of its request on the device and copies the
+result to pinned host memory behind it; the result launched `AGREEMENT_LAG` steps earlier is
+read then, long finished, so reading it never waits for the device. All ranks read the same
+step's result at the same step, so they stop together, `AGREEMENT_LAG` steps after the signal
+arrived. A blocking agreement (which would make the host wait for the device on every step)
+is made only at an epoch's end. The tensors live on the strategy's device: NCCL reduces CUDA
+tensors only.
 
 The handlers replace Lightning's own SIGTERM handling for the duration of training:
 Lightning ends a SIGTERM'd run with a SystemExit without a code (exit status 0) and saves
@@ -14,28 +22,65 @@ nothing.
 
 from __future__ import annotations
 
+from collections import deque
+from dataclasses import dataclass
+
 import torch
+import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
 
 from lit_vision.callbacks.checkpointing import LastCheckpoint
 from lit_vision.signals import Stopped, StopRequests
 
+# Steps between launching an agreement and reading it: on a GPU the host runs at most a step or
+# two ahead of the device, so the result is ready by then; a signal costs this many more steps.
+AGREEMENT_LAG = 2
+
+
+@dataclass
+class _Agreement:
+    """One rank's request, being reduced over the ranks; `host` receives the result."""
+
+    work: dist.Work
+    host: torch.Tensor
+    done: torch.cuda.Event | None
+
+    def result(self) -> int:
+        self.work.wait()
+        if self.done is not None:
+            self.done.synchronize()  # recorded AGREEMENT_LAG steps ago: already passed
+        return int(self.host.item())
+
 
 class StopOnSignal(Callback):
     def __init__(self) -> None:
         self.requests = StopRequests()
+        self._pending: deque[_Agreement] = deque()
 
     def on_train_start(self, trainer, pl_module) -> None:
         # Lightning registers its signal handlers before this hook; ours replace them here.
         self.requests.requested = None
+        self._pending.clear()
         self.requests.install()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
-            self._stop_if_requested(trainer)
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        if trainer.world_size == 1:
+            self._stop_for(trainer, self.requests.requested or 0)
+            return
+        self._pending.append(self._launch(trainer))
+        if len(self._pending) > AGREEMENT_LAG:
+            self._stop_for(trainer, self._pending.popleft().result())
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self._stop_if_requested(trainer)
+        signum = self.requests.requested or 0
+        if trainer.world_size > 1:
+            for agreement in self._pending:  # superseded by the blocking agreement below (requests persist)
+                agreement.result()
+            self._pending.clear()
+            signum = self._launch(trainer).result()
+        self._stop_for(trainer, signum)
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.requests.restore()
@@ -43,13 +88,24 @@ class StopOnSignal(Callback):
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self.requests.restore()
 
-    def _stop_if_requested(self, trainer) -> None:
-        signum = self.requests.requested or 0
-        if trainer.world_size > 1:
-            # Any rank's request stops every rank; SIGTERM (15) outranks SIGINT (2).
-            signum = int(trainer.strategy.reduce(torch.tensor(float(signum)), reduce_op="max").item())
+    def _launch(self, trainer) -> _Agreement:
+        # Any rank's request stops every rank; SIGTERM (15) outranks SIGINT (2).
+        device = trainer.strategy.root_device
+        request = torch.tensor([self.requests.requested or 0], dtype=torch.int32, device=device)
+        work = dist.all_reduce(request, op=dist.ReduceOp.MAX, async_op=True)
+        if device.type != "cuda":
+            return _Agreement(work, request, None)
+        work.wait()  # orders the current stream after the collective; the host does not wait
+        host = torch.empty(1, dtype=torch.int32, pin_memory=True)
+        host.copy_(request, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return _Agreement(work, host, done)
+
+    def _stop_for(self, trainer, signum: int) -> None:
         if not signum:
             return
+        self._pending.clear()
         saved = None
         last = next((c for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
         if last is not None:
