@@ -91,7 +91,9 @@ class StopOnSignal(Callback):
     def _launch(self, trainer) -> _Agreement:
         # Any rank's request stops every rank; SIGTERM (15) outranks SIGINT (2).
         device = trainer.strategy.root_device
-        request = torch.tensor([self.requests.requested or 0], dtype=torch.int32, device=device)
+        # fill_ passes the number as a kernel argument: torch.tensor([n], device=...) would copy
+        # from pageable host memory, which waits for the device's queue.
+        request = torch.empty(1, dtype=torch.int32, device=device).fill_(self.requests.requested or 0)
         work = dist.all_reduce(request, op=dist.ReduceOp.MAX, async_op=True)
         if device.type != "cuda":
             return _Agreement(work, request, None)
