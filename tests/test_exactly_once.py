@@ -52,6 +52,7 @@ class IndexRecorder(Callback):
     def __init__(self, path: str, kill_at_step: int = 0, drop_loader_state: bool = False, term_at_step: int = 0) -> None:
         self.path, self.kill_at_step, self.drop_loader_state = path, kill_at_step, drop_loader_state
         self.term_at_step = term_at_step
+        self.broadcasts = 0
 
     def setup(self, trainer, pl_module, stage) -> None:
         data = trainer.datamodule
@@ -61,9 +62,19 @@ class IndexRecorder(Callback):
             data.train_set = WithIndex(data.train_set)
         if self.drop_loader_state:
             data.load_state_dict = lambda state: None
+        original = torch.distributed.broadcast
+
+        def counted(*args, **kwargs):  # Lightning's per-batch SIGTERM broadcast goes through here
+            self.broadcasts += 1
+            return original(*args, **kwargs)
+
+        torch.distributed.broadcast = counted
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.indices = batch.pop(2).tolist()
+        with open(f"{self.path}{trainer.global_rank}.broadcasts", "a") as handle:
+            handle.write(f"{self.broadcasts}\\n")  # since the previous batch (the first: since setup)
+        self.broadcasts = 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         with open(f"{self.path}{trainer.global_rank}.txt", "a") as handle:
@@ -175,6 +186,9 @@ def test_sigterm_to_one_rank_stops_both_at_the_same_step_and_resumes_exactly_onc
     for rank in (0, 1):
         last_line = (tmp_path / "stopped" / f"rank{rank}.txt").read_text().splitlines()[-1]
         assert int(last_line.split()[1]) == stop_step, f"rank {rank} stopped at another step: {last_line[:20]}"
+        # No blocking collective between batches: Lightning's per-batch SIGTERM broadcast is off.
+        between = (tmp_path / "stopped" / f"rank{rank}.broadcasts").read_text().split()[1:]
+        assert len(between) == stop_step - 1 and set(between) == {"0"}, between
     (last,) = (tmp_path / "checkpoints").rglob("last.ckpt")
     assert torch.load(last, weights_only=True, map_location="cpu")["global_step"] == stop_step
     resumed = fit(tmp_path, tiny_config, recorder(tmp_path, "resumed"), "--ckpt_path", "last")

@@ -13,7 +13,8 @@ read then, long finished, so reading it never waits for the device. All ranks re
 step's result at the same step, so they stop together, `AGREEMENT_LAG` steps after the signal
 arrived. A blocking agreement (which would make the host wait for the device on every step)
 is made only at an epoch's end. The tensors live on the strategy's device: NCCL reduces CUDA
-tensors only.
+tensors only. Lightning's own per-batch SIGTERM broadcast (blocking, and redundant once these
+handlers replace Lightning's) is skipped for the duration of training.
 
 The handlers replace Lightning's own SIGTERM handling for the duration of training:
 Lightning ends a SIGTERM'd run with a SystemExit without a code (exit status 0) and saves
@@ -52,6 +53,10 @@ class _Agreement:
         return int(self.host.item())
 
 
+def _nothing() -> None:
+    pass
+
+
 class StopOnSignal(Callback):
     def __init__(self) -> None:
         self.requests = StopRequests()
@@ -62,12 +67,26 @@ class StopOnSignal(Callback):
         self.requests.requested = None
         self._pending.clear()
         self.requests.install()
+        loop = trainer.fit_loop.epoch_loop
+        if trainer.world_size > 1 and hasattr(loop, "_broadcast_sigterm_tensor"):
+            # Lightning (2.6) broadcasts its own SIGTERM flag from rank 0 before every training
+            # batch under DDP — a blocking collective and an .item(): a host sync per step. The
+            # flag is set only by Lightning's SIGTERM handler, which ours replace until training
+            # ends, so that broadcast would always carry 0: skipped while ours are installed.
+            loop._broadcast_sigterm_tensor = _nothing
+
+    def _give_back_to_lightning(self, trainer) -> None:
+        self.requests.restore()
+        trainer.fit_loop.epoch_loop.__dict__.pop("_broadcast_sigterm_tensor", None)  # the class's method again
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             return
         if trainer.world_size == 1:
             self._stop_for(trainer, self.requests.requested or 0)
+            return
+        if not dist.is_initialized():  # a strategy not built on torch.distributed: its own blocking reduce
+            self._stop_for(trainer, self._blocking_agreement(trainer))
             return
         self._pending.append(self._launch(trainer))
         if len(self._pending) > AGREEMENT_LAG:
@@ -79,14 +98,18 @@ class StopOnSignal(Callback):
             for agreement in self._pending:  # superseded by the blocking agreement below (requests persist)
                 agreement.result()
             self._pending.clear()
-            signum = self._launch(trainer).result()
+            signum = self._launch(trainer).result() if dist.is_initialized() else self._blocking_agreement(trainer)
         self._stop_for(trainer, signum)
 
+    def _blocking_agreement(self, trainer) -> int:
+        request = torch.tensor(float(self.requests.requested or 0), device=trainer.strategy.root_device)
+        return int(trainer.strategy.reduce(request, reduce_op="max").item())
+
     def on_train_end(self, trainer, pl_module) -> None:
-        self.requests.restore()
+        self._give_back_to_lightning(trainer)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        self.requests.restore()
+        self._give_back_to_lightning(trainer)
 
     def _launch(self, trainer) -> _Agreement:
         # Any rank's request stops every rank; SIGTERM (15) outranks SIGINT (2).
