@@ -112,13 +112,27 @@ def test_compiled_step_under_ddp_averages_gradients_like_eager(tiny_config, tmp_
     import os
     import sys
 
+    import yaml
     from test_ddp import run_group
 
+    # A callback in each rank reports whether that rank's step really ran compiled.
+    (tmp_path / "ran_compiled.py").write_text(
+        "from lightning.pytorch.callbacks import Callback\n\n\n"
+        "class RanCompiled(Callback):\n"
+        "    def on_train_end(self, trainer, pl_module):\n"
+        "        compiled = '_compiled_loss' in pl_module.__dict__ and trainer.optimizers[0]._lit_vision_compiled\n"
+        "        with open(f'compiled{trainer.global_rank}.txt', 'w') as handle:\n"
+        "            handle.write(str(bool(compiled)))\n"
+    )
+    probe = tmp_path / "probe.yaml"
+    probe.write_text(yaml.safe_dump({"trainer": {"callbacks": [{"class_path": "ran_compiled.RanCompiled"}]}}))
     env = {k: v for k, v in os.environ.items() if k != "MASTER_PORT"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
     last = {}
     for mode in ("false", "step"):
         run = run_group(
-            [sys.executable, "-m", "lit_vision", "fit", "--config", str(tiny_config), "--experiment", f"ddp_{mode}",
+            [sys.executable, "-m", "lit_vision", "fit", "--config", str(tiny_config), "--config", str(probe),
+             "--experiment", f"ddp_{mode}",
              "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.max_epochs", "3",
              "--trainer.limit_val_batches", "1", "--model.init_args.compile", mode,
              "--model.init_args.optimizer", "sgd", "--model.init_args.lr", "0.05"],
@@ -128,6 +142,8 @@ def test_compiled_step_under_ddp_averages_gradients_like_eager(tiny_config, tmp_
         (path,) = (tmp_path / "checkpoints" / f"ddp_{mode}").rglob("last.ckpt")
         last[mode] = torch.load(path, weights_only=True, map_location="cpu")
         assert last[mode]["global_step"] == 6  # 64 images / 2 ranks / batch 16, 3 epochs
+        ran = [(tmp_path / f"compiled{rank}.txt").read_text() for rank in (0, 1)]
+        assert ran == [str(mode == "step")] * 2, ran
     # SGD (AdamW's update m/(√v + ε) magnifies float noise in near-zero gradients): the momentum
     # shows gradients far above the tolerance, so a rank training on its own shard alone would
     # differ from the averaged run by much more than 1e-5.
