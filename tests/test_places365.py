@@ -137,3 +137,12 @@ def test_corrupt_archive_is_named_and_leaves_nothing(places_mirror, tmp_path):
 def test_offline_download_error_says_how_to_install_by_hand(tmp_path):
     with pytest.raises(LitVisionError, match="Could not download.*train_256_places365standard.tar"):
         download_places365(tmp_path / "places", base_url="http://127.0.0.1:9")
+
+
+def test_download_refuses_a_folder_holding_something_else(tmp_path):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("the user's")
+    with pytest.raises(LitVisionError, match=rf"{foreign} exists, is not empty and is not a Places365 folder"):
+        download_places365(foreign, base_url="http://127.0.0.1:9")
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]

@@ -46,6 +46,12 @@ def fetch(url: str, destination: Path, timeout: float = 60.0) -> None:
         raise LitVisionError(f"Download of {url} was cut short: got {received} of {expected} bytes.")
 
 
+def refuse_foreign_folder(data_dir: Path, dataset: str) -> None:
+    """A download never writes into a folder that holds something else (the user's files)."""
+    if data_dir.exists() and any(data_dir.iterdir()):
+        raise LitVisionError(f"{data_dir} exists, is not empty and is not a {dataset} folder: refusing to download into it.")
+
+
 def _find_images_root(unpacked: Path) -> Path:
     """The folder holding train/, val/ and test/: `images/` at the top of the archive or one level down."""
     candidates = [unpacked / "images", *(p / "images" for p in unpacked.iterdir() if p.is_dir())]
@@ -80,10 +86,7 @@ def download_miniplaces(
     data_dir = Path(data_dir)
     if (data_dir / "train.txt").is_file() and (data_dir / "images").is_dir():
         return data_dir
-    if data_dir.exists() and any(data_dir.iterdir()):
-        raise LitVisionError(
-            f"{data_dir} exists, is not empty and is not a MiniPlaces folder: refusing to download into it."
-        )
+    refuse_foreign_folder(data_dir, "MiniPlaces")
     with staging_folder(data_dir) as staging:
         staging.mkdir()
         archive = staging / "data.tar.gz"

@@ -17,7 +17,7 @@ import hashlib
 import tarfile
 from pathlib import Path
 
-from lit_vision.data.download import fetch
+from lit_vision.data.download import fetch, refuse_foreign_folder
 from lit_vision.data.layout import PLACES365_CATEGORIES, detect_layout
 from lit_vision.data.listing import read_categories
 from lit_vision.errors import LitVisionError
@@ -75,10 +75,7 @@ def download_places365(
     layout = detect_layout(data_dir, "places365")
     if all(p.exists() for p in layout.required()):
         return data_dir
-    if data_dir.exists() and any(data_dir.iterdir()):
-        raise LitVisionError(
-            f"{data_dir} exists, is not empty and is not a Places365 folder: refusing to download into it."
-        )
+    refuse_foreign_folder(data_dir, "Places365")
     with staging_folder(data_dir) as staging:
         staging.mkdir()
         for name in ("lists", *splits):
