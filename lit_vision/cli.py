@@ -75,6 +75,7 @@ from lit_vision.checkpoints import (
     check_checkpoint_matches,
     load_lightning_checkpoint,
 )
+from lit_vision.class_count_check import check_model_classes
 from lit_vision.data import MiniPlacesDataModule
 from lit_vision.errors import LitVisionError
 from lit_vision.flag_errors import flag_error_message
@@ -116,23 +117,6 @@ def check_model_name(args: list[str]) -> None:
         if "." in name or name.lstrip().startswith(("{", "[")) or name.endswith((".yaml", ".yml", ".json")):
             continue  # a class path, inline config or config file: jsonargparse checks those
         model_class(name)  # an unknown name raises an error that lists the registered ones
-
-
-def check_model_classes(args: list[str], config) -> None:
-    """The model's num_classes follows the data's (linked in `add_arguments_to_parser`), and
-    jsonargparse overwrites a linked value without a word: a `--model.init_args.num_classes`
-    flag that disagrees with the data is an error that names the flag to use instead."""
-    given = None
-    for i, token in enumerate(args):
-        flag, _, value = token.partition("=")
-        if flag in ("--model.init_args.num_classes", "--model.num_classes"):
-            given = value if value else (args[i + 1] if i + 1 < len(args) else None)
-    data_classes = (config.get("data") or {}).get("num_classes") if config is not None else None
-    if given is not None and data_classes is not None and str(given) != str(data_classes):
-        raise LitVisionError(
-            f"--model.init_args.num_classes {given} would give the model {given} output classes but the data has "
-            f"{data_classes}: the model's num_classes always equals the data's, set --data.num_classes instead."
-        )
 
 
 class LitVisionCLI(LightningCLI):

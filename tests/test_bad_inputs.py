@@ -37,6 +37,8 @@ ROWS = [
     ("unknown model",          "fit --config {config} --model NoSuchNet",            None,                     ["Unknown model 'NoSuchNet'", "expected one of SimpleNet"]),
     ("lr negative (flag)",     "fit --config {config} --model.init_args.lr -1",      None,                     ["model.lr must be positive, got -1.0"]),
     ("class count mismatch",   "fit --config {config} --model.init_args.num_classes 7", None,                  ["7 output classes but the data has 4"]),
+    ("class count in YAML",    "fit --config {config} --config {yaml}",              {"model": {"init_args": {"num_classes": 7}}}, ["row.yaml (model num_classes: 7) would give the model 7 output classes but the data has 4", "--data.num_classes 7"]),
+    ("class count in --model file", "fit --config {config} --model {yaml}",        {"class_path": "lit_vision.models.SimpleNet", "init_args": {"num_classes": 9}}, ["row.yaml (model num_classes: 9)", "but the data has 4"]),
     ("lr negative (YAML)",     "fit --config {config} --config {yaml}",              {"model": {"init_args": {"lr": -0.5}}}, ["model.lr must be positive, got -0.5"]),
     # --- flags: one paragraph naming the culprit and the closest valid flag; no abbreviations
     ("unknown flag",           "fit --config {config} --trainer.max_epohcs 1",      None,                     ["unknown flag --trainer.max_epohcs (did you mean --trainer.max_epochs?)", "fit --help` lists every option"]),
