@@ -284,11 +284,18 @@ class LitVisionCLI(LightningCLI):
     def after_fit(self) -> None:
         console.bar_may_be_open = False
         folders = {cb.dirpath for cb in self.trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)}
-        where = [f"checkpoints in {os.path.relpath(folder)}" for folder in sorted(folders)]
-        if self.trainer.logger is not None and self.trainer.log_dir:
+        # Only folders the run wrote into: a fast_dev_run (or a fit with nothing to save) names none.
+        written = [folder for folder in sorted(folders) if os.path.isdir(folder) and os.listdir(folder)]
+        where = [f"checkpoints in {os.path.relpath(folder)}" for folder in written]
+        if self.trainer.logger is not None and self.trainer.log_dir and os.path.isdir(self.trainer.log_dir):
             where.append(f"logs in {os.path.relpath(self.trainer.log_dir)}")
         if where:
             console.say(f"fit done: {'; '.join(where)}.")
+        elif self.trainer.fast_dev_run:
+            console.say("fit done: a fast_dev_run checks the run end to end and writes no checkpoint or log.")
+        else:
+            console.say("fit done: no checkpoint or log written (checkpointing and the logger are off).")
+        run_folders.release_unused()  # the version folders claimed for this run and left empty
         # A guard that ended the fit early says so last, and the exit status is not 0.
         for guard in self.trainer.callbacks:
             if isinstance(guard, AdversarialValidation) and guard.outcome():

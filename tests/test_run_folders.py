@@ -117,3 +117,13 @@ def test_console_messages_start_on_their_own_line_and_no_tips(tiny_config, tmp_p
     (line,) = [line for line in output.split("\n") if "the probe stops this run" in line]
     assert line == "lit-vision: error: the probe stops this run mid-epoch", output[-2000:]
     assert "Tip:" not in output and "litlogger" not in output and "litmodels" not in output
+
+
+def test_a_fast_dev_run_claims_no_folder_and_names_none(tiny_config, run_cli, tmp_path, capsys):
+    """Lightning's fast_dev_run writes no checkpoint and no log: the closing line must not point
+    at an empty folder, and the version it claimed is given back (the next fit is version_0)."""
+    assert run_cli("fit", "--config", tiny_config, "--trainer.fast_dev_run", "1") == 0
+    err = capsys.readouterr().err
+    assert "fast_dev_run checks the run end to end and writes no checkpoint or log" in err
+    assert "checkpoints in" not in err
+    assert list(tmp_path.glob("*/tiny/version_*")) == []  # checkpoints/ and logs/
