@@ -75,7 +75,7 @@ from lit_vision.checkpoints import (
     check_checkpoint_matches,
     load_lightning_checkpoint,
 )
-from lit_vision.class_count_check import check_model_classes
+from lit_vision.class_count_check import check_model_classes, flag_values
 from lit_vision.data import MiniPlacesDataModule
 from lit_vision.errors import LitVisionError
 from lit_vision.flag_errors import flag_error_message
@@ -107,13 +107,7 @@ def default_checkpoints(dirpath: str, every_n_steps: int, monitor: str = "val/to
 def check_model_name(args: list[str]) -> None:
     """`--model NAME` with a name that is no architecture: list the ones there are (jsonargparse
     would only say that NAME is not a dot import path)."""
-    for i, token in enumerate(args):
-        if token == "--model" and i + 1 < len(args):
-            name = str(args[i + 1])
-        elif token.startswith("--model="):
-            name = token.split("=", 1)[1]
-        else:
-            continue
+    for _, name in flag_values(args, ("--model",)):
         if "." in name or name.lstrip().startswith(("{", "[")) or name.endswith((".yaml", ".yml", ".json")):
             continue  # a class path, inline config or config file: jsonargparse checks those
         model_class(name)  # an unknown name raises an error that lists the registered ones
