@@ -68,14 +68,37 @@ def test_a_restored_position_continues_the_same_permutation_lazily():
     batches = iter(first)
     taken = [next(batches).tolist() for _ in range(2)]
     state = first.state_dict()
-    assert state["consumed"] == 2 and state["epoch"] == 0
+    assert state["position"] == 8 and state["epoch"] == 0 and not state["complete"]
     resumed = ResidentOrder(20, 4, True, seed=1)
     batches = iter(resumed)  # as Lightning does: iter() before the checkpoint is restored
     resumed.load_state_dict(state)
     rest = torch.cat(list(batches)).tolist()
     assert sum(taken, []) + rest == full
-    with pytest.raises(LitVisionError, match="world_size 1 in the checkpoint, 2 now"):
-        ResidentOrder(20, 4, True, seed=1, world_size=2).load_state_dict(state)
+    # Another world size continues at the same entry of the permutation (as the loader path does).
+    ranks = [ResidentOrder(20, 2, True, seed=1, rank=r, world_size=2) for r in (0, 1)]
+    for order in ranks:
+        order.load_state_dict(state)
+    assert sorted(sum((epoch_of(order) for order in ranks), [])) == sorted(full[8:])
+    with pytest.raises(LitVisionError, match="training set of 20 images, but this run's training set has 21"):
+        ResidentOrder(21, 4, True, seed=1).load_state_dict(state)
+
+
+def test_evaluation_order_starts_over_on_every_pass():
+    """The sanity check stops after a few batches; the next validation must still see every sample."""
+    order = ResidentOrder(16, 4, shuffle=False)
+    batches = iter(order)
+    [next(batches) for _ in range(2)]  # a sanity check of 2 batches, abandoned
+    assert epoch_of(order) == list(range(16))
+    assert epoch_of(order) == list(range(16))
+
+
+def test_the_saved_seed_wins_as_on_the_loader_path():
+    first = ResidentOrder(20, 4, True, seed=3)
+    batches = iter(first)
+    taken = next(batches).tolist()
+    resumed = ResidentOrder(20, 4, True, seed=99)  # seed_everything: true draws a new seed
+    resumed.load_state_dict(first.state_dict())
+    assert taken + epoch_of(resumed) == epoch_of(ResidentOrder(20, 4, True, seed=3))
 
 
 def test_batches_hold_the_cached_pixels_and_labels_of_their_indices():
@@ -99,14 +122,15 @@ def test_too_little_free_memory_names_the_bytes_and_the_option_to_use(standin_di
     assert "data.placement: loader" in message and "train-" in message  # the split's cache file
 
 
-def test_auto_is_the_loader_on_a_cpu_and_resident_on_an_accelerator(standin_dir, tmp_path):
+def test_auto_is_the_loader_on_every_accelerator(standin_dir, tmp_path):
     data = datamodule(standin_dir, tmp_path)
     data.hparams.placement = "auto"
     assert data.placement == "loader"  # no trainer
     data.trainer = L.Trainer(accelerator="cpu", logger=False)
     assert data.placement == "loader" and data.augment_placement == "worker_batched"
     data.trainer = type("GPUTrainer", (), {"accelerator": object()})()
-    assert data.placement == "resident" and data.augment_placement == "device"
+    # resident was measured on the CPU only: a GPU run gets the measured loader path unless named
+    assert data.placement == "loader" and data.augment_placement == "device"
 
 
 def test_resident_refuses_worker_augmentation():

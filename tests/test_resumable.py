@@ -51,7 +51,8 @@ def test_resumed_loader_yields_the_rest_of_the_epoch(workers_before, workers_aft
     first = loaders(48, 2, num_workers=workers_before)
     consumed = [take(loader, epoch=1, batches=2) for loader in first]  # 2 batches of 4 per rank
     state = first[0].state_dict()
-    assert state == {"epoch": 1, "position": 16, "num_samples": 48, "seed": 7, "world_size": 2, "batch_size": 4}
+    assert state == {"epoch": 1, "position": 16, "num_samples": 48, "seed": 7, "world_size": 2, "batch_size": 4,
+                     "complete": False}
     # The resumed run's seed is drawn anew: the saved one wins for the interrupted epoch.
     resumed = loaders(48, 2, seed=99, num_workers=workers_after)
     for loader in resumed:
@@ -74,7 +75,7 @@ def test_resume_with_another_world_size_continues_at_the_same_entry():
 
 def test_state_before_iterating_passes_a_loaded_state_on():
     (loader,) = loaders(20, 1)
-    state = {"epoch": 4, "position": 8, "num_samples": 20, "seed": 1, "world_size": 1, "batch_size": 4}
+    state = {"epoch": 4, "position": 8, "num_samples": 20, "seed": 1, "world_size": 1, "batch_size": 4, "complete": False}
     loader.load_state_dict(state)
     assert loader.state_dict() == state  # a checkpoint taken before the first batch keeps it
 

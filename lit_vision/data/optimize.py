@@ -1,4 +1,4 @@
-"""Convert a dataset folder (MiniPlaces or Places365-Standard layout) into a LitData stream.
+"""Convert a dataset folder (MiniPlaces, Places365-Standard or class-per-folder layout) into a LitData stream.
 
     python -m lit_vision.data.optimize data/places365 streams/places365
     lit-vision optimize data/miniplaces streams/miniplaces --num_workers 8
@@ -6,7 +6,11 @@
 writes `<out>/train/` and `<out>/val/` (LitData chunks, ~64 MB each by default) and
 `<out>/lit_vision.json`. A sample is {"image": the image file's bytes exactly as stored (no
 re-encoding, so a stream holds the same pixels as the folder), "label", "index": its line in
-the list file, 0-based, the same index the folder path's dataset has}. Before anything is
+the list file, 0-based, the same index the folder path's dataset has}. Training samples are
+written in a seeded random order (`--seed`, recorded with `format_version` 2 in lit_vision.json):
+train lists are sorted by class, and LitData's read-time shuffle only permutes chunks and the
+items within a chunk, so list order would give single-class chunks and 2-class batches
+(`lit_vision.data.streaming.check_trainable`). Validation keeps list order. Before anything is
 written every listed image is decoded once (the DataModule's pre-flight check, with its stamps
 in `<data_dir>/cache`): unreadable files are named in one error and no stream is produced.
 The stream is built in a hidden sibling folder of `<out>` and renamed into place when complete,
@@ -25,16 +29,16 @@ from pathlib import Path
 os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")  # before litdata is imported
 
 import litdata  # noqa: E402
+import numpy as np  # noqa: E402
 
 from lit_vision import console  # noqa: E402
-from lit_vision.data.layout import LAYOUT_NAMES, detect_layout  # noqa: E402
-from lit_vision.data.listing import read_categories  # noqa: E402
+from lit_vision.data.layout import LAYOUT_NAMES, detect_layout, no_layout_message  # noqa: E402
 from lit_vision.data.preflight import verify_images  # noqa: E402
 from lit_vision.data.streaming import META_FILE, SPLITS  # noqa: E402
 from lit_vision.errors import LitVisionError  # noqa: E402
 from lit_vision.utils.files import staging_folder  # noqa: E402
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: training samples in a seeded random order (streaming.TRAINABLE_FORMAT)
 
 
 class ReadSample:
@@ -64,6 +68,9 @@ def optimize_dataset(
     chunk_bytes: str | None = "64MB",
     verify: bool = True,
     chunk_size: int | None = None,
+    seed: int = 0,
+    val_fraction: float | None = None,
+    val_seed: int = 0,
 ) -> Path:
     """Write the stream of `data_dir`'s labelled splits to `out` (see the module docstring)."""
     data_dir, out = Path(data_dir), Path(out)
@@ -71,14 +78,21 @@ def optimize_dataset(
         raise LitVisionError(f"optimize writes a local folder, got {out}: upload it to the bucket afterwards.")
     if out.exists():
         raise LitVisionError(f"{out} exists: optimize writes a new stream, it never overwrites one. Remove it first.")
-    found = detect_layout(data_dir, layout)
+    found = detect_layout(data_dir, layout, val_fraction, val_seed)
     missing = [str(p) for p in found.required() if not p.exists()]
+    if missing and layout == "auto":
+        raise LitVisionError(no_layout_message(data_dir))
     if missing:
         raise LitVisionError(f"{data_dir} is not a {found.name} folder: missing {', '.join(missing)}.")
-    num_classes = num_classes or categories_count(found.categories)
+    if found.in_memory:
+        raise LitVisionError(
+            f"{data_dir} is {found.name}, which is read whole into memory (no image files to decode): a stream "
+            f"adds nothing there. Train on the folder itself (data.layout: {found.name})."
+        )
+    num_classes = num_classes or found.class_count()
     if num_classes is None:
         raise LitVisionError(f"{found.categories} is missing: give the class count with --num_classes.")
-    class_names = read_categories(found.categories, num_classes)
+    class_names = found.class_names(num_classes)
     entries = {split: found.labelled(split, num_classes) for split in SPLITS}
     for split, listed in entries.items():
         for relative, _ in listed:
@@ -89,9 +103,12 @@ def optimize_dataset(
         verify_images(found.images, lists, data_dir / "cache", num_workers)
     with staging_folder(out) as staging:
         for split, listed in entries.items():
+            inputs = [(index, relative, label) for index, (relative, label) in enumerate(listed)]
+            if split == "train":  # class-mixed chunks: see the module docstring
+                inputs = [inputs[i] for i in np.random.default_rng(seed).permutation(len(inputs))]
             litdata.optimize(
                 fn=ReadSample(str(found.images)),
-                inputs=[(index, relative, label) for index, (relative, label) in enumerate(listed)],
+                inputs=inputs,
                 output_dir=str(staging / split),
                 chunk_bytes=None if chunk_size else chunk_bytes,
                 chunk_size=chunk_size,
@@ -103,7 +120,7 @@ def optimize_dataset(
         meta = {
             "format_version": FORMAT_VERSION, "layout": found.name, "num_classes": num_classes,
             "class_names": class_names, "samples": {split: len(listed) for split, listed in entries.items()},
-            "source": str(data_dir.resolve()),
+            "source": str(data_dir.resolve()), "train_order": {"shuffled": True, "seed": seed},
         }  # fmt: skip
         (staging / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
         staging.rename(out)
@@ -114,18 +131,23 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="lit-vision optimize", description=__doc__.split("\n\n")[0], allow_abbrev=False
     )
-    parser.add_argument("data_dir", help="the dataset folder (MiniPlaces or Places365-Standard layout)")
+    parser.add_argument("data_dir", help="the dataset folder (MiniPlaces, Places365-Standard or class-per-folder layout)")
     parser.add_argument("out", help="the stream folder to write (must not exist)")
     parser.add_argument("--layout", choices=LAYOUT_NAMES, default="auto")
     parser.add_argument("--num_classes", type=int, default=None, help="default: the categories file's line count")
     parser.add_argument("--num_workers", type=int, default=min(8, os.cpu_count() or 1), help="conversion processes")
     parser.add_argument("--chunk_bytes", default="64MB", help="target size of a chunk file")
     parser.add_argument("--chunk_size", type=int, default=None, help="samples per chunk (instead of --chunk_bytes)")
+    parser.add_argument("--seed", type=int, default=0, help="the order the training samples are written in")
+    parser.add_argument("--val_fraction", type=float, default=None,
+                        help="class folders without val/: the share of train/ held out as val (as data.val_fraction; default 0.1)")
+    parser.add_argument("--val_seed", type=int, default=0, help="the seed of that hold-out (as data.val_seed)")
     parser.add_argument("--no_verify", action="store_true", help="skip decoding every image before conversion")
     args = parser.parse_args(argv)
     try:
         out = optimize_dataset(args.data_dir, args.out, args.layout, args.num_classes, args.num_workers,
-                               args.chunk_bytes, verify=not args.no_verify, chunk_size=args.chunk_size)  # fmt: skip
+                               args.chunk_bytes, verify=not args.no_verify, chunk_size=args.chunk_size, seed=args.seed,
+                               val_fraction=args.val_fraction, val_seed=args.val_seed)  # fmt: skip
     except LitVisionError as error:
         console.say_error(str(error))
         sys.exit(2)

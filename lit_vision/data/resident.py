@@ -6,15 +6,18 @@ training device (a GPU's memory, or this process's memory on a CPU run), and eve
 `index_select` of that tensor. No loader workers, no pinned buffers, no host→device traffic
 per step; the only host work per batch is a few tensor-op launches.
 
-Training order: `lit_vision.data.epoch_order.shard_for_epoch` — the permutation of the epoch keyed
-by (seed, epoch), drawn on the device, cut into this rank's DistributedSampler-style shard
+Training order: `lit_vision.data.epoch_order` — the permutation of the epoch keyed by (seed,
+epoch), drawn by the CPU generator every placement uses and moved to the device once per epoch,
+cut into this rank's DistributedSampler-style shard
 (padded, so every rank runs the same number of steps). Batches are consecutive slices of the
 shard; the last partial one is dropped like the loader path's (`drop_last`). Evaluation splits
 keep their order (rank shards of `0..n-1`, padded as Lightning's distributed sampler pads).
 
 Resuming mid-epoch: `ResidentOrder` counts the batches it has handed out in the current
-epoch; its `state_dict()` holds (epoch, batches consumed) and the settings that make the
-position meaningful. A resumed run recomputes the same permutation and skips what was consumed.
+epoch; its `state_dict()` holds the position in `lit_vision.data.epoch_order`'s form (entries of
+the permutation trained on by all ranks), the same form the loader placement saves, so a
+checkpoint of either placement continues on the other, and a change of world size or batch size
+continues at the same entry. A resumed run recomputes the same permutation and starts there.
 Lightning saves a loader's `state_dict` in its checkpoints, but drops it on restore when
 `configure_optimizers` sizes the schedule from `trainer.estimated_stepping_batches`, as ours does
 (the loader is built before the loop state is restored; Lightning issue 20550). The DataModule
@@ -34,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lit_vision.data.epoch_order import rank_shard, shard_for_epoch
+from lit_vision.data.epoch_order import batches_left, epoch_permutation, rank_shard, saved_position
 from lit_vision.errors import LitVisionError
 
 # Reserved on top of the split: the model, its activations and the optimiser need room too.
@@ -88,7 +91,9 @@ class ResidentOrder:
     """Which samples each batch of an epoch takes on this rank; resumable mid-epoch.
 
     `set_epoch(e)` (Lightning calls it on a loader's `sampler` at each epoch start) selects the
-    epoch; iterating yields index tensors (int64, on `device`) of `batch_size` each."""
+    epoch; iterating yields index tensors (int64, on `device`) of `batch_size` each. A training
+    order (`shuffle`) continues a pass over its epoch where it stopped; an evaluation order starts
+    at its first sample on every pass (the sanity check and every validation see the whole split)."""
 
     def __init__(
         self,
@@ -107,55 +112,71 @@ class ResidentOrder:
         self.seed, self.rank, self.world_size, self.drop_last = seed, rank, world_size, drop_last
         self.device = torch.device(device)
         self.epoch = 0
-        self.consumed = 0  # batches of `epoch` handed out so far
+        self.start = 0  # entries of the epoch's permutation trained before this pass (a resume)
+        self.consumed = 0  # batches of this pass handed out so far
+        self._finished = False  # this pass was iterated to its end
+        self._loaded_complete = False  # a loaded position whose epoch had been trained to its end
 
     def shard_length(self) -> int:
         return math.ceil(self.num_samples / self.world_size)  # padded: rank_shard's rule
 
     def __len__(self) -> int:
+        # The whole epoch's batches, also when resumed: Lightning counts a resumed epoch's
+        # batches from the checkpoint's batch index on, up to this length.
         per_rank = self.shard_length()
         return per_rank // self.batch_size if self.drop_last else math.ceil(per_rank / self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
-            self.epoch, self.consumed = epoch, 0
+            self.epoch, self.start, self.consumed, self._finished = epoch, 0, 0, False
+            self._loaded_complete = False
 
     def indices(self) -> torch.Tensor:
-        """This rank's samples of the current epoch, in order."""
+        """This rank's samples of the current pass (from `start` on), in order."""
         if self.shuffle:
-            return shard_for_epoch(self.num_samples, self.seed, self.epoch, self.rank, self.world_size, device=self.device)
-        order = torch.arange(self.num_samples, device=self.device)
+            order = epoch_permutation(self.num_samples, self.seed, self.epoch, self.device)[self.start :]
+        else:
+            order = torch.arange(self.num_samples, device=self.device)
         return rank_shard(order, self.rank, self.world_size)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         # A generator: nothing is drawn until the first batch is asked for, which Lightning
         # does only after it has restored a checkpoint's position.
-        if self.consumed >= len(self):
-            self.consumed = 0  # a new pass over an epoch that was iterated to its end
+        if not self.shuffle or self._finished:
+            self.start, self.consumed, self._finished = 0, 0, False  # a new pass over the whole epoch
+        self._loaded_complete = False  # from here on the position is this pass's own
         shard = self.indices()
-        for batch in range(self.consumed, len(self)):
+        passes = batches_left(self.num_samples, self.start, self.batch_size, self.world_size, self.drop_last)
+        for batch in range(self.consumed, passes):
             self.consumed = batch + 1
             yield shard[batch * self.batch_size : (batch + 1) * self.batch_size]
-
-    def _settings(self) -> dict:
-        return {
-            "num_samples": self.num_samples, "batch_size": self.batch_size, "seed": self.seed,
-            "world_size": self.world_size, "shuffle": self.shuffle,
-        }  # fmt: skip
+        self._finished = True
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "consumed": self.consumed, **self._settings()}
+        """The position in `lit_vision.data.epoch_order`'s form (the loader placement's too)."""
+        steps = self.batch_size * self.world_size
+        passes = batches_left(self.num_samples, self.start, self.batch_size, self.world_size, self.drop_last)
+        return {
+            "epoch": self.epoch, "position": min(self.num_samples, self.start + self.consumed * steps),
+            "num_samples": self.num_samples, "seed": self.seed, "world_size": self.world_size,
+            "batch_size": self.batch_size, "complete": self._loaded_complete or self.consumed >= passes,
+        }  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
-        mismatched = {k: (state.get(k), v) for k, v in self._settings().items() if state.get(k) != v}
-        if mismatched and 0 < state.get("consumed", 0):
-            details = ", ".join(f"{k} {old} in the checkpoint, {new} now" for k, (old, new) in mismatched.items())
+        """Continue at a saved position (of this placement or the loader's, any worker count,
+        world size or batch size: the position counts entries of the shared permutation)."""
+        position = saved_position(state)
+        if position["num_samples"] != self.num_samples:
             raise LitVisionError(
-                f"This checkpoint was saved in the middle of an epoch of data.placement: resident ({details}): "
-                "its position in the epoch's order only means something with the same settings. Resume with the "
-                "checkpoint's settings, or from a checkpoint saved at an epoch's end."
+                f"The checkpoint was saved mid-epoch on a training set of {position['num_samples']} images, but "
+                f"this run's training set has {self.num_samples}: resume with the same data (or from a checkpoint "
+                "saved at an epoch's end)."
             )
-        self.epoch, self.consumed = int(state["epoch"]), int(state["consumed"])
+        # The saved seed wins, as on the loader placement: a resumed run whose seed was drawn
+        # anew (seed_everything: true) still continues the interrupted permutation.
+        self.seed = position["seed"]
+        self.epoch, self.start, self.consumed = position["epoch"], position["position"], 0
+        self._finished, self._loaded_complete = False, position["complete"]
 
 
 class ResidentLoader:

@@ -8,7 +8,9 @@ any other custom sampler in a `DistributedSamplerWrapper` under DDP, leaves it a
 
 `ResumableDataLoader` counts the batches it has handed to the main process (the sampler's
 own position runs ahead by the workers' prefetch) and reports them in `state_dict()`:
-    {"epoch", "position", "num_samples", "seed", "world_size", "batch_size"}
+    {"epoch", "position", "num_samples", "seed", "world_size", "batch_size", "complete"}
+(the form `lit_vision.data.epoch_order` defines, which the resident placement saves too, so a
+mid-epoch checkpoint of either placement continues on the other)
 `position` is global: after k batches on each of W ranks in lockstep, the first k·B·W entries
 of the epoch's permutation have been trained on (rank r takes entries r, r+W, ...), so a
 resume may change num_workers and even the world size and still continue at that entry.
@@ -29,10 +31,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from lit_vision.data.epoch_order import epoch_permutation, rank_shard
+from lit_vision.data.epoch_order import batches_left, epoch_permutation, rank_shard, saved_position
 from lit_vision.errors import LitVisionError
-
-STATE_KEYS = ("epoch", "position", "num_samples", "seed", "world_size", "batch_size")
 
 
 class ResumableSampler(DistributedSampler):
@@ -77,11 +77,14 @@ class ResumableDataLoader(DataLoader):
             raise TypeError(f"ResumableDataLoader needs a ResumableSampler, got {type(sampler).__name__}.")
         super().__init__(dataset, sampler=sampler, **kwargs)
         self._epoch, self._start, self._yielded = 0, 0, 0
+        self._pass_batches = 0  # batches this pass over the epoch hands out (from its start position)
+        self._resume_complete = False  # the loaded position's epoch was trained to its end
 
     def __iter__(self) -> Iterator:
         sampler: ResumableSampler = self.sampler
         self._start, self._yielded = sampler.begin_epoch(), 0
         self._epoch = sampler.epoch
+        self._pass_batches = batches_left(sampler.total, self._start, self.batch_size, sampler.num_replicas, self.drop_last)
         for batch in super().__iter__():
             self._yielded += 1
             yield batch
@@ -90,18 +93,18 @@ class ResumableDataLoader(DataLoader):
         sampler: ResumableSampler = self.sampler
         if sampler._resume is not None:  # loaded but not iterated yet: pass it on unchanged
             epoch, position = sampler._resume
+            complete = self._resume_complete
         else:
             epoch = self._epoch
             position = min(sampler.total, self._start + self._yielded * self.batch_size * sampler.num_replicas)
+            complete = self._yielded >= self._pass_batches
         return {
             "epoch": epoch, "position": position, "num_samples": sampler.total, "seed": sampler.seed,
-            "world_size": sampler.num_replicas, "batch_size": self.batch_size,
+            "world_size": sampler.num_replicas, "batch_size": self.batch_size, "complete": complete,
         }  # fmt: skip
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        missing = [key for key in STATE_KEYS if key not in state]
-        if missing:
-            raise LitVisionError(f"The checkpoint's training-loader state lacks {', '.join(missing)}: got {state}.")
+        state = saved_position(state)  # also a resident placement's position
         sampler: ResumableSampler = self.sampler
         if state["num_samples"] != sampler.total:
             raise LitVisionError(
@@ -111,7 +114,8 @@ class ResumableDataLoader(DataLoader):
         # The order is keyed by the saved seed: a resumed run whose seed was drawn anew
         # (seed_everything: true) must still continue the interrupted permutation.
         sampler.seed = int(state["seed"])
-        sampler.resume_at(int(state["epoch"]), int(state["position"]))
+        sampler.resume_at(state["epoch"], state["position"])
+        self._resume_complete = state["complete"]
 
 
 def resumable_loader(dataset, batch_size: int, seed: int, rank: int, world_size: int, **kwargs: Any) -> ResumableDataLoader:

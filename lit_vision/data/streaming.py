@@ -11,7 +11,8 @@ folder, which is how the tests stand in for a bucket). Remote chunks are cached 
 `StreamedImages` decodes each image in the loader workers (the same decoder as the folder
 path) and applies the same transform, so `data.augment_on` (device / worker_batched / worker)
 works as on the folder path. LitData shards the chunks across ranks and workers and shuffles
-chunks and items within them by (seed, epoch); its `StreamingDataLoader` has a
+chunks and items within them by (seed, epoch) — which mixes classes only because `optimize`
+wrote the training samples in a seeded random order (`check_trainable` refuses older streams); its `StreamingDataLoader` has a
 `state_dict` that counts the samples handed to the main process, which the DataModule
 carries across a resume (Lightning issue 20550, see `lit_vision.data.datamodule`).
 
@@ -42,7 +43,10 @@ from lit_vision.errors import LitVisionError  # noqa: E402
 META_FILE = "lit_vision.json"
 SPLITS = ("train", "val")
 
-__all__ = ["META_FILE", "StreamedImages", "StreamingDataLoader", "is_url", "read_stream_meta", "split_url"]
+# 2: training samples written in a seeded random order (class-mixed chunks); 1: in list order.
+TRAINABLE_FORMAT = 2
+
+__all__ = ["META_FILE", "StreamedImages", "StreamingDataLoader", "check_trainable", "is_url", "read_stream_meta", "split_url"]
 
 
 def is_url(stream: str) -> bool:
@@ -71,6 +75,30 @@ def read_stream_meta(stream: str, cache_dir: str | None = None) -> dict:
         return json.loads(local.read_text())
     except Exception as error:  # each storage backend raises its own errors
         raise LitVisionError(f"Cannot read {stream.rstrip('/')}/{META_FILE}: {error}.") from None
+
+
+def check_trainable(stream: str, meta: dict) -> None:
+    """Refuse to train on a stream whose training samples were written in list order.
+
+    LitData's shuffle permutes the chunks and assigns them to loader workers, then each worker
+    reads its chunks one after another, items permuted within a chunk (in blocks of 256), and a
+    batch comes from one worker: a batch holds the samples of one or two neighbouring chunks.
+    MiniPlaces' and Places365's train lists are sorted by class, so a stream written in list
+    order has single-class chunks and its batches hold 2 of 10 classes (stand-in, batch 64) —
+    the model stays at chance. `lit-vision optimize` now writes the training samples in a seeded
+    random order (format 2), which makes every chunk a sample of the whole set."""
+    version = int(meta.get("format_version", 1))
+    if version >= TRAINABLE_FORMAT:
+        return
+    source = meta.get("source", "<data_dir>")
+    raise LitVisionError(
+        f"data.stream {stream} was written by an older `lit-vision optimize` (format {version}), which stored the "
+        "training images in list order — sorted by class for MiniPlaces and Places365 — so each chunk holds one or "
+        "two classes and LitData's shuffle (chunk order, then items within a chunk) cannot mix them: training batches "
+        "would hold 2 of 10 classes and the model would not learn. Re-run `lit-vision optimize "
+        f"{source} NEW_STREAM` (it now writes the samples in a seeded random order) and point data.stream at the new "
+        "stream. validate and test still read this one (their order does not matter)."
+    )
 
 
 class StreamedImages(StreamingDataset):
