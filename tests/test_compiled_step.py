@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 import torch
 from conftest import TINY_CLASSES
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch._dynamo.utils import counters
 
 from lit_vision.data import MiniPlacesDataModule
@@ -23,9 +23,38 @@ pytestmark = pytest.mark.slow
 IDENTITY = Augmentation(flip=False, degrees=0.0, scale=(1.0, 1.0), ratio=(1.0, 1.0), gain=0.0)
 
 
-def fit(standin_dir, tmp_path, compile, max_steps: int, folder: str, ckpt_path=None) -> SimpleNet:
+class OptimizerTypes(Callback):
+    """What the optimiser and the schedule hold as each step starts and when training ends:
+    the learning rate's type and value, the implementation flags, the schedule's bases' types."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict] = []
+
+    def record(self, trainer) -> None:
+        groups = trainer.optimizers[0].param_groups
+        schedule = trainer.lr_scheduler_configs[0].scheduler
+        self.seen.append({
+            "step": trainer.global_step,
+            "lr": {type(g["lr"]).__name__ for g in groups},
+            "lr_value": float(groups[0]["lr"]),
+            "flags": {(g["foreach"], g["fused"]) for g in groups},
+            "base_lrs": {type(b).__name__ for b in schedule.base_lrs},
+            "initial_lr": {type(g["initial_lr"]).__name__ for g in groups},
+            "graphs": counters["stats"]["unique_graphs"],
+        })  # fmt: skip
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.record(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.record(trainer)
+
+
+def fit(
+    standin_dir, tmp_path, compile, max_steps: int, folder: str, ckpt_path=None, optimizer="sgd", lr=0.05, probe=None
+) -> SimpleNet:
     L.seed_everything(0)
-    model = SimpleNet(num_classes=TINY_CLASSES, optimizer="sgd", lr=0.05, warmup_epochs=0.5, compile=compile)
+    model = SimpleNet(num_classes=TINY_CLASSES, optimizer=optimizer, lr=lr, warmup_epochs=0.5, compile=compile)
     data = MiniPlacesDataModule(
         data_dir=str(standin_dir), num_classes=TINY_CLASSES, batch_size=16, num_workers=0, crop_size=32,
         resize_size=36, cache_dir=str(tmp_path / "cache"), placement="resident", augmentation=IDENTITY,
@@ -33,7 +62,7 @@ def fit(standin_dir, tmp_path, compile, max_steps: int, folder: str, ckpt_path=N
     saver = ModelCheckpoint(dirpath=tmp_path / folder, filename="{step}", every_n_train_steps=2, save_top_k=-1)
     trainer = L.Trainer(
         accelerator="cpu", max_steps=max_steps, logger=False, enable_progress_bar=False, enable_model_summary=False,
-        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[saver],
+        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[saver] + ([probe] if probe else []),
     )  # fmt: skip
     trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
     assert trainer.global_step == max_steps
@@ -45,10 +74,10 @@ def weights(model_or_checkpoint) -> dict[str, torch.Tensor]:
     return {k: v.detach().float().clone() for k, v in state.items()}
 
 
-def assert_close(a: dict, b: dict) -> None:
+def assert_close(a: dict, b: dict, tolerance: float = 1e-5) -> None:
     assert a.keys() == b.keys()
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
-    assert worst < 1e-5, worst
+    assert worst < tolerance, worst
 
 
 def momentum(checkpoint: dict) -> dict[str, torch.Tensor]:
@@ -77,6 +106,70 @@ def test_compiled_step_matches_eager_and_resumes_from_and_into_eager(standin_dir
     assert_close(weights(back), weights(eager))
     lr = back.trainer.optimizers[0].param_groups[0]["lr"]
     assert isinstance(lr, float) and lr == eager.trainer.optimizers[0].param_groups[0]["lr"]
+
+
+# AdamW: the optimiser whose default path a tensor learning rate changes (foreach → single tensor).
+ADAMW = {"optimizer": "adamw", "lr": 2e-3}
+EAGER_GROUPS = {"lr": {"float"}, "flags": {(None, None)}, "base_lrs": {"float"}, "initial_lr": {"float"}}
+COMPILED_GROUPS = {"lr": {"Tensor"}, "flags": {(None, True)}, "base_lrs": {"float"}, "initial_lr": {"float"}}
+
+
+def groups_as(seen: dict, expected: dict) -> bool:
+    return {k: seen[k] for k in expected} == expected
+
+
+def test_an_eager_resume_of_a_fresh_compiled_checkpoint_steps_with_float_learning_rates(standin_dir, tmp_path):
+    """A checkpoint of a run that was compiled from its first step (its schedule saved tensor
+    bases) resumed eagerly: every step uses Python-float learning rates and torch's default
+    implementation choice (on CUDA a tensor learning rate takes AdamW off foreach), the
+    learning rates follow the compiled run's, and the weights end where the compiled run's did."""
+    torch.set_num_threads(2)
+    compiled_probe, eager_probe = OptimizerTypes(), OptimizerTypes()
+    fit(standin_dir, tmp_path, "step", 4, "compiled", probe=compiled_probe, **ADAMW)  # saves steps 2 and 4
+    assert all(groups_as(seen, COMPILED_GROUPS) for seen in compiled_probe.seen), compiled_probe.seen
+    saved = torch.load(tmp_path / "compiled" / "step=2.ckpt", weights_only=True)
+    assert saved["hyper_parameters"]["compile"] == "step"
+    eager = fit(standin_dir, tmp_path, False, 4, "eager", ckpt_path=tmp_path / "compiled" / "step=2.ckpt",
+                probe=eager_probe, **ADAMW)  # fmt: skip
+    assert [seen["step"] for seen in eager_probe.seen] == [2, 3, 4]
+    for seen in eager_probe.seen:
+        assert groups_as(seen, EAGER_GROUPS), seen
+    compiled_lrs = {seen["step"]: seen["lr_value"] for seen in compiled_probe.seen}
+    for seen in eager_probe.seen:
+        assert seen["lr_value"] == pytest.approx(compiled_lrs[seen["step"]], rel=1e-6)
+    saved_eager = torch.load(tmp_path / "eager" / "step=4.ckpt", weights_only=True)
+    assert {type(b) for b in saved_eager["lr_schedulers"][0]["base_lrs"]} == {float}
+    assert {type(g["lr"]) for g in saved_eager["optimizer_states"][0]["param_groups"]} == {float}
+    compiled_at_4 = torch.load(tmp_path / "compiled" / "step=4.ckpt", weights_only=True)
+    assert_close(weights(eager), weights(compiled_at_4["state_dict"]), tolerance=1e-4)
+
+
+def test_a_compiled_resume_of_a_fresh_eager_checkpoint_steps_compiled_with_tensor_learning_rates(standin_dir, tmp_path):
+    """The other direction: an eager run's checkpoint resumed with `compile: step` steps with
+    0-d tensor learning rates, the fused AdamW update compiled once (the schedule fills the
+    tensor from float bases, no recompile and no read-back per step), the eager run's learning
+    rates, and ends where the eager run's weights did; its own checkpoint then resumes eagerly
+    with floats again."""
+    torch.set_num_threads(2)
+    eager_probe, compiled_probe, back_probe = OptimizerTypes(), OptimizerTypes(), OptimizerTypes()
+    fit(standin_dir, tmp_path, False, 6, "eager", probe=eager_probe, **ADAMW)  # saves steps 2, 4 and 6
+    assert all(groups_as(seen, EAGER_GROUPS) for seen in eager_probe.seen), eager_probe.seen
+    compiled = fit(standin_dir, tmp_path, "step", 4, "compiled", ckpt_path=tmp_path / "eager" / "step=2.ckpt",
+                   probe=compiled_probe, **ADAMW)  # fmt: skip
+    assert compiled.trainer.optimizers[0]._lit_vision_compiled and "_compiled_loss" in compiled.__dict__
+    assert [seen["step"] for seen in compiled_probe.seen] == [2, 3, 4]
+    assert len({seen["graphs"] for seen in compiled_probe.seen[1:]}) == 1  # compiled at step 2, then reused
+    for seen in compiled_probe.seen:
+        assert groups_as(seen, COMPILED_GROUPS), seen
+    eager_lrs = {seen["step"]: seen["lr_value"] for seen in eager_probe.seen}
+    for seen in compiled_probe.seen:
+        assert seen["lr_value"] == pytest.approx(eager_lrs[seen["step"]], rel=1e-6)
+    eager_at_4 = torch.load(tmp_path / "eager" / "step=4.ckpt", weights_only=True)
+    assert_close(weights(compiled), weights(eager_at_4["state_dict"]), tolerance=1e-4)
+    fit(standin_dir, tmp_path, False, 6, "back", ckpt_path=tmp_path / "compiled" / "step=4.ckpt",
+        probe=back_probe, **ADAMW)  # fmt: skip
+    for seen in back_probe.seen:
+        assert groups_as(seen, EAGER_GROUPS), seen
 
 
 @pytest.mark.parametrize("name", ["sgd", "adamw"])

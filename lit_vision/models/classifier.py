@@ -24,6 +24,7 @@ from lit_vision.models.compiled_step import (
     implementation,
     install_compiled_update,
     match_optimizer_to_mode,
+    match_schedule_to_mode,
     resolve_mode,
 )
 from lit_vision.nets.layers import Normalize
@@ -231,6 +232,8 @@ class ImageClassifier(L.LightningModule):
         # mode wrote the checkpoint (see lit_vision.models.compiled_step).
         for optimizer in self.trainer.optimizers:
             match_optimizer_to_mode(optimizer, self.hparams.get("compile") == "step", self.hparams.optimizer)
+        for config in self.trainer.lr_scheduler_configs:
+            match_schedule_to_mode(config.scheduler)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = batch

@@ -13,8 +13,10 @@ with one launch; shapes are static because training batches drop the last partia
 
 Checkpoints keep the uncompiled state: the compiled callables live outside the module tree and
 the optimiser's state dict is torch's own. Resuming across modes works both ways: after a
-restore, `match_optimizer_to_mode` turns the learning rates and the implementation flags the
-checkpoint brought into what the current mode uses.
+restore, `match_optimizer_to_mode` turns the learning rates, the implementation flags and Adam's
+step counts the checkpoint brought into what the current mode uses, and `match_schedule_to_mode`
+keeps the schedule's base learning rates plain floats (a fresh compiled run's schedule would
+otherwise save tensors, and an eager run resumed from it would step with a tensor learning rate).
 """
 
 from __future__ import annotations
@@ -54,12 +56,44 @@ def match_optimizer_to_mode(optimizer: torch.optim.Optimizer, compiled: bool, op
             group["lr"] = lr.to(device=device, dtype=torch.float32)
         elif isinstance(lr, torch.Tensor):
             group["lr"] = float(lr)  # once per fit (a checkpoint of the compiled mode)
-        for name in ("initial_lr",):
-            if isinstance(group.get(name), torch.Tensor) and not compiled:
-                group[name] = float(group[name])
+        # The schedule's starting point: a plain number in both modes (see match_schedule_to_mode).
+        if isinstance(group.get("initial_lr"), torch.Tensor):
+            group["initial_lr"] = float(group["initial_lr"])
         for name in ("foreach", "fused"):
             if name in group:
                 group[name] = flags.get(name)
+    _place_step_counts(optimizer)
+
+
+def _place_step_counts(optimizer: torch.optim.Optimizer) -> None:
+    """Adam's per-parameter step counts where the current flags want them, as torch's own
+    `load_state_dict` places them: on the parameter's device for fused/capturable updates, on
+    the CPU otherwise. A checkpoint keeps them where the mode that wrote it had them, and a
+    device-side count in a non-capturable update costs a host-device synchronisation per
+    parameter per step (the bias correction reads it as a Python number)."""
+    for group in optimizer.param_groups:
+        on_device = bool(group.get("fused")) or bool(group.get("capturable"))
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            step = state.get("step")
+            if isinstance(step, torch.Tensor):
+                target = p.device if on_device else torch.device("cpu")
+                if step.device != target or step.dtype != torch.float32:
+                    state["step"] = step.to(device=target, dtype=torch.float32)
+
+
+def match_schedule_to_mode(schedule: torch.optim.lr_scheduler.LRScheduler) -> None:
+    """The schedule's base learning rates as Python floats, in both modes. torch's schedulers
+    copy a tensor learning rate into `base_lrs` (and `_last_lr`) when they are built, and a
+    checkpoint keeps them so. Eager, a tensor base turns the learning rate back into a tensor at
+    the next schedule step (`base_lr * factor`), which takes AdamW off its foreach path and gives
+    SGD a tensor `alpha`; compiled, the schedule writes the tensor learning rate with
+    `fill_(value)`, and a tensor value is read back to the host first (a synchronisation per
+    step on an accelerator). A float base serves both: eager assigns it, compiled fills it."""
+    for name in ("base_lrs", "_last_lr"):
+        values = getattr(schedule, name, None)
+        if values is not None:
+            setattr(schedule, name, [float(v) if isinstance(v, torch.Tensor) else v for v in values])
 
 
 def install_compiled_update(optimizer: torch.optim.Optimizer, mode: str) -> None:
