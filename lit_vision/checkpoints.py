@@ -135,3 +135,60 @@ def check_checkpoint_matches(
             f"The checkpoint {path} was trained for {saved_classes} classes, but data.num_classes is "
             f"{data_num_classes}: use data with {saved_classes} classes or a checkpoint trained for {data_num_classes}."
         )
+
+
+# ---------------------------------------------------------------------------------- rebuilding
+def model_class_from_path(class_path: str, path: str | os.PathLike) -> type:
+    """The LightningModule class a checkpoint's `_class_path` names; a LitVisionError when it is
+    not an importable `ImageClassifier` subclass."""
+    import importlib
+
+    from lit_vision.models import ImageClassifier  # registers every architecture as well
+
+    module_name, _, class_name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError):
+        cls = None
+    if not (isinstance(cls, type) and issubclass(cls, ImageClassifier)):
+        raise LitVisionError(
+            f"The checkpoint {path} holds a model of class {class_path}, which is not an importable ImageClassifier "
+            "subclass here (a checkpoint of another version of this package, or of a class defined elsewhere)."
+        )
+    return cls
+
+
+def load_model_from_checkpoint(
+    path: str | os.PathLike,
+    overrides: dict[str, Any] | None = None,
+    model_class_path: str | None = None,
+    num_classes: int | None = None,
+    checkpoint: dict | None = None,
+) -> torch.nn.Module:
+    """The model a checkpoint written by `lit-vision fit` holds, in eval mode on the CPU: its
+    class from the saved `_class_path`, its settings from the saved hyperparameters (each of
+    `overrides` replacing one, e.g. {"tta": "flip"}), its weights from the `state_dict`. The
+    one way every command and callback rebuilds a model from a file.
+
+    `model_class_path` / `num_classes`, when given, must match the checkpoint's (errors name both).
+    `checkpoint`: the file's content when the caller has read it already (`load_lightning_checkpoint`)."""
+    checkpoint = load_lightning_checkpoint(path) if checkpoint is None else checkpoint
+    check_checkpoint_matches(checkpoint, path, model_class_path, num_classes)
+    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    class_path = hparams.pop("_class_path", None)
+    hparams.pop("_instantiator", None)
+    if not class_path:
+        raise LitVisionError(
+            f"The checkpoint {path} does not record its model class (_class_path): expected a file written by "
+            "lit-vision fit."
+        )
+    model = model_class_from_path(class_path, path)(**{**hparams, **(overrides or {})})
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        raise LitVisionError(
+            f"The checkpoint {path} does not fit the model its settings build ({type(model).__name__}): "
+            f"{str(error).splitlines()[0]}"
+        ) from None
+    return model.eval()
+

@@ -81,7 +81,7 @@ def test_missing_data_dir_is_a_clear_error(tiny_config, capsys, run_cli, tmp_pat
     code = run_cli("fit", "--config", tiny_config, "--data.data_dir", tmp_path / "absent")
     assert code == 2
     error = capsys.readouterr().err
-    assert "absent is not a MiniPlaces folder" in error and "Traceback" not in error
+    assert "absent is missing. Looked for: class per folder" in error and "Traceback" not in error
 
 
 STANDIN_FLAGS = (
@@ -122,7 +122,7 @@ def test_a_seeded_fit_gives_the_same_metrics_whether_or_not_it_checked_its_data(
     must log the very same numbers."""
     import shutil
 
-    from lit_vision.plot import load_scalars
+    from lit_vision.cli.plot import load_scalars
 
     copy = tmp_path / "fresh_copy"
     shutil.copytree(standin_dir, copy, ignore=shutil.ignore_patterns("cache"))

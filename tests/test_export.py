@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lit_vision.errors import LitVisionError
-from lit_vision.export import (
+from lit_vision.cli.export import (
     ExportMismatch,
     export_verified,
     load,

@@ -52,7 +52,7 @@ def test_evaluation_runs_stay_out_of_the_training_plots(tiny_run, tiny_config, r
 
 
 def test_scalars_the_figure_needs_are_logged(tiny_run):
-    from lit_vision.plot import by_epoch, load_scalars
+    from lit_vision.cli.plot import by_epoch, load_scalars
 
     scalars = load_scalars(tiny_run)
     for tag in ("train/loss", "train/loss_epoch", "val/loss", "train/top1", "val/top1", "train/top5", "val/top5"):

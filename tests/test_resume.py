@@ -282,7 +282,7 @@ def test_resuming_a_finished_run_says_so_and_claims_no_folder(tiny_config, run_c
 
 
 def test_a_run_short_of_its_limits_has_something_to_train():
-    from lit_vision.resume import NothingToTrain, check_something_to_train
+    from lit_vision.cli.resume import NothingToTrain, check_something_to_train
 
     def checkpoint(epochs: int, steps: int) -> dict:
         return {"global_step": steps, "loops": {"fit_loop": {"epoch_progress": {"current": {"processed": epochs}}}}}

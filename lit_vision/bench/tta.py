@@ -21,10 +21,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> list[dict]:
-    from lit_vision.export import load_model
+    from lit_vision.cli.export import load_model
+    from lit_vision.cli.lightning_cli import build_cli
 
-    model, _ = load_model(args.config, args.ckpt_path, ["--model.init_args.tta", "none"])
-    from lit_vision.cli import build_cli
+    model, _ = load_model(args.ckpt_path, ["--model.init_args.tta", "none"], args.config)
 
     data = build_cli([t for c in args.config for t in ("--config", c)], run=False).datamodule
     data.prepare_data()

@@ -6,44 +6,19 @@ it was written and what to set instead."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import yaml
-
+from lit_vision.cli.config_files import config_file, flag_values, read_config
 from lit_vision.errors import LitVisionError
 
 MODEL_CLASS_FLAGS = ("--model.init_args.num_classes", "--model.num_classes")
-CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
-
-
-def flag_values(args: list[str], names: tuple[str, ...]) -> Iterator[tuple[str, str]]:
-    """(flag, value) for each `--flag value` or `--flag=value` among `args` named in `names`."""
-    for i, token in enumerate(args):
-        flag, equals, value = token.partition("=")
-        if flag in names:
-            if equals:
-                yield flag, value
-            elif i + 1 < len(args):
-                yield flag, str(args[i + 1])
-
-
-def config_file(value: object, base: Path) -> Path | None:
-    """The file a config value names (relative to the file that names it, as jsonargparse reads
-    it, or to the working directory), or None for a class name, class path or inline block."""
-    if not isinstance(value, str) or not value.endswith(CONFIG_SUFFIXES):
-        return None
-    for candidate in (base / value, Path(value)):
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def model_block_classes(block: object, where: str, base: Path) -> list[tuple[str, object]]:
     """Where a model block (a mapping, or the path of a file holding one) states num_classes."""
     path = config_file(block, base)
     if path is not None:
-        return model_block_classes(yaml.safe_load(path.read_text()), str(path), path.parent)
+        return model_block_classes(read_config(path), str(path), path.parent)
     if not isinstance(block, dict):
         return []
     arguments = block["init_args"] if isinstance(block.get("init_args"), dict) else block
@@ -61,7 +36,7 @@ def stated_model_classes(args: list[str]) -> list[tuple[str, object]]:
         elif flag == "--model":
             stated += model_block_classes(value, f"--model {value}", Path.cwd())
         elif (path := config_file(value, Path.cwd())) is not None:
-            config = yaml.safe_load(path.read_text())
+            config = read_config(path)
             if isinstance(config, dict):
                 stated += model_block_classes(config.get("model"), str(path), path.parent)
     return stated

@@ -3,8 +3,11 @@
     lit-vision export --config configs/quickstart.yaml --ckpt_path checkpoints/quickstart/version_0/last.ckpt \\
         --format torchscript|exported|onnx [--output PATH] [--model.init_args.tta flip]
 
+The model is rebuilt from the checkpoint alone (`lit_vision.checkpoints.load_model_from_checkpoint`:
+its architecture, settings and weights); `--config` is optional and checked against it.
+
 The exported model takes **uint8 RGB images** of shape (batch, 3, crop, crop) — pixel space, as
-the DataModule delivers them, with `crop` = the config's `data.crop_size` — and returns logits
+the DataModule delivers them, with `crop` the `data.crop_size` the checkpoint was trained at — and returns logits
 (batch, num_classes). The ImageNet normalisation is inside (the model's first layer), and so is
 flip TTA when `--model.init_args.tta flip` is given. The batch size is dynamic.
 
@@ -17,7 +20,8 @@ and leaves nothing at the output path (the file is written under a temporary nam
 only once verified). ONNX files are run with onnxruntime when it is installed, otherwise with
 onnx's own reference evaluator (pure Python: slow on big models, exact enough for the check).
 
-Any other `--model.*`/`--data.*` option is passed to the config parser, as for `validate`.
+`--model.init_args.NAME VALUE` changes one of the model's settings (e.g. `tta flip`);
+`--data.crop_size N` the image size, for a checkpoint that does not record it.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lit_vision.checkpoints import load_lightning_checkpoint, load_model_from_checkpoint
+from lit_vision.cli.config_files import read_config, read_value
 from lit_vision.errors import LitVisionError
 
 FORMATS = {"torchscript": ".torchscript.pt", "exported": ".pt2", "onnx": ".onnx"}
@@ -176,43 +182,72 @@ def export_verified(model: nn.Module, fmt: str, output: Path, crop: int, toleran
 
 
 # ---------------------------------------------------------------------------- the command
-def load_model(configs: list[str], ckpt_path: str, overrides: list[str]) -> tuple[nn.Module, int]:
-    """The configured model with the checkpoint's weights, and the data's crop size."""
-    from lit_vision.checkpoints import (
-        check_checkpoint_matches,
-        load_lightning_checkpoint,
-    )
-    from lit_vision.cli import build_cli
+def settings(overrides: list[str], section: str) -> dict[str, object]:
+    """`--section.NAME VALUE` / `--section.init_args.NAME=VALUE` among `overrides`, as
+    {NAME: VALUE} with each value read as YAML (as jsonargparse reads a flag's value)."""
+    found = {}
+    prefixes = (f"--{section}.init_args.", f"--{section}.")
+    i = 0
+    while i < len(overrides):
+        flag, equals, value = overrides[i].partition("=")
+        if not equals and i + 1 < len(overrides):
+            value, i = overrides[i + 1], i + 1
+        elif not equals:
+            raise LitVisionError(f"{flag} needs a value.")
+        prefix = next((p for p in prefixes if flag.startswith(p)), None)
+        if prefix is not None:
+            found[flag.removeprefix(prefix)] = read_value(value)
+        i += 1
+    return found
 
+
+def configured_model(configs: list[str]) -> str | None:
+    """The model class path the last of `configs` that states one (`model: class_path: ...`) names."""
+    class_path = None
+    for config in configs:
+        content = read_config(config)
+        model = content.get("model") if isinstance(content, dict) else None
+        if isinstance(model, dict) and isinstance(model.get("class_path"), str):
+            class_path = model["class_path"]
+    return class_path
+
+
+def load_model(ckpt_path: str, overrides: list[str], configs: list[str] = ()) -> tuple[nn.Module, int]:
+    """The checkpoint's model (its architecture, settings and weights, with any `--model.*`
+    override) and the crop size it was trained at (or `--data.crop_size`). A config that names
+    another architecture than the checkpoint's is an error."""
     checkpoint = load_lightning_checkpoint(ckpt_path)
-    args = [token for config in configs for token in ("--config", config)] + overrides
-    args += ["--trainer.logger", "false", "--trainer.enable_checkpointing", "false"]
-    with warnings.catch_warnings():
-        # Passing args while sys.argv holds `export ...` is deliberate here (Lightning warns of it).
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-        cli = build_cli(args, run=False)
-    model, data = cli.model, cli.datamodule
-    check_checkpoint_matches(checkpoint, ckpt_path, cli.config["model"]["class_path"], data.hparams.num_classes)
+    model_settings = settings(overrides, "model")
     try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as error:
+        model = load_model_from_checkpoint(
+            ckpt_path, model_settings, model_class_path=configured_model(configs), checkpoint=checkpoint
+        )
+    except TypeError as error:  # a --model.* name the class does not take
+        given = " ".join(f"--model.init_args.{name} {value}" for name, value in model_settings.items())
+        raise LitVisionError(f"{given}: {error}. `lit-vision fit --model.help MODEL` lists a model's options.") from None
+    data = {**(checkpoint.get("datamodule_hyper_parameters") or {}), **settings(overrides, "data")}
+    if not isinstance(data.get("crop_size"), int):
         raise LitVisionError(
-            f"The checkpoint {ckpt_path} does not fit the model the config builds ({type(model).__name__}): "
-            f"{str(error).splitlines()[0]} Give the config the checkpoint was trained with."
-        ) from None
-    return model.eval(), int(data.hparams.crop_size)
+            f"The checkpoint {ckpt_path} records no data.crop_size (the image size the model takes): pass "
+            "--data.crop_size N, N as in the config it was trained with."
+        )
+    return model, data["crop_size"]
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="lit-vision export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", action="append", required=True, help="run config (repeatable, as for validate)")
+    parser.add_argument(
+        "--config", action="append", default=[],
+        help="the run's config (repeatable): optional, the checkpoint records the model and crop size; a config "
+        "naming another architecture is an error",
+    )  # fmt: skip
     parser.add_argument("--ckpt_path", required=True, help="checkpoint written by lit-vision fit")
     parser.add_argument("--format", required=True, choices=list(FORMATS), help="file format")
     parser.add_argument("--output", help="where to write (default: beside the checkpoint, <name><format suffix>)")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="largest accepted |logit difference|")
     args, overrides = parser.parse_known_args(argv)
     unknown = [
-        t for t in overrides if t.startswith("--") and not t.startswith(("--model.", "--data.", "--seed_everything"))
+        t for t in overrides if t.startswith("--") and not t.startswith(("--model.", "--data."))
     ]
     if unknown:
         parser.error(
@@ -231,7 +266,7 @@ def main(argv: list[str]) -> None:
     try:
         if args.format == "onnx":
             require_onnx()  # before the model is built
-        model, crop = load_model(args.config, args.ckpt_path, overrides)
+        model, crop = load_model(args.ckpt_path, overrides, args.config)
         ckpt = Path(args.ckpt_path)
         output = Path(args.output) if args.output else ckpt.with_name(ckpt.stem + FORMATS[args.format])
         difference, runtime = export_verified(model, args.format, output, crop, args.tolerance)

@@ -26,7 +26,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from lit_vision.errors import LitVisionError  # noqa: E402
-from lit_vision.run_folders import EVAL_FOLDER  # noqa: E402
+from lit_vision.cli.run_folders import EVAL_FOLDER  # noqa: E402
 
 EVENT_GLOB = "events.out.tfevents.*"
 Series = tuple[list[int], list[float]]

@@ -21,8 +21,6 @@ import os
 import re
 from pathlib import Path
 
-from lightning.fabric.utilities.rank_zero import rank_zero_only
-
 from lit_vision.errors import LitVisionError
 
 LOG_ROOT = "logs"
@@ -40,6 +38,8 @@ _claimed: list[Path] = []
 def is_launching_process() -> bool:
     """Whether this process decides for the run: the one a user (or a single-process
     scheduler task) started, not a DDP rank that a launcher started with a rank > 0."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only  # here: `plot` needs no Lightning
+
     return rank_zero_only.rank == 0 and int(os.environ.get("NODE_RANK", 0) or 0) == 0
 
 
