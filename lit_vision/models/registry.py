@@ -4,6 +4,11 @@ class name, `list_models()` names them, `create_model(name, **kwargs)` builds on
 The CLI's `--model NAME`, the test suite (tests/test_architectures.py runs every registered
 architecture) and the README table (`python -m lit_vision.models`) all read this list, so an
 architecture is added by writing its class and decorating it with `@register_model`.
+
+A class with a `library` attribute (`Timm`: `library = "timm"`) wraps another library's
+architectures: `--model` accepts it, but `list_models()` names only this package's own
+architectures (each has fixed defaults, a row in the README table and a place in the suite that
+runs every one); `list_wrappers()` names the wrappers.
 """
 
 from __future__ import annotations
@@ -30,8 +35,13 @@ def register_model(cls: ModelClass) -> ModelClass:
 
 
 def list_models() -> list[str]:
-    """Names of the registered architectures, in the order they were registered."""
-    return list(_MODELS)
+    """Names of this package's own architectures, in the order they were registered."""
+    return [name for name, cls in _MODELS.items() if getattr(cls, "library", None) is None]
+
+
+def list_wrappers() -> dict[str, str]:
+    """{class name: library} of the registered classes that wrap another library's architectures."""
+    return {name: cls.library for name, cls in _MODELS.items() if getattr(cls, "library", None) is not None}
 
 
 def model_class(name: str) -> type[ImageClassifier]:
@@ -40,8 +50,9 @@ def model_class(name: str) -> type[ImageClassifier]:
         return _MODELS[name]
     except KeyError:
         raise LitVisionError(
-            f"Unknown model {name!r} (--model): expected one of {', '.join(list_models())}, or the dotted class "
-            "path of an ImageClassifier subclass."
+            f"Unknown model {name!r} (--model): expected one of {', '.join(list_models())}; any timm architecture "
+            "as --model Timm --model.init_args.name NAME (or --model timm:NAME); or the dotted class path of an "
+            "ImageClassifier subclass."
         ) from None
 
 
