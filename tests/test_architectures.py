@@ -57,6 +57,7 @@ PARAMETERS_100_CLASSES = {
     "CustomNet2": 8_088_996,
     "ResNet18": 11_227_812,
     "ViT": 1_959_076,
+    "PreActResNet18": 11_218_340,
 }
 
 
@@ -79,7 +80,7 @@ def test_output_shape_and_pixel_inputs(name):
 
 
 # The two large nets take seconds each on 2 cores; the small ones keep the check in the quick suite.
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in ("CustomNet2", "ResNet18") else n for n in ARCHITECTURES])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in ("CustomNet2", "ResNet18", "PreActResNet18") else n for n in ARCHITECTURES])
 def test_overfits_one_batch(name):
     """A few Adam steps on one fixed batch must drive its loss well down. Each image gets
     its own tint over noise, so even SimpleNet (no BatchNorm, slow to start) shows progress

@@ -53,7 +53,7 @@ ROWS = [
     ("max_epochs out of range", "fit --config {config} --trainer.max_epochs -5",     None,                     ["`max_epochs` must be a non-negative integer or -1", "-5"]),
     ("checkpoint every -1",    "fit --config {config} --checkpoint_every_n_steps -1", None,                    ["checkpoint_every_n_steps must be an integer >= 0", "got -1"]),
     # --- data
-    ("missing data_dir",       "fit --config {config} --data.data_dir {missing}",   None,                     ["is not a MiniPlaces folder", "train.txt", "data.standin: true"]),
+    ("missing data_dir",       "fit --config {config} --data.data_dir {missing}",   None,                     ["is missing. Looked for", "train.txt", "data.standin: true"]),
     ("bad label line",         "fit --config {config} --data.data_dir {bad_label}", None,                     ["val.txt, line 2: expected '<image path relative to images/> <integer label>'", "'val/00000002.jpg cat'"]),
     ("label out of range",     "validate --config {config} --data.data_dir {bad_range}", None,                ["val.txt, line 3: label 9 is outside [0, 4)"]),
     # --- checkpoints

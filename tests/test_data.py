@@ -87,7 +87,7 @@ def test_predict_split_yields_indices_and_paths(standin_dir):
 
 def test_missing_data_dir_names_the_path_and_the_layout(tmp_path):
     datamodule = make_datamodule(tmp_path / "nowhere")
-    with pytest.raises(LitVisionError, match="nowhere.*not a MiniPlaces folder.*train.txt"):
+    with pytest.raises(LitVisionError, match=r"nowhere is missing\. Looked for: class per folder.*train.txt"):
         datamodule.setup("fit")
 
 

@@ -337,7 +337,8 @@ def test_augmentation_is_set_from_the_command_line_and_saved_as_plain_types(tiny
     assert code == 0
     checkpoint = tmp_path / "checkpoints" / "tiny" / "version_0" / "last.ckpt"
     saved = torch.load(checkpoint, weights_only=True)["datamodule_hyper_parameters"]
-    assert saved["augmentation"] == {"flip": False, "degrees": 0.0, "scale": [0.5, 1.0], "ratio": [0.8, 1.2], "gain": 0.15}
+    assert saved["augmentation"] == {"flip": False, "degrees": 0.0, "scale": [0.5, 1.0], "ratio": [0.8, 1.2], "gain": 0.15,
+                                     "padding": 0}
     assert saved["augment_on"] == "auto"
 
 

@@ -7,7 +7,8 @@ loader workers) both read it, so every path draws from the same distribution:
 
     horizontal flip -> rotation about the centre (zero fill) -> random resized crop
     (area a fraction `scale` of the square training image, aspect w/h log-uniform in
-    `ratio`) to `crop_size` -> per-channel gain.
+    `ratio`) to `crop_size` -> random crop of `crop_size` from the result padded with `padding`
+    zero pixels on every side (CIFAR's standard pad-4 crop) -> per-channel gain.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class Augmentation:
         scale: range of the crop's area as a fraction of the training image's area (0 < low <= high <= 1).
         ratio: range of the crop's aspect ratio width/height, drawn log-uniformly (0 < low <= high).
         gain: each colour channel is multiplied by its own factor from [1 - gain, 1 + gain] (0 to 1).
+        padding: pad the crop with this many zero pixels on every side, then take a random
+            crop_size square of it (a shift of up to `padding` pixels each way); 0: off.
     """
 
     flip: bool = True
@@ -34,6 +37,7 @@ class Augmentation:
     scale: tuple[float, float] = (0.25, 1.0)
     ratio: tuple[float, float] = (0.8, 1.2)
     gain: float = 0.15
+    padding: int = 0
 
     def __post_init__(self) -> None:
         # jsonargparse hands tuples over as lists; keep them tuples so settings compare equal.
@@ -53,6 +57,8 @@ class Augmentation:
             raise LitVisionError(f"data.augmentation.ratio must satisfy 0 < low <= high (width/height), got [{low}, {high}].")
         if not 0 <= self.degrees <= 180:
             raise LitVisionError(f"data.augmentation.degrees must lie in [0, 180], got {self.degrees}.")
+        if not (isinstance(self.padding, int) and self.padding >= 0):
+            raise LitVisionError(f"data.augmentation.padding must be a whole number of pixels >= 0, got {self.padding!r}.")
         if not 0 <= self.gain <= 1:
             raise LitVisionError(f"data.augmentation.gain must lie in [0, 1], got {self.gain}.")
 

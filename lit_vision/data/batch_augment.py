@@ -5,7 +5,8 @@ It does, in ONE `affine_grid`/`grid_sample` per batch, what the per-image pipeli
 
     horizontal flip (p=0.5) -> rotation about the image centre (zero fill)
     -> random resized crop (area a fraction `scale` of the image, aspect `ratio`, log-uniform)
-    to `crop` pixels, and a per-channel gain after sampling.
+    to `crop` pixels, and a per-channel gain after sampling; a pad-and-crop (`padding`, CIFAR's
+    shift of up to 4 pixels with zero fill) is an integer shift of that result, done by indexing.
 
 Where it runs (`data.augment_on`): after the copy to a GPU (`on_after_batch_transfer`), or,
 when the accelerator is the CPU, inside each loader worker on that worker's batch
@@ -98,7 +99,23 @@ class BatchAugment(nn.Module):
         frame[..., 1].clamp_(-1 + 1 / height, 1 - 1 / height)
         grid = frame @ rotation.transpose(1, 2)[:, None]
         out = F.grid_sample(pixels, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        if pad := self.augmentation.padding:
+            out = padded_random_crop(out, pad, generator)
         if gain := self.augmentation.gain:
             factors = 1 + (torch.rand(batch, channels, 1, 1, device=images.device, generator=generator) * 2 - 1) * gain
             out = out.mul_(factors)
         return out.clamp_(0, 1)
+
+
+def padded_random_crop(images: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each image padded with `pad` zero pixels on every side, then an (H, W) window of it at a
+    random offset of its own: `v2.RandomCrop(size, padding=pad)` per sample, exact (a gather)."""
+    batch, _, height, width = images.shape
+    device = images.device
+    padded = F.pad(images, (pad, pad, pad, pad)).permute(0, 2, 3, 1)  # [B, H + 2p, W + 2p, C]
+    top = torch.randint(0, 2 * pad + 1, (batch,), device=device, generator=generator)
+    left = torch.randint(0, 2 * pad + 1, (batch,), device=device, generator=generator)
+    rows = (top[:, None] + torch.arange(height, device=device))[:, :, None]
+    cols = (left[:, None] + torch.arange(width, device=device))[:, None, :]
+    window = padded[torch.arange(batch, device=device)[:, None, None], rows, cols]  # [B, H, W, C]
+    return window.permute(0, 3, 1, 2).contiguous()

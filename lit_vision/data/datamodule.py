@@ -24,15 +24,18 @@ centre `crop_size` square on every path; training does not resize to `resize_siz
 `data.cache: true` decodes each labelled split once into a memory-mapped uint8 array and
 reads it instead of the JPEGs (see `lit_vision.data.cache`).
 
-`data.layout: places365` (or auto-detected) reads Places365-Standard's files instead of
-MiniPlaces' (`lit_vision.data.layout`); `data.stream` reads the labelled splits from a LitData
+`data.layout` (`auto` detects it) reads MiniPlaces', Places365-Standard's, a class-per-folder
+tree's (`train/<class>/`, as torchvision's ImageFolder) or CIFAR-10/100's files (torchvision's
+format), see `lit_vision.data.layout`; `data.val_fraction` holds out a stratified share of
+training images where the data has no validation split; `data.stream` reads the labelled splits from a LitData
 stream written by `lit-vision optimize` (`lit_vision.data.streaming`). Training resumes mid-epoch
 exactly where it stopped on every path: the folder and cache paths through
 `lit_vision.data.resumable`, the stream through LitData's loader state; either state travels in
 this DataModule's `state_dict` (see there for why). docs/scale.md.
 
 Where the decoded images live (`data.placement`):
-- `auto` (default): `loader` when the trainer's accelerator is the CPU or `data.stream` is set, else `resident`.
+- `auto` (default): `loader` on every accelerator: it is the path measured on a GPU (docs/gpu-benchmark.md);
+  `resident` has been measured on the CPU only, so it is chosen by name until a GPU run shows it faster.
 - `loader`: DataLoader workers read JPEGs (or the cache) and batches cross to the device per step.
 - `resident`: each labelled split is decoded once into the cache, then held whole on the
   training device (GPU memory; this process's memory on a CPU run) and batches are index-gathers
@@ -57,14 +60,18 @@ from lit_vision.data.batch_augment import BatchAugment
 from lit_vision.data.cache import CachedImages, build_cache, cache_path
 from lit_vision.data.collate import WorkerBatchAugment, channels_last_collate
 from lit_vision.data.dataset import MiniPlacesImages
-from lit_vision.data.download import download_miniplaces, manual_instructions
-from lit_vision.data.layout import LAYOUT_NAMES, DataLayout, LayoutName, detect_layout
-from lit_vision.data.listing import list_unlabelled_images, read_categories
+from lit_vision.data.epoch_order import is_stream_state, saved_position
+from lit_vision.data.download import cifar_instructions, download_cifar, download_miniplaces, manual_instructions
+from lit_vision.data.epoch_size import warn_dropped_images
+from lit_vision.data.layout import LAYOUT_NAMES, DataLayout, LayoutName, detect_layout, no_layout_message
+from lit_vision.data.listing import list_unlabelled_images
+from lit_vision.utils.files import atomic_write_text
 from lit_vision.data.places365 import download_places365, places365_instructions
 from lit_vision.data.preflight import verify_images
 from lit_vision.data.resumable import resumable_loader, run_seed
 from lit_vision.data.resident import ResidentLoader, ResidentOrder, load_resident
 from lit_vision.data.standin import generate_standin_for_run
+from lit_vision.data.stream_position import check_stream_grid, stream_loader_complete, stream_position_complete
 from lit_vision.data.transforms import SquareResize, eval_transform, train_transform
 from lit_vision.errors import LitVisionError
 from lit_vision.signals import leave_stops_to_the_main_process
@@ -100,6 +107,8 @@ class MiniPlacesDataModule(L.LightningDataModule):
         layout: LayoutName = "auto",
         stream: str | None = None,
         placement: Placement = "auto",
+        val_fraction: float | None = None,
+        val_seed: int = 0,
     ) -> None:
         """
         Args:
@@ -111,7 +120,8 @@ class MiniPlacesDataModule(L.LightningDataModule):
             num_classes: classes in the data; labels must lie in [0, num_classes).
             download: fetch and unpack the real MiniPlaces into data_dir when it is not there.
             standin: generate a small synthetic dataset in the MiniPlaces layout into data_dir
-                (num_classes classes) instead of reading real data; written once and reused.
+                (num_classes classes) instead of reading real data; written once and reused. With
+                data.stream, only predict reads it (the stream holds the labelled splits).
             standin_train_per_class: stand-in training images per class.
             standin_val_per_class: stand-in validation images per class.
             standin_test_images: stand-in unlabelled test images.
@@ -132,14 +142,22 @@ class MiniPlacesDataModule(L.LightningDataModule):
                 on num_workers) and name every unreadable one in one error; runs once per
                 unchanged set of files (see `lit_vision.data.preflight`).
             layout: "miniplaces", "places365" (Places365-Standard: categories_places365.txt,
-                places365_train_standard.txt, places365_val.txt, data_256/, val_256/; see
-                `lit_vision.data.layout`) or "auto" (places365 when its list files are in data_dir).
-                data.download fetches the layout named here (auto: MiniPlaces).
+                places365_train_standard.txt, places365_val.txt, data_256/, val_256/),
+                "image_folder" (train/<class>/ image folders, optional val/<class>/ and unlabelled
+                test/; classes are the sorted folder names, as torchvision's ImageFolder),
+                "cifar10" / "cifar100" (torchvision's cifar-10-batches-py/ or cifar-100-python/
+                in data_dir) or "auto" (whichever of them data_dir holds; see
+                `lit_vision.data.layout`). data.download fetches the layout named here (auto: MiniPlaces).
+            val_fraction: image_folder without val/, and CIFAR: the share of each class's training
+                images held out for validation (seeded, stratified). None: 0.1 for image_folder; 0
+                for CIFAR, whose validation is then its 10,000 test images (the test stage always is).
+            val_seed: the seed of that hold-out (fixed apart from the run's seed, so runs with
+                different seeds validate on the same images).
             stream: read the labelled splits (fit, validate, test) from this LitData stream, a
                 folder or a URL (s3://, gs://, local:/path, ...) that `lit-vision optimize` wrote,
                 instead of from image files (see `lit_vision.data.streaming`); predict still reads
                 data_dir's unlabelled images. Needs the `streaming` extra (litdata).
-            placement: where decoded images live: "auto" (loader on a CPU run or with data.stream, else resident),
+            placement: where decoded images live: "auto" (loader: the path measured on a GPU),
                 "loader" (DataLoader workers read them per batch) or "resident" (each split
                 decoded once via the cache and held whole on the training device; batches are
                 index-gathers there; needs augment_on auto or device).
@@ -160,11 +178,11 @@ class MiniPlacesDataModule(L.LightningDataModule):
             raise LitVisionError(f"data.augment_on must be one of {', '.join(AUGMENT_PLACES)}; got {augment_on!r}.")
         if layout not in LAYOUT_NAMES:
             raise LitVisionError(f"data.layout must be one of {', '.join(LAYOUT_NAMES)}; got {layout!r}.")
-        if standin and layout == "places365":
-            raise LitVisionError("data.standin generates the MiniPlaces layout: it cannot be used with data.layout: places365.")
-        if stream is not None and (cache or download or standin):
-            raise LitVisionError("data.stream reads a converted stream: data.cache, data.download and data.standin "
-                                 "apply to image folders; leave them false with data.stream.")  # fmt: skip
+        if standin and layout not in ("auto", "miniplaces"):
+            raise LitVisionError(f"data.standin generates the MiniPlaces layout: it cannot be used with data.layout: {layout}.")
+        if stream is not None and (cache or download):
+            raise LitVisionError("data.stream reads a converted stream: data.cache and data.download apply to image "
+                                 "folders; leave them false with data.stream.")  # fmt: skip
         if placement not in PLACEMENTS:
             raise LitVisionError(f"data.placement must be one of {', '.join(PLACEMENTS)}; got {placement!r}.")
         if placement == "resident" and augment_on in ("worker", "worker_batched"):
@@ -188,6 +206,7 @@ class MiniPlacesDataModule(L.LightningDataModule):
         self._augment_generator: torch.Generator | None = None
         self.num_classes = num_classes
         self.class_names: list[str] = []
+        self.submission_names: list[str] | None = None  # predict's submission.csv names classes (see setup)
         self.test_paths: list[str] = []
         self._train_loader = None
         self._train_loader_state: dict | None = None  # from a checkpoint, for the next train loader
@@ -195,24 +214,27 @@ class MiniPlacesDataModule(L.LightningDataModule):
         # training-order position restored from a checkpoint before that loader exists.
         self._resident: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._resident_train: ResidentLoader | None = None
-        self._pending_order_state: dict | None = None
+        self._found_layout: DataLayout | None = None  # once complete: a class-per-folder scan or CIFAR's arrays, kept
 
     @keeps_global_rng  # what was already on disk must not change a seeded run (lit_vision.utils.rng)
     def prepare_data(self) -> None:
         # Runs on one process per node, before setup() on every rank.
         hp = self.hparams
-        if hp.standin:
+        stage = getattr(getattr(getattr(self, "trainer", None), "state", None), "fn", None)
+        stage = getattr(stage, "value", stage)
+        streamed = hp.stream is not None and stage != "predict"
+        if hp.standin and not streamed:  # with a stream, the stand-in's folder serves predict only
             generate_standin_for_run(
                 self.data_dir, hp.num_classes, hp.standin_train_per_class, hp.standin_val_per_class,
                 hp.standin_test_images, image_size=128,
             )  # fmt: skip
         elif hp.download and hp.layout == "places365":
             download_places365(self.data_dir, num_classes=hp.num_classes)
+        elif hp.download and hp.layout in ("cifar10", "cifar100"):
+            download_cifar(self.data_dir, hp.layout)
         elif hp.download:
             download_miniplaces(self.data_dir, hp.num_classes)
-        stage = getattr(getattr(getattr(self, "trainer", None), "state", None), "fn", None)
-        stage = getattr(stage, "value", stage)
-        if hp.stream is not None and stage != "predict":
+        if streamed:
             return  # the stream's images were checked when it was written (lit-vision optimize)
         if hp.verify:
             self.check_images(stage)
@@ -225,21 +247,31 @@ class MiniPlacesDataModule(L.LightningDataModule):
         """The pre-flight check (`lit_vision.data.preflight`) of every image `stage` reads."""
         layout = self._check_layout()
         images = layout.images
-        read_categories(layout.categories, self.num_classes)  # a class-count mismatch first, named as such
+        layout.class_names(self.num_classes)  # a class-count mismatch first, named as such
+        if layout.in_memory:
+            return  # CIFAR: arrays, nothing to decode (checked as they are read)
         if stage == "predict":
             lists = {str(images / layout.unlabelled): list_unlabelled_images(images, layout.unlabelled)}
         else:
-            splits = ("train", "val") if stage == "fit" else ("val",)
-            lists = {
-                str(layout.list_file(split)): [path for path, _ in layout.labelled(split, self.num_classes)]
-                for split in splits
-            }
+            lists: dict[str, list[str]] = {}
+            for split in ("train", "val") if stage == "fit" else ("val",):
+                # A held-out validation share comes from the same folder as training: one list.
+                lists.setdefault(str(layout.list_file(split)), []).extend(
+                    path for path, _ in layout.labelled(split, self.num_classes)
+                )
         verify_images(images, lists, self.cache_dir, self.num_workers)
 
     @property
     def layout(self) -> DataLayout:
-        """Where this dataset's lists and images are (detected anew: a download may add them)."""
-        return detect_layout(self.data_dir, self.hparams.layout)
+        """Where this dataset's lists and images are (detected anew until complete: a download may
+        add them; then kept, as a class-per-folder scan or CIFAR's arrays are costly to redo)."""
+        if self._found_layout is not None:
+            return self._found_layout
+        hp = self.hparams
+        layout = detect_layout(self.data_dir, hp.layout, hp.get("val_fraction"), hp.get("val_seed", 0))
+        if all(path.exists() for path in layout.required()):
+            self._found_layout = layout
+        return layout
 
     def _check_layout(self) -> DataLayout:
         layout = self.layout
@@ -248,6 +280,19 @@ class MiniPlacesDataModule(L.LightningDataModule):
             raise LitVisionError(
                 f"data.data_dir {self.data_dir} is not a Places365-Standard folder: missing {', '.join(missing)}. "
                 + places365_instructions(self.data_dir)
+            )
+        if missing and self.hparams.layout == "auto":
+            raise LitVisionError(no_layout_message(self.data_dir))
+        if missing and layout.name == "image_folder":
+            raise LitVisionError(
+                f"data.data_dir {self.data_dir} is not a class-per-folder dataset: missing {', '.join(missing)}. "
+                f"Expected {self.data_dir}/train/<class name>/<images>, one sub-folder per class (val/<class>/ and an "
+                "unlabelled test/ are optional)."
+            )
+        if missing and layout.name in ("cifar10", "cifar100"):
+            raise LitVisionError(
+                f"data.data_dir {self.data_dir} is not a {layout.name} folder (torchvision's format): missing "
+                f"{', '.join(missing)}. Set data.download: true to fetch it. " + cifar_instructions(self.data_dir, layout.name)
             )
         if missing:
             raise LitVisionError(
@@ -260,6 +305,9 @@ class MiniPlacesDataModule(L.LightningDataModule):
 
     def _labelled(self, split: str, transform) -> MiniPlacesImages:
         layout = self.layout
+        if layout.in_memory:
+            layout.labelled(split, self.num_classes)  # the class count, checked
+            return layout.dataset(split, transform)
         images = layout.images
         entries = layout.labelled(split, self.num_classes)
         # One stat per file at setup is cheap (~0.3 s for 110k) and turns a crash deep
@@ -281,11 +329,9 @@ class MiniPlacesDataModule(L.LightningDataModule):
     def placement(self) -> str:
         """Where decoded images live now: "loader" or "resident" (see the module docstring)."""
         chosen = self.hparams.get("placement", "auto")
-        if chosen != "auto":
-            return chosen
-        if getattr(self, "trainer", None) is None or self._on_cpu() or self.hparams.get("stream") is not None:
-            return "loader"  # a stream is LitData's loader; resident holds image folders
-        return "resident"
+        # auto: the loader everywhere. On a GPU it is the path measured end to end; resident was
+        # measured on the CPU only (and a stream is LitData's loader anyway).
+        return "loader" if chosen == "auto" else chosen
 
     def _on_cpu(self) -> bool:
         return isinstance(getattr(getattr(self, "trainer", None), "accelerator", None), CPUAccelerator)
@@ -294,7 +340,7 @@ class MiniPlacesDataModule(L.LightningDataModule):
         """What a worker applies to a decoded image of this split: the deterministic part
         (cacheable) and the random part (per image, `worker` placement only)."""
         hp = self.hparams
-        if split == "val":
+        if split != "train":  # val, or CIFAR's test split
             return eval_transform(hp.resize_size, hp.crop_size), None
         # Training: the crop-size square; the cache holds it, augmentation starts from it.
         random = train_transform(self.augmentation, hp.crop_size) if self.augment_placement == "worker" else None
@@ -302,13 +348,25 @@ class MiniPlacesDataModule(L.LightningDataModule):
 
     def _cached(self, split: str, build: bool = False) -> CachedImages:
         fixed, random = self._split_transform(split)
-        kind = f"eval{self.hparams.resize_size}" if split == "val" else "train"
+        kind = f"eval{self.hparams.resize_size}" if split != "train" else "train"
         size = self.hparams.crop_size
-        path = cache_path(self.cache_dir, self.layout.list_file(split), kind, size)
+        path = cache_path(self.cache_dir, self._cache_key_file(split), kind, size)
         if build or not path.is_file():
             build_cache(path, self._labelled(split, fixed), size, self.num_workers)
         labels = [label for _, label in self.layout.labelled(split, self.num_classes)]
         return CachedImages(path, size, labels, random)
+
+    def _cache_key_file(self, split: str) -> Path:
+        """What names and keys `split`'s cache file: its list file, or for a layout without one
+        (class folders, CIFAR) a listing of the split written into cache_dir."""
+        layout = self.layout
+        key = layout.cache_key(split, self.num_classes)
+        if key is None:
+            return layout.list_file(split)
+        path = self.cache_dir / f"{layout.name}-{split}.txt"
+        if not path.is_file() or path.read_text() != key:
+            atomic_write_text(path, key)
+        return path
 
     def _split(self, split: str):
         if self.hparams.cache or self.placement == "resident":
@@ -321,15 +379,21 @@ class MiniPlacesDataModule(L.LightningDataModule):
         if self.hparams.stream is not None and stage != "predict":
             return self._setup_stream(stage)
         layout = self._check_layout()
-        self.class_names = read_categories(layout.categories, self.num_classes)
+        self.class_names = layout.class_names(self.num_classes)
+        # The challenge layouts' submission keeps its class numbers; named classes are written by name.
+        self.submission_names = None if layout.name in ("miniplaces", "places365") else self.class_names
         hp = self.hparams
         if stage == "fit":
             self.train_set = self._split("train")
         if stage in ("fit", "validate", "test"):
-            self.val_set = self._split("val")
+            # test reads the validation split (labelled), except CIFAR's own labelled test images
+            self.val_set = self._split("test" if stage == "test" and "test" in layout.lists else "val")
         if self.placement == "resident":
             self._resident.clear()  # a new stage may run on another device: load again on demand
-        if stage == "predict":
+        if stage == "predict" and layout.in_memory:  # CIFAR: its test images, named test/<index>
+            self.predict_set = layout.dataset("test", eval_transform(hp.resize_size, hp.crop_size), with_labels=False)
+            self.test_paths = [path for path, _ in layout.labelled("test", self.num_classes)]
+        elif stage == "predict":
             self.test_paths = list_unlabelled_images(layout.images, layout.unlabelled)
             self.predict_set = MiniPlacesImages(
                 layout.images, self.test_paths, None, eval_transform(hp.resize_size, hp.crop_size)
@@ -338,12 +402,14 @@ class MiniPlacesDataModule(L.LightningDataModule):
     def _setup_stream(self, stage: str) -> None:
         # Here, not in __init__: LitData reads the rank and world size when a dataset is built.
         try:
-            from lit_vision.data.streaming import StreamedImages, read_stream_meta, split_url
+            from lit_vision.data.streaming import StreamedImages, check_trainable, read_stream_meta, split_url
         except ImportError as error:
             raise LitVisionError(f"data.stream needs LitData ({error}): pip install 'lit-vision[streaming]'.") from None
         hp = self.hparams
         cache_dir = str(hp.cache_dir) if hp.cache_dir else None
         meta = read_stream_meta(hp.stream, cache_dir)
+        if stage == "fit":
+            check_trainable(hp.stream, meta)  # a class-sorted stream would train on 2-class batches
         if meta["num_classes"] != self.num_classes:
             raise LitVisionError(
                 f"data.stream {hp.stream} holds {meta['num_classes']} classes but data.num_classes is "
@@ -409,40 +475,75 @@ class MiniPlacesDataModule(L.LightningDataModule):
         return resumable_loader(dataset, seed=run_seed(), rank=rank, world_size=world_size, **common)
 
     def train_dataloader(self) -> DataLoader | ResidentLoader:
+        if not isinstance(self.train_set, IterableDataset):  # a stream evens out ranks and workers itself
+            world_size = getattr(getattr(self, "trainer", None), "world_size", 1)
+            # drop_last as the loaders set it (below and in _resident_loader)
+            warn_dropped_images(len(self.train_set), self.hparams.batch_size, world_size,
+                                drop_last=len(self.train_set) > self.hparams.batch_size)  # fmt: skip
         if self.placement == "resident":
             self._resident_train = self._resident_loader(self.train_set, shuffle=True)
-            if self._pending_order_state is not None:
-                self._resident_train.load_state_dict(self._pending_order_state)
-                self._pending_order_state = None
+            self._restore_train_position(self._resident_train)
             return self._resident_train
         collate = None
         if self.augment_placement == "worker_batched":
             rank = getattr(getattr(self, "trainer", None), "global_rank", 0)
             collate = WorkerBatchAugment(self.batch_augment, rank)
         self._train_loader = self._loader(self.train_set, shuffle=True, collate_fn=collate)
-        if self._train_loader_state is not None:
-            self._train_loader.load_state_dict(self._train_loader_state)
+        self._restore_train_position(self._train_loader)
         return self._train_loader
+
+    def _restore_train_position(self, loader) -> None:
+        """Hand a checkpoint's training position to this run's new training loader once, or
+        refuse (before the first step) a mid-epoch position this run cannot continue exactly."""
+        state, self._train_loader_state = self._train_loader_state, None
+        if state is None:
+            return
+        stream = self.hparams.stream
+        if is_stream_state(state) != (stream is not None):  # another order: LitData's vs the epoch order
+            if stream is None and not stream_position_complete(state):
+                saved_position(state)  # raises, naming the stream's order
+            if stream is not None and not saved_position(state)["complete"]:
+                raise LitVisionError(
+                    f"The checkpoint was saved in the middle of an epoch read from image folders (data.placement "
+                    f"loader or resident), but this run reads data.stream {stream}, whose order is LitData's: "
+                    "continuing would train some samples twice and others never. Resume without data.stream, or "
+                    "from a checkpoint saved at an epoch's end."
+                )
+            return  # an epoch-end position: the next epoch starts afresh on any path
+        if stream is None:
+            loader.load_state_dict(state)  # either placement's position (lit_vision.data.epoch_order)
+            return
+        if stream_position_complete(state):
+            loader.current_epoch = int(state["current_epoch"])  # the next epoch's LitData order, nothing to skip
+            return
+        trainer = getattr(self, "trainer", None)
+        check_stream_grid(state, stream, max(1, self.num_workers), getattr(trainer, "world_size", 1), self.hparams.batch_size)
+        loader.load_state_dict({key: value for key, value in state.items() if key != "complete"})
 
     # Lightning saves a stateful train loader's state in the checkpoint itself, but drops it on
     # resume when configure_optimizers has sized the loader through
     # trainer.estimated_stepping_batches (Lightning issue 20550; ours does): the loader then
     # exists before the loop state is restored. The DataModule's own state is restored
     # before that, so it carries the loader's position across.
+    # Either placement's position has one form (lit_vision.data.epoch_order), so a mid-epoch
+    # checkpoint of one continues on the other; a stream's is LitData's own.
     def state_dict(self) -> dict:
         state = {}
         loader = self._train_loader
-        if hasattr(loader, "state_dict"):
-            state["train_loader"] = loader.state_dict()
         if self._resident_train is not None:
-            state["resident_train_order"] = self._resident_train.state_dict()
+            state["train_loader"] = self._resident_train.state_dict()
+        elif hasattr(loader, "state_dict"):
+            state["train_loader"] = loader.state_dict()
+            if self.hparams.stream is not None:
+                state["train_loader"]["complete"] = stream_loader_complete(loader)
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self._train_loader_state = state_dict.get("train_loader")
-        if self._train_loader is not None and self._train_loader_state is not None:
-            self._train_loader.load_state_dict(self._train_loader_state)
-        self._pending_order_state = state_dict.get("resident_train_order")
+        # "resident_train_order": where older checkpoints kept the resident placement's position.
+        self._train_loader_state = state_dict.get("train_loader", state_dict.get("resident_train_order"))
+        loader = self._resident_train if self._resident_train is not None else self._train_loader
+        if loader is not None and self._train_loader_state is not None:
+            self._restore_train_position(loader)
 
     def val_dataloader(self) -> DataLoader | ResidentLoader:
         if self.placement == "resident":

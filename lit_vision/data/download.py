@@ -111,3 +111,69 @@ def download_miniplaces(
             data_dir.rmdir()  # empty (checked above); rename needs the name free
         staging.rename(data_dir)
     return data_dir
+
+
+# CIFAR-10 / CIFAR-100: the archives and md5s torchvision.datasets.CIFAR10 / CIFAR100 record
+# (tests/test_cifar.py checks they agree).
+CIFAR_ARCHIVES = {
+    "cifar10": ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),
+    "cifar100": ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),
+}
+
+
+def cifar_instructions(data_dir: Path, name: str) -> str:
+    from lit_vision.data.cifar import VARIANTS
+
+    url, md5 = CIFAR_ARCHIVES[name]
+    return (
+        f"To install it by hand: download {url} (md5 {md5}) and unpack it in {data_dir}, so that "
+        f"{data_dir}/{VARIANTS[name].folder}/ exists (torchvision's download leaves the same folder)."
+    )
+
+
+def download_cifar(data_dir: str | Path, name: str = "cifar10", url: str | None = None) -> Path:
+    """Download CIFAR-10 or CIFAR-100 (`name`) into `data_dir`/<torchvision's folder>, md5-checked
+    and unpacked atomically (no-op when its files are there). The folder may hold other things:
+    only the dataset's own folder is written. `url` defaults to torchvision's (read at call time)."""
+    from lit_vision.data.cifar import VARIANTS, base_folder, read_batches, read_class_names, required_files
+    from lit_vision.data.places365 import md5_of
+
+    variant = VARIANTS[name]
+    data_dir = Path(data_dir)
+    if all(path.is_file() for path in required_files(data_dir, variant)):
+        return data_dir
+    target = base_folder(data_dir, variant)
+    if target.exists() and any(target.iterdir()):
+        raise LitVisionError(
+            f"{target} exists but lacks some of {variant.name}'s files ({', '.join(p.name for p in required_files(data_dir, variant) if not p.is_file())}): "
+            f"refusing to download over it. Remove it to download again. {cifar_instructions(data_dir, name)}"
+        )
+    official_url, md5 = CIFAR_ARCHIVES[name]
+    url = url or official_url
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with staging_folder(target) as staging:
+        staging.mkdir()
+        archive = staging / "archive.tar.gz"
+        try:
+            fetch(url, archive, timeout=120.0)
+        except LitVisionError as error:
+            raise LitVisionError(f"{error} {cifar_instructions(data_dir, name)}") from None
+        got = md5_of(archive)
+        if got != md5:
+            raise LitVisionError(f"The download of {url} is corrupt: its md5 is {got}, expected {md5}.")
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                tar.extractall(staging, filter="data")  # refuses absolute paths, links out, devices
+        except (tarfile.TarError, EOFError, OSError) as error:
+            raise LitVisionError(f"The archive from {url} is damaged: {error}.") from None
+        archive.unlink()
+        unpacked = staging / variant.folder
+        if not unpacked.is_dir():
+            raise LitVisionError(f"The archive from {url} has no {variant.folder}/ folder.")
+        for split in ("train", "test"):
+            read_batches(staging, variant, split)  # every batch file parses, labels in range
+        read_class_names(staging, variant)
+        if target.exists():
+            target.rmdir()  # empty (checked above); rename needs the name free
+        unpacked.rename(target)
+    return data_dir

@@ -60,6 +60,8 @@ def train_transform(augmentation: Augmentation, crop: int = 128) -> v2.Compose:
     if augmentation.degrees:
         steps.append(v2.RandomRotation(augmentation.degrees, interpolation=InterpolationMode.BILINEAR))
     steps.append(v2.RandomResizedCrop(crop, scale=augmentation.scale, ratio=augmentation.ratio, antialias=True))
+    if augmentation.padding:
+        steps.append(v2.RandomCrop(crop, padding=augmentation.padding, fill=0))
     return v2.Compose(steps)
 
 

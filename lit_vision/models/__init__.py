@@ -9,6 +9,7 @@ from lit_vision.models.simplenet import SimpleNet  # isort: skip
 from lit_vision.models.customnet import CustomNet1, CustomNet2  # isort: skip
 from lit_vision.models.resnet import ResNet18  # isort: skip
 from lit_vision.models.vit import ViT  # isort: skip
+from lit_vision.models.preact_resnet import PreActResNet18  # isort: skip
 from lit_vision.models.timm import Timm  # isort: skip  (any timm architecture; timm imported on use)
 from lit_vision.models.registry import create_model, list_models, list_wrappers, register_model  # isort: skip
 
@@ -19,6 +20,7 @@ __all__ = [
     "CustomNet2",
     "ResNet18",
     "ViT",
+    "PreActResNet18",
     "Timm",
     "create_model",
     "list_models",
