@@ -43,7 +43,6 @@ Lightning runs `test` under inference mode; the attack leaves it for its own com
 
 from __future__ import annotations
 
-import importlib
 import os
 import time
 from typing import Literal
@@ -71,7 +70,7 @@ from lit_vision.callbacks.adversarial_report import (
     write_picture,
     write_tables,
 )
-from lit_vision.checkpoints import load_lightning_checkpoint
+from lit_vision.checkpoints import load_model_from_checkpoint
 from lit_vision.errors import LitVisionError
 from lit_vision.utils.generators import keyed_generator
 from lit_vision.utils.images import to_unit_float
@@ -252,7 +251,7 @@ class AdversarialEvaluation(Callback):
         self.images_seen = torch.zeros((), dtype=torch.float64, device=pl_module.device)
         self.pgd_seconds = 0.0
         if self.transfer_from is not None and self.transfer_model is None:
-            self.transfer_model = load_classifier(self.transfer_from)
+            self.transfer_model = load_model_from_checkpoint(self.transfer_from)
         if self.transfer_model is not None:
             self.transfer_model.to(pl_module.device).eval()
 
@@ -473,20 +472,3 @@ def attack_name(row: dict) -> str:
 def class_names(trainer: L.Trainer) -> list[str] | None:
     names = getattr(getattr(trainer, "datamodule", None), "class_names", None)
     return list(names) if names else None
-
-
-def load_classifier(path: str) -> nn.Module:
-    """The model a lit-vision checkpoint holds (its class from the saved `_class_path`), in eval mode."""
-    checkpoint = load_lightning_checkpoint(path)
-    hparams = dict(checkpoint.get("hyper_parameters") or {})
-    class_path = hparams.pop("_class_path", None)
-    hparams.pop("_instantiator", None)
-    if not class_path:
-        raise LitVisionError(
-            f"The checkpoint {path} does not record its model class (_class_path): give transfer_from a checkpoint "
-            "written by lit-vision fit."
-        )
-    module_name, _, class_name = class_path.rpartition(".")
-    model = getattr(importlib.import_module(module_name), class_name)(**hparams)
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.eval()

@@ -35,7 +35,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.nn import functional as F
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from lit_vision.callbacks.adversarial_eval import class_names as datamodule_class_names
+from lit_vision.callbacks.run_data import class_names as datamodule_class_names
 from lit_vision.errors import LitVisionError
 from lit_vision.utils.files import atomic_write, atomic_write_text
 from lit_vision.utils.images import to_unit_float

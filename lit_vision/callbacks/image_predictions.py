@@ -24,8 +24,8 @@ import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
-from lit_vision.callbacks.adversarial_eval import class_names as datamodule_class_names
-from lit_vision.callbacks.submission import gather_predictions
+from lit_vision.callbacks.run_data import class_names as datamodule_class_names
+from lit_vision.callbacks.run_data import gather_predictions
 from lit_vision.data.image_folder import ImageFiles, list_image_files
 from lit_vision.data.transforms import eval_transform
 from lit_vision.errors import LitVisionError

@@ -7,6 +7,7 @@ after verification, so an interrupted or failed download never looks like a data
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tarfile
 import urllib.error
@@ -131,12 +132,19 @@ def cifar_instructions(data_dir: Path, name: str) -> str:
     )
 
 
+def md5_of(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def download_cifar(data_dir: str | Path, name: str = "cifar10", url: str | None = None) -> Path:
     """Download CIFAR-10 or CIFAR-100 (`name`) into `data_dir`/<torchvision's folder>, md5-checked
     and unpacked atomically (no-op when its files are there). The folder may hold other things:
     only the dataset's own folder is written. `url` defaults to torchvision's (read at call time)."""
     from lit_vision.data.cifar import VARIANTS, base_folder, read_batches, read_class_names, required_files
-    from lit_vision.data.places365 import md5_of
 
     variant = VARIANTS[name]
     data_dir = Path(data_dir)

@@ -13,11 +13,10 @@ looks like a dataset. The layout it leaves is `lit_vision.data.layout`'s "places
 
 from __future__ import annotations
 
-import hashlib
 import tarfile
 from pathlib import Path
 
-from lit_vision.data.download import fetch, refuse_foreign_folder
+from lit_vision.data.download import fetch, md5_of, refuse_foreign_folder
 from lit_vision.data.layout import PLACES365_CATEGORIES, detect_layout
 from lit_vision.data.listing import read_categories
 from lit_vision.errors import LitVisionError
@@ -41,14 +40,6 @@ def places365_instructions(data_dir: Path) -> str:
         f"{archives} from {BASE_URL}/ and unpack them in {data_dir}, so that {data_dir}/{PLACES365_CATEGORIES}, "
         f"places365_train_standard.txt, places365_val.txt, data_256/ and val_256/ exist."
     )
-
-
-def md5_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fetch_verified(url: str, destination: Path, md5: str) -> None:
