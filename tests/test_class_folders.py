@@ -266,3 +266,18 @@ def test_cli_small_dataset_warning_and_auto_layout(folders_train_only, run_cli, 
     assert run_cli("fit", "--config", config, "--trainer.max_epochs", "1") == 0
     err = capsys.readouterr().err
     assert "warning: each training epoch leaves out 16 of the 56 training images" in err
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_class_folders_resume_mid_epoch_trains_every_image_exactly_once(tiny_config, folders_with_val, tmp_path):
+    """The 2-process DDP kill-and-resume check of test_exactly_once, on the class-per-folder
+    layout: the folder scan gives the same 64 training images in the same order on every
+    rank and on the resumed run, so the saved position means the same images."""
+    from test_exactly_once import assert_exactly_once, killed_then_resumed, trained
+
+    data = ("--data.data_dir", str(folders_with_val), "--data.verify", "false")
+    _, saved_step = killed_then_resumed(tmp_path, tiny_config, kill_extra=data, resume_extra=data)
+    assert_exactly_once(trained(tmp_path / "killed", epoch=0), 64)
+    epoch1 = trained(tmp_path / "killed", 1, up_to_step=saved_step) + trained(tmp_path / "resumed", 1)
+    assert_exactly_once(epoch1, 64)

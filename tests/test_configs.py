@@ -20,6 +20,8 @@ RECIPES = sorted(CONFIGS.glob("*.yaml"))
 NEEDS_A_DOWNLOAD = {"resnet18_finetune": ["--model.init_args.weights", "none"]}
 # Recipes on configs/data/places365.yaml run on the stand-in in Places365's layout.
 PLACES365_RECIPES = {r.stem for r in RECIPES if "data/places365.yaml" in r.read_text()}
+# Recipes on CIFAR run on a tiny fixture in torchvision's CIFAR format (its class count is CIFAR's).
+CIFAR_RECIPES = {r.stem: layout for r in RECIPES for layout in ("cifar10", "cifar100") if f"data/{layout}.yaml" in r.read_text()}
 
 
 def test_recipes_are_found():
@@ -44,11 +46,17 @@ def test_num_classes_is_stated_once_per_recipe():
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
-def test_recipe_runs_one_step(recipe, standin_dir, places365_dir, run_cli, capsys):
+def test_recipe_runs_one_step(recipe, standin_dir, places365_dir, run_cli, capsys, tmp_path):
     data_dir = places365_dir if recipe.stem in PLACES365_RECIPES else standin_dir
+    num_classes = 4
+    if recipe.stem in CIFAR_RECIPES:
+        from test_cifar import write_cifar10, write_cifar100
+
+        num_classes = 10 if CIFAR_RECIPES[recipe.stem] == "cifar10" else 100
+        data_dir = (write_cifar10 if num_classes == 10 else write_cifar100)(tmp_path / "cifar")
     tiny = [
         "--data.download", "false", "--data.standin", "false", "--data.data_dir", str(data_dir),
-        "--data.num_classes", "4", "--data.batch_size", "8", "--data.num_workers", "0",
+        "--data.num_classes", str(num_classes), "--data.batch_size", "8", "--data.num_workers", "0",
         "--data.pin_memory", "false", "--data.resize_size", "36", "--data.crop_size", "32",
         "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.fast_dev_run", "true",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
