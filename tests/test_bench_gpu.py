@@ -1,6 +1,7 @@
-"""`python -m lit_vision.bench gpu`: the smoke run exercises every section on the CPU, a failing
-section is recorded while the others still run, and nothing imports jsonargparse (the GPU
-machine has none)."""
+"""`python -m lit_vision.bench gpu`: the smoke run exercises every section on the CPU (the compiled
+resident step included), a failing section is recorded while the others still run, a failing
+fit turns the sync debug mode back off, each fit's start-up (a compile included) stays outside its
+timed window, and nothing imports jsonargparse (the GPU machine has none)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import sys
 import time
 
 import pytest
+import torch
 
-from lit_vision.bench import gpu
+from lit_vision.bench import _gpu_pipeline, _gpu_resident, gpu
 from lit_vision.bench.__main__ import main
+from lit_vision.bench._gpu_allowance import COMPILE_EXPECTED_S, Allowance, allowance
 
 ARCHS = {"SimpleNet", "CustomNet1", "CustomNet2", "ResNet18", "ViT"}
 
@@ -40,27 +43,38 @@ def test_smoke_run_measures_every_section(tmp_path):
     assert {row["variant"] for row in models} == {"fp32", "bf16", "bf16+channels_last"}  # smoke: no compile
     assert all(_positive(row["images/s"]) and row["batch"] == 4 for row in models)
 
+    # Each fit on two rows: its start-up (warm-up steps included), then its timed window.
     pipeline = sections["pipeline"]["rows"]
-    assert {(row["arch"], row["cache"]) for row in pipeline} == {
+    assert [row["phase"] for row in pipeline] == ["start-up + 5 warm-up steps (untimed)", "timed"] * 4
+    timed = pipeline[1::2]
+    assert {(row["arch"], row["cache"]) for row in timed} == {
         (arch, cache) for arch in ("SimpleNet", "ResNet18") for cache in ("no", "yes")
     }
-    assert all(_positive(row["images/s"]) and row["steps timed"] == 2 for row in pipeline)
+    assert all(_positive(row["images/s"]) and row["steps timed"] == 2 for row in timed)
+    assert all(_positive(row["set-up s"]) and _positive(row["first steps s"]) for row in pipeline[::2])
     assert "generated stand-in, 4 classes" in sections["pipeline"]["notes"][0]
     # --profile: one SimpleProfiler summary per fit, naming the training step's hooks.
     profiles = sorted(tmp_path.glob("profile_*.txt"))
-    assert len(profiles) == 4 + 4 and all("training_step" in p.read_text() for p in profiles)
-    assert sum(p.name.startswith("profile_resident_") for p in profiles) == 4
+    assert len(profiles) == 4 + 5 and all("training_step" in p.read_text() for p in profiles)
+    assert sum(p.name.startswith("profile_resident_") for p in profiles) == 5
 
-    # The resident rows beside the loader's (smoke: SimpleNet and simplenet_robust, uncompiled).
+    # The resident rows beside the loader's (smoke: SimpleNet's three paths, its compiled step
+    # included, and simplenet_robust's two uncompiled ones), each fit's start-up on its own row.
     resident = sections["resident"]["rows"]
-    assert [(row["recipe"], row["path"]) for row in resident] == [
-        ("SimpleNet", "loader+cache"), ("SimpleNet", "resident"),
-        ("simplenet_robust", "loader+cache"), ("simplenet_robust", "resident"),
-    ]
-    assert all(_positive(row["images/s"]) and _positive(row["60-epoch min"]) for row in resident)
-    assert resident[1]["workers"] == "none" and resident[1]["model options"] == "channels_last"
-    assert resident[2]["model options"] == "weight_decay=0.0005"  # configs/simplenet_robust.yaml
-    assert resident[3]["model options"] == "weight_decay=0.0005+channels_last"
+    fits = [("SimpleNet", "loader+cache"), ("SimpleNet", "resident"), ("SimpleNet", "resident+compile step"),
+            ("simplenet_robust", "loader+cache"), ("simplenet_robust", "resident")]  # fmt: skip
+    assert [(row["recipe"], row["path"]) for row in resident] == [fit for fit in fits for _ in range(2)]
+    startups, timed = resident[::2], resident[1::2]
+    assert all(row["phase"] == "timed" and row["steps timed"] == 2 for row in timed)
+    assert all(_positive(row["images/s"]) and _positive(row["60-epoch min"]) for row in timed)
+    assert all(row["phase"].startswith("start-up") and _positive(row["first steps s"]) for row in startups)
+    assert timed[1]["workers"] == "none" and timed[1]["model options"] == "channels_last"
+    assert timed[2]["model options"] == "channels_last+compile=step"
+    # The compile happened in the first steps, outside the timed window, within its allowance.
+    assert startups[2]["first steps s"] > startups[1]["first steps s"]
+    assert startups[2]["allowance s"] == 300.0  # --compile-reserve-s, smoke default
+    assert timed[3]["model options"] == "weight_decay=0.0005"  # configs/simplenet_robust.yaml
+    assert timed[4]["model options"] == "weight_decay=0.0005+channels_last"
 
     ops = sections["ops"]["rows"]
     assert sum(row["op"].startswith("conv ") for row in ops) == 14  # 7 layers, fp32 and bf16
@@ -135,7 +149,7 @@ def test_without_a_gpu_it_says_so_at_once_and_measures_nothing(tmp_path, monkeyp
     assert "no GPU here" in out and "nothing was measured" in out
     assert "--smoke" in out and "--device cpu" in out
     assert not (tmp_path / "out").exists()  # no stand-in generated, no results written
-    assert "budget 330 s" not in out  # it never started
+    assert "budget 480 s" not in out  # it never started
     with pytest.raises(SystemExit, match="--device cuda, but there is no GPU here"):
         main(["gpu", "--device", "cuda", "--out", str(tmp_path / "out")])
 
@@ -163,3 +177,58 @@ def test_the_budget_bounds_every_section_even_one_that_ignores_its_deadline(tmp_
     assert results["sections"]["first"]["seconds"] < 1.5  # its 1 s share plus at most 10% grace
     assert results["sections"]["second"]["rows"][0]["left at start (s)"] > 0  # never a negative share
     assert "(-" not in capsys.readouterr().out
+
+
+def test_a_failing_fit_turns_the_sync_debug_mode_back_off(tmp_path, monkeypatch):
+    """A resident fit on CUDA that fails after its timed window opened (out of memory, a compile
+    error) never reaches `on_train_end`: the sync debug mode its timer turned on must still be
+    turned off, or every later section would run with it."""
+    modes = []
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+    monkeypatch.setattr(_gpu_pipeline, "synchronize", lambda device: None)
+
+    def failing_fit(*args, timer, **kwargs):
+        timer.on_train_batch_start(argparse.Namespace(global_step=_gpu_pipeline.SKIPPED_STEPS), None, None, 0)
+        raise RuntimeError("CUDA out of memory in the middle of a fit")
+
+    monkeypatch.setattr(_gpu_resident, "measure_fit", failing_fit)
+    args = gpu_arguments(["--smoke", "--out", str(tmp_path)])
+    gpu.resolve_defaults(args)
+    args.device = "cuda"
+    rows: list = []
+    _gpu_resident.resident_rows(args, {"sections": {}}, time.monotonic() + 600, rows, [])
+    assert len(rows) == 5 and all("CUDA out of memory" in row["error"] for row in rows)
+    assert modes == ["warn", 0] * 5
+
+
+def test_each_fit_gets_its_start_up_allowance_beside_its_timed_window():
+    compiles = [False, True, False]
+    first = allowance(compiles, 0, left_s=100.0, fit_seconds=10.0, compile_allowance_s=60.0)
+    # The window is the fair share left once every remaining start-up is set aside, at most --fit-seconds.
+    assert first == Allowance(startup_s=30.0, timed_s=10.0)
+    compiled = allowance(compiles, 1, left_s=50.0, fit_seconds=10.0, compile_allowance_s=60.0)
+    assert compiled.timed_s == pytest.approx((50.0 - COMPILE_EXPECTED_S - 3.0) / 2)
+    assert compiled.startup_s == pytest.approx(50.0 - compiled.timed_s)  # the compile allowance, within what is left
+    assert compiled.total_s == pytest.approx(50.0)
+    short = allowance(compiles, 1, left_s=30.0, fit_seconds=10.0, compile_allowance_s=60.0)
+    assert isinstance(short, str) and "section budget spent" in short and "raise --budget-s" in short
+
+
+def test_the_timer_closes_the_window_after_its_seconds_not_counting_the_start_up(monkeypatch):
+    monkeypatch.setattr(_gpu_pipeline, "synchronize", lambda device: None)
+    timer = _gpu_pipeline.FitTimer(torch.device("cpu"), timed_s=0.05)
+    trainer = argparse.Namespace(global_step=0, should_stop=False)
+    for step in range(_gpu_pipeline.SKIPPED_STEPS):  # a long start-up (a compile) before the window
+        trainer.global_step = step
+        timer.on_train_batch_start(trainer, None, None, step)
+        timer.on_train_batch_end(trainer, None, None, None, step)
+    time.sleep(0.1)
+    assert not trainer.should_stop and not timer.steps
+    trainer.global_step = _gpu_pipeline.SKIPPED_STEPS
+    timer.on_train_batch_start(trainer, None, None, 0)
+    timer.on_train_batch_end(trainer, None, None, None, 0)
+    assert not trainer.should_stop and timer.steps == 1
+    time.sleep(0.06)
+    timer.on_train_batch_start(trainer, None, None, 1)
+    timer.on_train_batch_end(trainer, None, None, None, 1)
+    assert trainer.should_stop and timer.steps == 2

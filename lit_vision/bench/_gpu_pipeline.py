@@ -3,8 +3,10 @@
 SimpleNet and ResNet18 (their recipes' batch sizes), bf16-mixed, `--workers` DataLoader workers,
 without and with `data.cache` (decoded uint8 memory-mapped splits). Data: a stand-in generated
 into a temporary folder (100 classes × `--standin-per-class` 128-px JPEGs; ~400 images/s on one
-core), or the MiniPlaces folder given with `--data-dir`. Each fit stops at `max_steps` (sized
-from the model's pure speed) or after `--fit-seconds` in all (Lightning's `max_time`), whichever first.
+core), or the MiniPlaces folder given with `--data-dir`. Each fit is reported on two rows: its
+start-up with the first `SKIPPED_STEPS` steps (compilation included), then its timed window, which
+closes after the fit's allowance (see `_gpu_allowance.py`: `--fit-seconds` at most; Lightning's
+`max_time` caps the whole fit at start-up allowance + window).
 No logger, no checkpoints, no progress bar, no validation.
 
 GPU busy, two ways: "GPU busy (NVML)" is the mean of `torch.cuda.utilization()` (NVML's share
@@ -25,6 +27,7 @@ import lightning as L
 import torch
 from lightning.pytorch.profilers import SimpleProfiler
 
+from lit_vision.bench._gpu_allowance import Allowance, allowance
 from lit_vision.bench._gpu_report import progress
 from lit_vision.bench._gpu_speed import build_module, synchronize
 from lit_vision.data import MiniPlacesDataModule, generate_standin
@@ -47,17 +50,23 @@ class UtilizationSampler(threading.Thread):
 
 
 class FitTimer(L.Callback):
-    """Wall time from the start of step SKIPPED_STEPS to the end of training (device-synchronised),
-    the steps in between, and NVML samples over the same window."""
+    """Three moments of a fit: its first step starting (set-up done), step SKIPPED_STEPS starting
+    (start-up and warm-up done, device-synchronised: the timed window opens) and the end of
+    training (device-synchronised); the steps in between, and NVML samples over the same window.
+    With `timed_s`, training stops once the window has lasted that long (checked on the host
+    after each step, no synchronisation), so the start-up, however long, never eats the window."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, timed_s: float | None = None) -> None:
         self.device = device
-        self.fit_called = self.start = self.end = 0.0
+        self.timed_s = timed_s
+        self.first_step = self.start = self.end = 0.0
         self.steps = 0
         self.sampler: UtilizationSampler | None = None
         self.nvml_error = ""
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx: int) -> None:
+        if not self.first_step:
+            self.first_step = time.perf_counter()
         if trainer.global_step == SKIPPED_STEPS and not self.start:
             synchronize(self.device)
             self.start = time.perf_counter()
@@ -72,13 +81,21 @@ class FitTimer(L.Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx: int) -> None:
         if self.start:
             self.steps += 1
+            if self.timed_s is not None and time.perf_counter() - self.start >= self.timed_s:
+                trainer.should_stop = True
 
     def on_train_end(self, trainer, module) -> None:
         synchronize(self.device)
         self.end = time.perf_counter()
+        self.close()
+
+    def close(self) -> None:
+        """Stop what the timer started; safe to call again (the caller's `finally`, after a
+        failed fit that never reached `on_train_end`)."""
         if self.sampler is not None:
             self.sampler.stopped.set()
             self.sampler.join()
+            self.sampler = None
 
 
 def prepare_data(args, notes: list, workdir: Path) -> tuple[Path, int]:
@@ -113,12 +130,13 @@ def pure_step_seconds(results: dict, arch: str) -> float | None:
 
 def measure_fit(
     arch: str, cache: bool, options: dict, args, results: dict, data_dir: Path, num_classes: int, workdir: Path,
-    seconds: float, data_options: dict | None = None, callbacks: tuple = (), timer: FitTimer | None = None,
+    allowance: Allowance, data_options: dict | None = None, callbacks: tuple = (), timer: FitTimer | None = None,
     section: str = "pipeline",
-) -> dict:
-    """One timed fit; `data_options` go to the DataModule (e.g. placement), `callbacks` to the
-    Trainer (e.g. adversarial training), `timer` replaces the plain `FitTimer`; `section` names
-    the profile file (`--profile`)."""
+) -> tuple[dict, dict]:
+    """One timed fit within `allowance`: (the timed row, the start-up row). `data_options` go to
+    the DataModule (e.g. placement), `callbacks` to the Trainer (e.g. adversarial training),
+    `timer` replaces the plain `FitTimer` (its `timed_s` is set here); `section` names the profile
+    file (`--profile`). The caller closes the timer in a `finally`."""
     device = torch.device(args.device)
     torch.manual_seed(0)
     module, batch = build_module(arch, args, num_classes, **options)
@@ -129,24 +147,27 @@ def measure_fit(
         cache_dir=str(workdir / "cache"), **(data_options or {}),
     )  # fmt: skip
     pure = pure_step_seconds(results, arch)
-    # Enough steps to fill `seconds` (less ~8 s of start-up) at the model's pure speed;
-    # max_time stops a slower pipeline at `seconds` in all.
-    max_steps = args.steps + SKIPPED_STEPS if args.smoke else 3000
-    if pure and not args.smoke:
-        max_steps = int(min(3000, max(50, (seconds - 8) / pure)))
+    # The timer closes the window after `allowance.timed_s` (smoke: after `--steps` steps);
+    # max_time is only the cap of the whole fit, start-up allowance included.
+    max_steps = SKIPPED_STEPS + (args.steps if args.smoke else 100_000)
     timer = timer or FitTimer(device)
+    timer.timed_s = None if args.smoke else allowance.timed_s
     profiler = SimpleProfiler() if args.profile else None
     trainer = L.Trainer(
         profiler=profiler,
         accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, precision="bf16-mixed",
-        max_steps=max_steps, max_time={"seconds": seconds}, limit_val_batches=0, num_sanity_val_steps=0,
+        max_steps=max_steps, max_time={"seconds": allowance.total_s}, limit_val_batches=0, num_sanity_val_steps=0,
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         callbacks=[timer, *callbacks],
     )  # fmt: skip
     called = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     if not timer.steps:
-        raise RuntimeError(f"the fit ended after {trainer.global_step} steps, before any timed step")
+        raise RuntimeError(
+            f"the fit ended after {trainer.global_step} steps, {time.perf_counter() - called:.0f} s, before its "
+            f"timed window opened (start-up allowance {allowance.startup_s:.0f} s"
+            f"{': raise --compile-reserve-s' if compiles(options) else ''})"
+        )
     wall = timer.end - timer.start
     if profiler is not None:
         # Host seconds per Lightning hook: on an accelerator that runs asynchronously, the hooks
@@ -159,12 +180,12 @@ def measure_fit(
         "arch": arch,
         "cache": "yes" if cache else "no",
         "model options": describe(options),
+        "phase": "timed",
         "workers": args.workers,
         "batch": batch,
         "images/s": timer.steps * batch / wall,
         "steps timed": timer.steps,
         "timed s": wall,
-        "start-up s": timer.start - called,
     }
     if timer.sampler is not None and timer.sampler.samples:
         row["GPU busy (NVML)"] = statistics.mean(timer.sampler.samples) / 100
@@ -172,7 +193,19 @@ def measure_fit(
         row["GPU busy (NVML)"] = f"n/a ({timer.nvml_error or 'no samples'})"
     if pure:
         row["GPU busy (derived)"] = min(1.0, pure * timer.steps / wall)
-    return row
+    startup = {
+        **{k: row[k] for k in ("arch", "cache", "model options")},
+        "phase": f"start-up + {SKIPPED_STEPS} warm-up steps (untimed)",
+        "set-up s": timer.first_step - called,
+        "first steps s": timer.start - timer.first_step,
+        "allowance s": allowance.startup_s,
+    }
+    return row, startup
+
+
+def compiles(options: dict) -> bool:
+    """Whether these model options compile (the network or the step)."""
+    return bool(options.get("compile"))
 
 
 FAST_OPTIONS = {"channels_last": True, "compile": True}
@@ -192,25 +225,32 @@ def pipeline_rows(args, results: dict, deadline: float, rows: list, notes: list)
         if not args.smoke:
             runs += [(arch, True, FAST_OPTIONS) for arch in PIPELINE_ARCHS]
         notes.append(
-            f"bf16-mixed, {args.workers} workers, device augmentation, {args.image_size}px crops; the first "
-            f"{SKIPPED_STEPS} steps untimed; start-up s = from fit() to the first timed step (includes the cache build)"
+            f"bf16-mixed, {args.workers} workers, device augmentation, {args.image_size}px crops; each fit on two rows: "
+            f"its start-up (set-up s = fit() to the first step, cache build included; first steps s = the first "
+            f"{SKIPPED_STEPS} steps, compilation included) and its timed window"
         )
         for index, (arch, cache, options) in enumerate(runs):
             label = {"arch": arch, "cache": "yes" if cache else "no", "model options": describe(options)}
-            left = deadline - time.monotonic()
-            if left <= 5:
-                rows.append({**label, "skipped": "section budget spent"})
+            share = allowance(
+                [compiles(run[2]) for run in runs], index, deadline - time.monotonic(), args.fit_seconds,
+                args.compile_reserve_s,
+            )  # fmt: skip
+            if isinstance(share, str):
+                rows.append({**label, "skipped": share})
                 continue
-            seconds = min(args.fit_seconds, left / (len(runs) - index))
+            timer = FitTimer(torch.device(args.device))
             try:
                 # The loader path as it was (data.placement: auto would hold the data on a GPU).
-                row = measure_fit(
-                    arch, cache, options, args, results, data_dir, num_classes, workdir, seconds,
-                    data_options={"placement": "loader"},
+                row, startup = measure_fit(
+                    arch, cache, options, args, results, data_dir, num_classes, workdir, share,
+                    data_options={"placement": "loader"}, timer=timer,
                 )  # fmt: skip
+                rows.extend([startup, row])
             except Exception as error:  # noqa: BLE001 — one failing fit must not stop the others
                 row = {**label, "error": f"{type(error).__name__}: {error}"[:500]}
-            rows.append(row)
+                rows.append(row)
+            finally:
+                timer.close()
             print(f"   {arch} cache={cache} {describe(options)}: {progress(row)}", flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -17,8 +17,10 @@ Columns beyond section "pipeline"'s: "60-epoch min" = 60 × `MINIPLACES_TRAIN` i
 the synchronising calls `torch.cuda.set_sync_debug_mode("warn")` reports during the timed steps
 (epoch ends included), per 100 steps. "GPU busy (derived)" compares with the pure bf16 step of
 section "models" (uncompiled), so a compiled row can exceed what it means: read NVML's figure.
-In `--smoke` the compiled rows are left out (a CPU compile takes a minute) unless
-`--compile-archs` names the architecture, and so are ResNet18's.
+Each fit is reported on two rows, its start-up (compilation and warm-up included) and its timed
+window; a compiling fit may take `--compile-reserve-s` to start up (see `_gpu_allowance.py`).
+In `--smoke`, SimpleNet's three paths (its compiled step included, compiled for the CPU: tens
+of seconds) and simplenet_robust's two uncompiled ones; ResNet18's are left out.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from pathlib import Path
 
 import torch
 
-from lit_vision.bench._gpu_pipeline import FitTimer, measure_fit, prepare_data
+from lit_vision.bench._gpu_allowance import allowance
+from lit_vision.bench._gpu_pipeline import SKIPPED_STEPS, FitTimer, compiles, measure_fit, prepare_data
 from lit_vision.bench._gpu_report import progress
 from lit_vision.bench._gpu_speed import CONFIG_DIR
 
@@ -56,10 +59,13 @@ RUNS = [
 
 
 class SyncCountingTimer(FitTimer):
-    """`FitTimer`, plus on CUDA the synchronising calls made during the timed steps."""
+    """`FitTimer`, plus on CUDA the synchronising calls made during the timed steps. The sync
+    debug mode it turns on is turned off in `close`, which runs at the end of training and, for
+    a fit that fails or is cut first, in the caller's `finally`: left on, it would warn on every
+    synchronisation of every later section."""
 
-    def __init__(self, device: torch.device) -> None:
-        super().__init__(device)
+    def __init__(self, device: torch.device, timed_s: float | None = None) -> None:
+        super().__init__(device, timed_s)
         self.syncs: int | None = None
         self._catcher = self._records = None
 
@@ -72,13 +78,15 @@ class SyncCountingTimer(FitTimer):
             warnings.simplefilter("always")
             torch.cuda.set_sync_debug_mode("warn")
 
-    def on_train_end(self, trainer, module) -> None:
+    def close(self) -> None:
         if self._catcher is not None:
-            torch.cuda.set_sync_debug_mode(0)
-            self._catcher.__exit__(None, None, None)
-            self.syncs = sum("synchroniz" in str(record.message) for record in self._records)
-            self._catcher = None
-        super().on_train_end(trainer, module)
+            try:
+                torch.cuda.set_sync_debug_mode(0)
+            finally:
+                self._catcher.__exit__(None, None, None)
+                self.syncs = sum("synchroniz" in str(record.message) for record in self._records)
+                self._catcher = None
+        super().close()
 
 
 def robust_recipe() -> tuple[dict, dict]:
@@ -98,13 +106,12 @@ def adversarial_callback(init_args: dict):
 
 
 def chosen_runs(args) -> list[tuple]:
-    compile_archs = {a.strip().lower() for a in args.compile_archs.split(",") if a.strip()}
+    """Every run on a GPU; in `--smoke` SimpleNet's three paths (its compiled step included, so
+    that the CPU checks the row a GPU run depends on) and simplenet_robust's two uncompiled ones."""
     runs = []
     for run in RUNS:
         compiled = run[4].get("compile") == "step"
-        if compiled and args.smoke and not ({run[1].lower(), "all"} & compile_archs):
-            continue
-        if args.smoke and run[1] == "ResNet18":  # section "pipeline" fits it already; smoke stays short
+        if args.smoke and (run[1] == "ResNet18" or (compiled and run[2])):  # section "pipeline" fits ResNet18 already
             continue
         runs.append(run)
     return runs
@@ -118,36 +125,45 @@ def resident_rows(args, results: dict, deadline: float, rows: list, notes: list)
         runs = chosen_runs(args)
         notes.append(
             f"bf16-mixed, {args.image_size}px crops, device augmentation; loader rows: {args.workers} workers reading "
-            f"the decoded cache. 60-epoch min = {EPOCHS} × {MINIPLACES_TRAIN:,} images / images/s (training steps "
-            "only). simplenet_robust = configs/simplenet_robust.yaml's model and AdversarialTraining "
+            f"the decoded cache. Each fit on two rows: its start-up (set-up s = fit() to the first step: cache "
+            f"build, copy to the device; first steps s = the first {SKIPPED_STEPS} steps, compilation included) "
+            f"and its timed window. 60-epoch min = {EPOCHS} × {MINIPLACES_TRAIN:,} images / images/s (training "
+            "steps only). simplenet_robust = configs/simplenet_robust.yaml's model and AdversarialTraining "
             f"({robust_attack.get('steps')} PGD steps on every batch)"
         )
         for index, (label, arch, robust, data_options, options) in enumerate(runs):
             recipe_name = "simplenet_robust" if robust else arch
             head = {"recipe": recipe_name, "path": label}
-            left = deadline - time.monotonic()
-            if left <= 5:
-                rows.append({**head, "skipped": "section budget spent"})
+            share = allowance(
+                [compiles(run[4]) for run in runs], index, deadline - time.monotonic(), args.fit_seconds,
+                args.compile_reserve_s,
+            )  # fmt: skip
+            if isinstance(share, str):
+                rows.append({**head, "skipped": share})
                 continue
-            seconds = min(args.fit_seconds, left / (len(runs) - index))
             model_options = {**(robust_model if robust else {}), **options}
             callbacks = (adversarial_callback(robust_attack),) if robust else ()
             timer = SyncCountingTimer(torch.device(args.device))
             try:
-                row = measure_fit(
+                row, startup = measure_fit(
                     arch, data_options.get("cache", False), model_options, args, results, data_dir, num_classes,
-                    workdir, seconds, data_options={k: v for k, v in data_options.items() if k != "cache"},
+                    workdir, share, data_options={k: v for k, v in data_options.items() if k != "cache"},
                     callbacks=callbacks, timer=timer, section="resident",
                 )  # fmt: skip
+                timer.close()  # before reading its count (on_train_end closed it already)
                 row = {**head, **{k: v for k, v in row.items() if k not in ("arch", "cache")}}
+                startup = {**head, **{k: v for k, v in startup.items() if k not in ("arch", "cache")}}
                 if data_options["placement"] == "resident":
                     row["workers"] = "none"
                 row["60-epoch min"] = EPOCHS * MINIPLACES_TRAIN / row["images/s"] / 60
                 if timer.syncs is not None:
                     row["host syncs /100 steps"] = 100 * timer.syncs / timer.steps
+                rows.extend([startup, row])
             except Exception as error:  # noqa: BLE001 — one failing fit must not stop the others
                 row = {**head, "error": f"{type(error).__name__}: {error}"[:500]}
-            rows.append(row)
+                rows.append(row)
+            finally:
+                timer.close()  # the sync debug mode, whatever happened (SectionTimeUp included)
             print(f"   {recipe_name} {label}: {progress(row)}", flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
