@@ -41,3 +41,17 @@ def test_shard_matches_distributed_sampler_layout():
 def test_bad_rank_is_refused():
     with pytest.raises(ValueError, match="rank must be in"):
         rank_shard(torch.arange(4), rank=2, world_size=2)
+
+
+def test_the_permutation_is_drawn_on_the_cpu_whatever_device_asks(monkeypatch):
+    """One source for every placement: torch's CUDA generator draws another permutation than the
+    CPU's for the same seed, so drawing where the data lives would split the loader and resident
+    orders on a GPU (a "meta" device stands in for it here: no generator exists there)."""
+    from lit_vision.data import epoch_order
+
+    devices = []
+    original = epoch_order.keyed_generator
+    monkeypatch.setattr(epoch_order, "keyed_generator", lambda device, *key: devices.append(device) or original(device, *key))
+    on_device = epoch_permutation(10, seed=1, epoch=2, device="meta")
+    assert on_device.device.type == "meta" and on_device.shape == (10,)
+    assert devices == ["cpu"]
