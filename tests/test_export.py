@@ -9,14 +9,14 @@ import sys
 import pytest
 import torch
 
-from lit_vision.errors import LitVisionError
-from lit_vision.cli.export import (
+from lit_vision.cli.export_files import (
     ExportMismatch,
     export_verified,
     load,
     max_difference,
     require_onnx,
 )
+from lit_vision.errors import LitVisionError
 from lit_vision.models import CustomNet1, CustomNet2, ResNet18, SimpleNet, ViT
 
 CROP = 32

@@ -11,9 +11,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from lit_vision.attacks import (
-    COURSE_EPSILON,
-    COURSE_NUM_STEPS,
-    COURSE_STEP_SIZE,
+    ASSIGNMENT_PGD_EPSILON,
+    ASSIGNMENT_PGD_STEP_SIZE,
+    ASSIGNMENT_PGD_STEPS,
     PGDAttack,
     check_within_budget,
     step_size_for,
@@ -62,11 +62,11 @@ def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return (net(x).argmax(1) == y).float().mean().item()
 
 
-def test_defaults_are_the_course_strength_in_pixel_units():
+def test_defaults_are_the_assignments_strength_in_pixel_units():
     attack = PGDAttack()
-    assert attack.num_steps == COURSE_NUM_STEPS == 10
-    assert 5.5 / 255 < attack.epsilon == COURSE_EPSILON < 6 / 255
-    assert COURSE_STEP_SIZE == pytest.approx(step_size_for(COURSE_EPSILON, 10, 1.0))
+    assert attack.num_steps == ASSIGNMENT_PGD_STEPS == 10
+    assert 5.5 / 255 < attack.epsilon == ASSIGNMENT_PGD_EPSILON < 6 / 255
+    assert ASSIGNMENT_PGD_STEP_SIZE == pytest.approx(step_size_for(ASSIGNMENT_PGD_EPSILON, 10, 1.0))
     assert step_size_for(8 / 255, 1, 1.25) == pytest.approx(10 / 255)  # fast FGSM's 1.25 ε
     assert attack.target == "least_likely" and not attack.random_start
 

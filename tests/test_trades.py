@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lit_vision.callbacks.adversarial_training import AdversarialTraining
-from lit_vision.callbacks.trades import TradesLoss, kl_attack
+from lit_vision.attacks.trades import TradesLoss, kl_attack
 from lit_vision.errors import LitVisionError
 from test_adversarial_callbacks import BATCH, TinyClassifier, loader, trainer
 

@@ -1,17 +1,19 @@
-"""Adversarial attacks (pure torch, no Lightning): the project's PGD, and the AutoAttack-grade
-suite built from torchattacks (an optional dependency, imported only when a suite is built)."""
+"""Adversarial attacks (pure torch, no Lightning): the project's PGD, TRADES' KL attack and loss,
+and the AutoAttack-grade suite built from torchattacks (an optional dependency, imported only
+when a suite is built)."""
 
 from lit_vision.attacks.autoattack import SUITE_ATTACKS, SUITES, AttackSuite, SuiteResult, run_suite
 
 from lit_vision.attacks.pgd import (
-    COURSE_EPSILON,
-    COURSE_NUM_STEPS,
-    COURSE_STEP_SIZE,
+    ASSIGNMENT_PGD_EPSILON,
+    ASSIGNMENT_PGD_STEP_SIZE,
+    ASSIGNMENT_PGD_STEPS,
     PGDAttack,
     PGDResult,
     check_within_budget,
     step_size_for,
 )
+from lit_vision.attacks.trades import TradesLoss, kl_attack
 
 __all__ = [
     "AttackSuite",
@@ -21,9 +23,11 @@ __all__ = [
     "run_suite",
     "PGDAttack",
     "PGDResult",
-    "COURSE_EPSILON",
-    "COURSE_STEP_SIZE",
-    "COURSE_NUM_STEPS",
+    "ASSIGNMENT_PGD_EPSILON",
+    "ASSIGNMENT_PGD_STEP_SIZE",
+    "ASSIGNMENT_PGD_STEPS",
+    "TradesLoss",
+    "kl_attack",
     "check_within_budget",
     "step_size_for",
 ]

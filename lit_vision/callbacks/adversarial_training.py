@@ -15,14 +15,14 @@ touching its parameters' gradients), then replaces the batch in place with
 cross-entropy over that batch, so the callback sets the adversarial share of the loss through
 the batch's composition (`adversarial_weight`, the trade-off knob):
 
-- 0.5 (default): every clean image plus an adversarial copy of each, as the product card has it;
+- 0.5 (default): every clean image plus an adversarial copy of each, as the assignment's recipe has it;
 - w < 0.5: every clean image plus adversarial copies of the first round(B·w/(1-w)) only
   (cheaper: fewer images are attacked);
 - w > 0.5: adversarial copies of every image plus the first round(B·(1-w)/w) clean ones;
   1.0 trains on adversarial images alone (Madry et al.).
 
 The weight (`objective: mix`, the default) needs nothing from the model's loss: any
-LightningModule's `training_step` stays as it is, and the card's concatenated batch is the
+LightningModule's `training_step` stays as it is, and the assignment's concatenated batch is the
 default point of the knob. `objective: trades` (Zhang et al. 2019) keeps the same
 `[clean ‖ adversarial]` batch — every clean image and one adversarial copy of each, in order —
 but the copies come from an attack that maximises KL(p(clean) ‖ p(adversarial)) (no label, no
@@ -30,9 +30,9 @@ but the copies come from an attack that maximises KL(p(clean) ‖ p(adversarial)
 the callback hands the model that objective for the batch (`ImageClassifier.batch_objective`,
 read by its `training_loss`), since a mean over the batch cannot express it. `trades_beta` is
 then the trade-off knob (6: Zhang et al.'s); `adversarial_weight` stays at 0.5. See
-callbacks/trades.py.
+attacks/trades.py.
 
-Epsilon and the step count are drawn per batch from the given ranges (the course varied both).
+Epsilon and the step count are drawn per batch from the given ranges (the assignment varied both).
 With `epsilon_ramp_epochs`, ε grows linearly from ~0 to the drawn value over the first epochs
 (a full ε from step 0 often stalls a small net). One step with `random_start` and
 `step_scale: 1.25` is "fast" FGSM training (Wong, Rice & Kolter 2020); pair it with
@@ -53,12 +53,12 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from lit_vision.attacks.pgd import (
-    COURSE_EPSILON,
-    COURSE_NUM_STEPS,
+    ASSIGNMENT_PGD_EPSILON,
+    ASSIGNMENT_PGD_STEPS,
     PGDAttack,
     step_size_for,
 )
-from lit_vision.callbacks.trades import TradesLoss, kl_attack
+from lit_vision.attacks.trades import TradesLoss, kl_attack
 from lit_vision.errors import LitVisionError
 from lit_vision.utils.generators import keyed_generator
 from lit_vision.utils.images import to_unit_float
@@ -70,11 +70,11 @@ class AdversarialTraining(Callback):
     Args:
         fraction: share of training batches that get an adversarial part, in [0, 1].
         epsilon: [low, high] range of the L∞ radius, pixel units of [0, 1], drawn uniformly
-            per batch; high > 0. Default [0.5, 1] × the course's strength ≈ [2.9/255, 5.8/255].
+            per batch; high > 0. Default [0.5, 1] × the assignment's strength ≈ [2.9/255, 5.8/255].
         steps: [low, high] inclusive range of PGD steps, drawn uniformly per batch.
-        step_scale: step size = step_scale × epsilon / steps. 1.0 is the course's rule
+        step_scale: step size = step_scale × epsilon / steps. 1.0 is the assignment's rule
             (0.01 × 10 steps = 0.1); 2.5 is Madry et al.'s; 1.25 with one step is fast FGSM.
-        target: "least_likely" (the course's) or "true_label" (Madry / torchattacks).
+        target: "least_likely" (the assignment's) or "true_label" (Madry / torchattacks).
         random_start: start each attack from a random point of the ε-ball.
         adversarial_weight: share of a perturbed batch's loss that comes from adversarial
             images, in (0, 1]; 0.5 keeps the whole clean batch beside a copy of each image.
@@ -89,8 +89,8 @@ class AdversarialTraining(Callback):
     def __init__(
         self,
         fraction: float = 0.2,
-        epsilon: tuple[float, float] = (COURSE_EPSILON / 2, COURSE_EPSILON),
-        steps: tuple[int, int] = (COURSE_NUM_STEPS // 2, COURSE_NUM_STEPS),
+        epsilon: tuple[float, float] = (ASSIGNMENT_PGD_EPSILON / 2, ASSIGNMENT_PGD_EPSILON),
+        steps: tuple[int, int] = (ASSIGNMENT_PGD_STEPS // 2, ASSIGNMENT_PGD_STEPS),
         step_scale: float = 1.0,
         target: Literal["least_likely", "true_label"] = "least_likely",
         random_start: bool = False,

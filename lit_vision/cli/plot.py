@@ -18,15 +18,11 @@ import bisect
 import sys
 from pathlib import Path
 
-import matplotlib
+from lit_vision.cli.run_folders import EVAL_FOLDER
+from lit_vision.errors import LitVisionError
 
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
-
-from lit_vision.errors import LitVisionError  # noqa: E402
-from lit_vision.cli.run_folders import EVAL_FOLDER  # noqa: E402
+# matplotlib and TensorBoard's reader are imported where they are used: a mistyped flag or
+# folder answers before their second or so of imports.
 
 EVENT_GLOB = "events.out.tfevents.*"
 Series = tuple[list[int], list[float]]
@@ -49,6 +45,8 @@ def find_runs(folder: Path) -> list[Path]:
 
 
 def load_scalars(run: Path) -> dict[str, Series]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     accumulator = EventAccumulator(str(run), size_guidance={"scalars": 0})
     accumulator.Reload()
     scalars = {}
@@ -94,6 +92,12 @@ def draw(axes, scalars: dict[str, Series], label: str | None, colour: str | None
 
 
 def render(runs: list[Path], out: Path, names: list[str]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display needed
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
     overlay = len(runs) > 1
     figure, axes = plt.subplots(2, 2, figsize=(12, 8.5))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]

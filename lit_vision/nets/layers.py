@@ -49,13 +49,14 @@ def replace_convolutions(model: nn.Module, conv: ConvName) -> nn.Module:
 class Normalize(nn.Module):
     """Pixel images (uint8 in [0, 255] or float in [0, 1]) -> per-channel standardised float.
 
-    It is the first layer of every model, so attacks work in pixel units and a checkpoint
-    carries its own normalisation.
+    It is the first layer of every model, so attacks work in pixel units and whoever calls the
+    model (or an exported file of it) feeds pixels, never normalised tensors.
     """
 
     def __init__(self, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> None:
         super().__init__()
-        # Not persistent: the values live in the checkpoint's hyperparameters, and keeping
+        # Not persistent: a checkpoint does not store the values; the model that rebuilds it sets
+        # them again (the ImageNet defaults here, or what its own settings imply), and keeping
         # them out of the state dict lets weights load into nets built without this layer.
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
