@@ -54,19 +54,24 @@ def trained() -> nn.Module:
 
 # ------------------------------------------------------------------ the suite alone
 def test_standard_settings_reach_torchattacks():
-    """RobustBench's standard version: 100 steps (not torchattacks' AutoAttack's 10), 9 target
-    classes or all but one when fewer, 5000 Square queries."""
-    suite = AttackSuite(8 / 255, "autoattack")
+    """RobustBench's standard version on the torchattacks engine: 100 steps (not torchattacks'
+    AutoAttack's 10), 9 target classes or all but one when fewer, 5000 Square queries on the
+    authors' schedule (torchattacks rescales it by default)."""
+    suite = AttackSuite(8 / 255, "autoattack", engine="torchattacks")
     assert suite.label == "autoattack" and SUITES["autoattack"].apgd_steps == 100
-    net = nn.Linear(2, 2)
-    built = {name: suite._build(name, net, num_classes=20, seed=0) for name in suite.attacks}
+    net, cpu = nn.Linear(2, 2), torch.device("cpu")
+    built = {name: suite._build(name, net, 20, 0, cpu) for name in suite.attacks}
     assert built["apgd_ce"].steps == 100 and built["apgd_ce"].loss == "ce"
     assert built["apgd_t"].steps == 100 and built["apgd_t"].n_target_classes == 9
     assert built["fab_t"].steps == 100 and built["fab_t"].multi_targeted and built["fab_t"].n_target_classes == 9
-    assert built["square"].n_queries == 5000
+    assert built["square"].n_queries == 5000 and not built["square"].rescale_schedule
     assert all(attack.eps == pytest.approx(8 / 255) for attack in built.values())
-    assert suite._build("apgd_t", net, num_classes=4, seed=0).n_target_classes == 3
-    assert suite._build("fab_t", net, num_classes=4, seed=0).n_target_classes == 3
+    assert suite._build("apgd_t", net, 4, 0, cpu).n_target_classes == 3
+    assert suite._build("fab_t", net, 4, 0, cpu).n_target_classes == 3
+    # The authors' engine clips the same way (their code would index past 4 logits).
+    authors = AttackSuite(8 / 255, "autoattack")
+    assert authors._build("apgd_t", net, 4, 0, cpu).__self__.n_target_classes == 3
+    assert authors._build("fab_t", net, 4, 0, cpu).__self__.n_target_classes == 3
 
 
 def test_lite_and_overrides_are_labelled_honestly():
@@ -84,6 +89,7 @@ def test_lite_and_overrides_are_labelled_honestly():
         (dict(attacks=["square", "square"]), "at most once"),
         (dict(epsilon=8.0), "epsilon must be in"),
         (dict(apgd_steps=0), "apgd_steps"),
+        (dict(engine="cleverhans"), "engine 'cleverhans'"),
     ],
 )
 def test_bad_suite_arguments_name_the_culprit(kwargs, match):
@@ -95,8 +101,19 @@ def test_bad_suite_arguments_name_the_culprit(kwargs, match):
 def test_missing_torchattacks_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "torchattacks", None)  # import torchattacks now raises ImportError
     with pytest.raises(LitVisionError, match=r"torchattacks.*lit-vision\[attacks\]"):
-        AdversarialEvaluation(suite="autoattack")
+        AdversarialEvaluation(suite="autoattack", suite_engine="torchattacks")
+    AdversarialEvaluation(suite="autoattack")  # the authors' engine does not need it
     AdversarialEvaluation(suite="none")  # without the suite, nothing is needed
+
+
+def test_missing_pyautoattack_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyautoattack", None)
+    with pytest.raises(LitVisionError, match=r"pyautoattack.*lit-vision\[attacks\]"):
+        AdversarialEvaluation(suite="autoattack")
+    # The authors' checks need it whatever the engine; without them torchattacks alone will do.
+    with pytest.raises(LitVisionError, match="pyautoattack"):
+        AdversarialEvaluation(suite="autoattack", suite_engine="torchattacks")
+    AdversarialEvaluation(suite="autoattack", suite_engine="torchattacks", autoattack_checks=False)
 
 
 def test_cascade_attacks_only_the_survivors(trained):
@@ -128,7 +145,7 @@ def test_fab_runs_on_a_channels_last_batch(trained):
         raw(x[keep], y[keep])
     except RuntimeError as error:
         assert "view size is not compatible" in str(error)
-    result = AttackSuite(4 / 255, "autoattack", attacks=["fab_t"], fab_steps=2).run(trained, x, y)
+    result = AttackSuite(4 / 255, "autoattack", attacks=["fab_t"], fab_steps=2, engine="torchattacks").run(trained, x, y)
     (fab,) = result.outcomes
     assert fab.attacked == int(keep.sum()) > 0 and fab.gradient_forwards > 0
 
@@ -338,3 +355,133 @@ def test_autoattack_config_through_the_cli(tmp_path, monkeypatch, tiny_config):
     for name in ("apgd_ce", "apgd_t", "fab_t", "square"):
         assert f"{name} (custom, cascade)" in rows
     assert "cost: suite (custom, cascade)" in rows and "cost: PGD targets" in rows
+
+
+# ------------------------------------------------------------ the image budget: max_images
+class Counting(Wrapped):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__(net)
+        self.seen: list[int] = []
+
+    def test_step(self, batch, batch_idx):
+        self.seen.append(len(batch[1]))
+        return super().test_step(batch, batch_idx)
+
+
+@pytest.mark.parametrize("batch_size", [16, 7, 20])
+def test_max_images_attacks_exactly_the_first_n_images(tmp_path, trained, batch_size):
+    """20 images whatever the batch size: the batch that crosses the budget is cut, the test
+    stops after it, and test/top1 and the table are on those 20 images only."""
+    x, y = brightness_data(45, seed=6)
+    callback = AdversarialEvaluation(epsilon=8 / 255, num_steps=2, targets=["true_label"], masking_checks=False,
+                                     num_images=0, max_images=20)  # fmt: skip
+    module = Counting(trained)
+    (results,) = make_trainer(tmp_path, [callback]).test(module, dataloaders=loader(x, y, batch_size))
+    assert sum(module.seen) == 20 and len(module.seen) == -(-20 // batch_size)
+    with torch.no_grad():
+        first = (trained(x[:20]).argmax(1) == y[:20]).float().mean().item()
+    assert results["test/top1"] == pytest.approx(first)
+    assert {r["attack"]: r for r in callback.rows}["cost: PGD targets"]["images"] == 20
+    with open(callback.paths["json"]) as handle:
+        assert json.load(handle)["max_images"] == 20
+
+
+def test_max_images_cannot_cut_a_tuple_batch(tmp_path, trained):
+    x, y = brightness_data(32, seed=6)
+    tuples = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, y), batch_size=16, collate_fn=lambda b: tuple(torch.utils.data.default_collate(b))
+    )
+    options = dict(epsilon=8 / 255, num_steps=1, targets=["true_label"], masking_checks=False, num_images=0)
+    with pytest.raises(LitVisionError, match="max_images 20 ends inside a test batch of 16.*tuple"):
+        make_trainer(tmp_path, [AdversarialEvaluation(**options, max_images=20)]).test(Wrapped(trained), dataloaders=tuples)
+    module = Counting(trained)  # a whole number of batches needs no cut
+    make_trainer(tmp_path, [AdversarialEvaluation(**options, max_images=16)]).test(module, dataloaders=tuples)
+    assert module.seen == [16]
+
+
+@pytest.mark.parametrize("value", [0, -5, 2.5, True])
+def test_bad_max_images_is_refused(value):
+    with pytest.raises(LitVisionError, match="max_images must be an integer >= 1"):
+        AdversarialEvaluation(max_images=value)
+
+
+# ----------------------------------------------------------- the authors' AutoAttack checks
+def test_authors_checks_print_beside_the_masking_checks(tmp_path, trained):
+    x, y = brightness_data(24, seed=4)
+    callback = AdversarialEvaluation(epsilon=12 / 255, num_steps=1, step_scale=0.5, targets=["true_label"],
+                                     masking_checks=False, num_images=0, suite="autoattack_lite", suite_steps=3,
+                                     suite_queries=20)  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        (results,) = make_trainer(tmp_path, [callback]).test(Wrapped(trained), dataloaders=loader(x, y, 8))
+    checks = {c["check"]: c for c in callback.checks}
+    assert checks["AutoAttack: deterministic model"]["passed"] is True
+    assert checks["AutoAttack: logits, not probabilities"]["passed"] is True
+    assert checks["AutoAttack: no zero gradients"]["passed"] is True
+    assert checks["AutoAttack: no zero gradients in APGD-T"]["passed"] in (True, None)
+    assert "AutoAttack: Square does not beat the white-box attacks" in checks
+    # 4 classes: the standard version's 9 targets do not exist; the check says what the suite did.
+    classes = checks["AutoAttack: enough classes for the targeted attacks"]
+    assert classes["passed"] is False and "more target classes (9) than possible (3)" in classes["detail"]
+    assert "with 3 target classes" in classes["detail"]
+    assert any("The authors' AutoAttack check failed" in str(w.message) for w in caught)
+    assert list(checks)[-1] == "no attack leaves accuracy above clean"
+    assert results["test/masking_warnings"] >= 1
+    with open(callback.paths["json"]) as handle:
+        assert {c["check"] for c in json.load(handle)["checks"]} == set(checks)
+
+
+class Noisy(nn.Module):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x + 0.05 * torch.randn_like(x))
+
+
+class Softmaxed(Noisy):
+    def forward(self, x):
+        return self.net(x).softmax(dim=1)
+
+
+class Quantised(Noisy):
+    def forward(self, x):
+        return self.net(torch.round(x * 4) / 4)  # round has a zero gradient everywhere
+
+
+class Adaptive(Noisy):
+    def forward(self, x):
+        with torch.enable_grad():  # a test-time-adaptive defence: one input-gradient step inside the forward
+            probe = x.detach().requires_grad_()
+            (step,) = torch.autograd.grad(self.net(probe).logsumexp(1).sum(), [probe])
+        return self.net(x - 0.01 * step.sign())
+
+
+@pytest.mark.parametrize(
+    "wrapper, check, advice",
+    [
+        (Noisy, "deterministic model", 'version="rand"'),
+        (Softmaxed, "logits, not probabilities", "without its final softmax"),
+        (Adaptive, "no gradients inside the forward (dynamic defence)", "adaptive attack"),
+        (Quantised, "no zero gradients", "zero gradient"),
+    ],
+)
+def test_each_authors_check_names_what_it_found_and_what_to_run(trained, wrapper, check, advice):
+    from lit_vision.attacks.autoattack_checks import model_checks
+
+    x, y = brightness_data(16, seed=2)
+    verdicts = {c["check"]: c for c in model_checks(wrapper(trained).eval(), x, y, ["apgd_ce", "square"])}
+    assert verdicts[f"AutoAttack: {check}"]["passed"] is False
+    assert advice in verdicts[f"AutoAttack: {check}"]["detail"]
+    # The plain model passes the same check.
+    plain = {c["check"]: c for c in model_checks(trained, x, y, ["apgd_ce", "square"])}
+    assert plain[f"AutoAttack: {check}"]["passed"] is True
+
+
+def test_square_check_flags_a_black_box_win_only():
+    from lit_vision.attacks.autoattack_checks import square_check
+
+    assert square_check({"clean": 0.9, "apgd_ce": 0.5, "apgd_t": 0.45, "square": 0.40})["passed"] is False
+    assert square_check({"clean": 0.9, "apgd_ce": 0.5, "apgd_t": 0.45, "square": 0.45})["passed"] is True
+    assert square_check({"clean": 0.9, "apgd_ce": 0.5})["passed"] is None

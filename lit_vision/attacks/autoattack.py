@@ -1,5 +1,6 @@
-"""AutoAttack-grade evaluation (Croce & Hein 2020; RobustBench's standard) from torchattacks'
-attack classes, run as a per-image worst-case cascade with its cost counted.
+"""AutoAttack-grade evaluation (Croce & Hein 2020; RobustBench's standard), run as a per-image
+worst-case cascade with its cost counted, on the authors' own attack code (`pyautoattack`) or
+on torchattacks' port of it.
 
     from lit_vision.attacks.autoattack import AttackSuite
     suite = AttackSuite(epsilon=8 / 255, suite="autoattack")
@@ -7,8 +8,18 @@ attack classes, run as a per-image worst-case cascade with its cost counted.
     result.robust.float().mean()                     # per image: clean and every attack correct
     result.outcomes                                  # per attack: images attacked, fooled, cost
 
-Pure torch (no Lightning); torchattacks is an optional dependency (`pip install
+Pure torch (no Lightning). The attack code is an optional dependency (`pip install
 'lit-vision[attacks]'`), imported when a suite is built, with a clear error without it.
+
+Engines. `engine="autoattack"` (the default) runs the authors' attack classes from the
+`pyautoattack` package (APGDAttack, APGDAttack_targeted, FABAttack_PT, SquareAttack) with the
+standard version's settings and the authors' seeding (one seed for every attack of a run): on
+the same images, with the PGD targets left out, the suite's robust set is then the authors'
+`AutoAttack(version="standard").run_standard_evaluation` set, which tests/test_autoattack_agreement.py
+checks, attack by attack and as a cascade. `engine="torchattacks"` runs torchattacks' port
+(the suite's engine before): on the same tiny model it agreed with the authors' code on APGD-T
+and FAB-T but not image for image on APGD-CE (other random starts) and Square (other random
+squares), so a figure meant to stand beside published ones uses the authors' engine.
 
 How it measures, as RobustBench does:
 - the model in eval mode, in fp32 whatever its training precision (autocast off; parameters
@@ -28,7 +39,9 @@ Suites. `autoattack` is the standard version: APGD-CE 100 steps, APGD-T 100 step
 classes, FAB-T 100 steps × 9 target classes, Square 5000 queries, one restart each (with
 fewer than 10 classes, all but the true class are targets). torchattacks' own `AutoAttack`
 wrapper is not used: it does not pass `steps` to its APGD attacks, which then run 10
-iterations. `autoattack_lite` is a cheaper, weaker variant, named so that no one takes it for
+iterations; its Square rescales the square-size schedule to the query budget
+(`resc_schedule=True`), which the authors' standard version turns off, and so does this suite
+on either engine. `autoattack_lite` is a cheaper, weaker variant, named so that no one takes it for
 the standard: 20 steps, 3 target classes, 20 FAB steps, 1000 Square queries. Any override of
 the settings makes the suite's label `custom`.
 
@@ -53,18 +66,25 @@ from lit_vision.utils.generators import keyed_seed
 from lit_vision.utils.images import to_unit_float
 
 __all__ = [
+    "ENGINES",
     "SUITE_ATTACKS",
     "SUITES",
     "AttackOutcome",
     "AttackSuite",
     "SuiteResult",
     "SuiteSettings",
+    "require_autoattack",
+    "require_engine",
     "require_torchattacks",
     "run_suite",
 ]
 
 SUITE_ATTACKS = ("apgd_ce", "apgd_t", "fab_t", "square")
+ENGINES = ("autoattack", "torchattacks")
 INSTALL_HINT = "pip install 'lit-vision[attacks]' (or pip install torchattacks)"
+AUTOATTACK_HINT = "pip install 'lit-vision[attacks]' (or pip install pyautoattack)"
+# The authors' names for the suite's attacks (AutoAttack's attacks_to_run).
+AUTHORS_NAMES = {"apgd_ce": "apgd-ce", "apgd_t": "apgd-t", "fab_t": "fab-t", "square": "square"}
 
 
 @dataclass(frozen=True)
@@ -96,10 +116,47 @@ def require_torchattacks():
         import torchattacks
     except ImportError as error:
         raise LitVisionError(
-            f"The AutoAttack-grade suite needs the torchattacks package, which is not installed ({error}): "
-            f"{INSTALL_HINT}, or leave the suite out (suite: none)."
+            f"The AutoAttack-grade suite's torchattacks engine needs the torchattacks package, which is not "
+            f"installed ({error}): {INSTALL_HINT}, use engine autoattack, or leave the suite out (suite: none)."
         ) from None
     return torchattacks
+
+
+def require_autoattack():
+    """The authors' AutoAttack package (`pyautoattack`), or a LitVisionError saying how to install it."""
+    try:
+        import pyautoattack
+        from pyautoattack import autopgd_base, checks, fab_pt, square  # noqa: F401 (the classes the suite runs)
+    except ImportError as error:
+        raise LitVisionError(
+            f"The AutoAttack-grade suite's autoattack engine (the authors' code) needs the pyautoattack package, "
+            f"which is not installed ({error}): {AUTOATTACK_HINT}, use engine torchattacks, or leave the suite out "
+            "(suite: none)."
+        ) from None
+    return pyautoattack
+
+
+def require_engine(engine: str):
+    """The module of `engine` (one of ENGINES), or a LitVisionError naming what to install."""
+    if engine not in ENGINES:
+        raise LitVisionError(f"Unknown attack-suite engine {engine!r}: choose one of {', '.join(ENGINES)}.")
+    return require_autoattack() if engine == "autoattack" else require_torchattacks()
+
+
+class MessageLog:
+    """Stands in for the `logging.Logger` that the authors' attacks and checks write their warnings
+    to (they call `logger.warning(text)`), keeping the texts so that the evaluation can show them."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def warning(self, message, *args, **kwargs) -> None:
+        self.messages.append(str(message))
+
+    def info(self, *args, **kwargs) -> None:  # progress lines: not warnings
+        pass
+
+    debug = info
 
 
 @dataclass
@@ -181,7 +238,9 @@ class AttackSuite:
             on every clean-correct image (False: each attack's standalone accuracy, full cost).
         apgd_steps, target_classes, fab_steps, square_queries: overrides of the suite's
             settings (the label becomes "custom").
-        seed: seed of the attacks' random draws (keyed further per call by `run`'s `key`).
+        seed: seed of the attacks' random draws: every attack of a call uses it, as the authors'
+            code does (keyed further per call by `run`'s `key`).
+        engine: "autoattack" (the authors' code, package pyautoattack) or "torchattacks".
     """
 
     def __init__(
@@ -195,6 +254,7 @@ class AttackSuite:
         fab_steps: int | None = None,
         square_queries: int | None = None,
         seed: int = 0,
+        engine: str = "autoattack",
     ) -> None:
         if suite not in SUITES:
             raise LitVisionError(f"Unknown attack suite {suite!r}: choose one of {', '.join(SUITES)}.")
@@ -219,7 +279,9 @@ class AttackSuite:
         for name, value in overrides.items():
             if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
                 raise LitVisionError(f"The attack suite's {name} must be an integer >= 1 or null, got {value}.")
-        require_torchattacks()  # fail here, at configuration time, rather than at the first batch
+        require_engine(engine)  # fail here, at configuration time, rather than at the first batch
+        self.engine = engine
+        self.log = MessageLog()  # warnings the authors' attacks wrote (zero gradients in APGD-T)
         settings = replace(SUITES[suite], **{k: int(v) for k, v in overrides.items() if v is not None})
         self.label = suite if settings == SUITES[suite] else "custom"
         self.settings = settings
@@ -232,13 +294,17 @@ class AttackSuite:
         return (
             f"AttackSuite({self.label}: {', '.join(self.attacks)}; {self.settings.describe()}; "
             f"epsilon {self.epsilon:.5g} (≈{self.epsilon * 255:.3g}/255); "
-            f"{'cascade' if self.cascade else 'each attack on every clean-correct image'})"
+            f"{'cascade' if self.cascade else 'each attack on every clean-correct image'}; engine {self.engine})"
         )
 
-    def _build(self, name: str, model: nn.Module, num_classes: int, seed: int):
-        """One torchattacks attack with the suite's settings (RobustBench's standard version's
-        other hyper-parameters are torchattacks' defaults: rho 0.75, FAB alpha_max 0.1, eta 1.05,
-        beta 0.9, Square p_init 0.8, margin loss)."""
+    def _build(self, name: str, model: nn.Module, num_classes: int, seed: int, device: torch.device):
+        """One attack with the suite's settings, as a function (images, labels) -> adversarial images.
+        The other hyper-parameters are the authors' standard version's (AutoAttack._set_version):
+        rho 0.75 and one EOT draw for APGD, FAB alpha_max 0.1, eta 1.05, beta 0.9, Square p_init 0.8
+        with the margin loss and no rescaled schedule; tests/test_autoattack_agreement.py reads them
+        back from `AutoAttack(version="standard")`."""
+        if self.engine == "autoattack":
+            return self._build_authors(name, model, num_classes, seed, device)
         ta, s, eps = require_torchattacks(), self.settings, self.epsilon
         targets = min(s.target_classes, num_classes - 1)
         if name == "apgd_ce":
@@ -253,7 +319,30 @@ class AttackSuite:
             )
             attack.n_target_classes = targets
             return attack
-        return ta.Square(model, norm="Linf", eps=eps, n_queries=s.square_queries, n_restarts=1, seed=seed)
+        # resc_schedule=False: the standard version's Square (torchattacks defaults to True).
+        return ta.Square(model, norm="Linf", eps=eps, n_queries=s.square_queries, n_restarts=1, seed=seed, resc_schedule=False)
+
+    def _build_authors(self, name: str, model: nn.Module, num_classes: int, seed: int, device: torch.device):
+        from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
+        from pyautoattack.fab_pt import FABAttack_PT
+        from pyautoattack.square import SquareAttack
+
+        s, eps = self.settings, self.epsilon
+        # With fewer than 10 classes the standard's 9 targets do not exist (the authors' code
+        # would index past the logits): all but the true class, which the AutoAttack checks name.
+        targets = min(s.target_classes, num_classes - 1)
+        common = dict(norm="Linf", eps=eps, seed=seed, verbose=False, device=device)
+        if name == "apgd_ce":
+            attack = APGDAttack(model, n_iter=s.apgd_steps, n_restarts=1, loss="ce", eot_iter=1, rho=0.75, logger=self.log, **common)
+        elif name == "apgd_t":
+            attack = APGDAttack_targeted(
+                model, n_iter=s.apgd_steps, n_restarts=1, n_target_classes=targets, eot_iter=1, rho=0.75, logger=self.log, **common
+            )
+        elif name == "fab_t":
+            attack = FABAttack_PT(model, n_iter=s.fab_steps, n_restarts=1, targeted=True, n_target_classes=targets, **common)
+        else:
+            attack = SquareAttack(model, n_queries=s.square_queries, p_init=0.8, n_restarts=1, resc_schedule=False, **common)
+        return attack.perturb
 
     def run(
         self,
@@ -285,6 +374,13 @@ class AttackSuite:
             num_classes = logits.shape[1]
             if num_classes < 2:
                 raise LitVisionError(f"The attack suite needs a model with at least 2 classes, got {num_classes}.")
+            if "apgd_t" in self.attacks and num_classes < 4:
+                raise LitVisionError(
+                    f"APGD-T's targeted DLR loss needs at least 4 classes, the model has {num_classes}: leave apgd_t "
+                    "out of the suite's attacks (suite_attacks: [apgd_ce, fab_t, square])."
+                )
+            # One seed for every attack of the call, as the authors' AutoAttack seeds each attack.
+            seed = keyed_seed(self.seed, *key) % 2**31 if key else self.seed
             entry = logits.argmax(dim=1) == labels
             if robust is not None:
                 entry = entry & robust.to(device=device, dtype=torch.bool)
@@ -292,7 +388,7 @@ class AttackSuite:
             adversarial = clean.clone()
             correct: dict[str, torch.Tensor] = {}
             outcomes = []
-            for i, name in enumerate(self.attacks):
+            for name in self.attacks:
                 todo = worst if self.cascade else entry
                 index = todo.nonzero().flatten()
                 outcome = AttackOutcome(name, attacked=int(index.numel()))
@@ -301,7 +397,7 @@ class AttackSuite:
                     counted.forwards = counted.gradient_forwards = 0
                     _synchronize(device)
                     start = time.perf_counter()
-                    attack = self._build(name, counted, num_classes, keyed_seed(self.seed, i, *key) % 2**31)
+                    attack = self._build(name, counted, num_classes, seed, device)
                     x = attack(clean[index], labels[index]).detach()
                     check_within_budget(x, clean[index], self.epsilon, attack=name)
                     with torch.no_grad():

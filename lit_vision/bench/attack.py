@@ -18,6 +18,16 @@
 
        python -m lit_vision.bench attack --recipes clean,course,card_robust,robust,fast,weight0.25 \
            --image-size 16 --num-classes 10 --epoch-batches 20 --epoch-repeats 3
+
+4. With `--vs-authors CKPT` (a lit-vision checkpoint) and `--data-dir` (its data, MiniPlaces
+   layout), the AutoAttack-grade suite against the authors' own `AutoAttack(version="standard")`
+   (package pyautoattack) on the same first `--images` validation images at 8/255, side by side:
+   per attack of the cascade the images it ran on, the robust accuracy after it, seconds and
+   images/s, for each engine of `--engines` and for the authors' code, and per engine how many
+   images' verdicts differ from the authors' (instead of 1 and 2):
+
+       python -m lit_vision.bench attack --vs-authors checkpoints/quickstart_adv/version_0/last.ckpt \
+           --data-dir data/standin --image-size 64 --num-classes 10 --images 64 --engines autoattack,torchattacks
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import torch
 from torch.nn import functional as F
 
 from lit_vision.attacks.pgd import COURSE_EPSILON, PGDAttack, step_size_for
+from lit_vision.errors import LitVisionError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=4, help="AdversarialTraining seed; 4 perturbs exactly 4 of the first 20 batches")
     parser.add_argument("--recipes", help="comma-separated recipe names: time their epochs instead")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--vs-authors", metavar="CKPT", help="suite vs the authors' AutoAttack on this checkpoint")
+    parser.add_argument("--data-dir", help="with --vs-authors: the checkpoint's data (MiniPlaces layout)")
+    parser.add_argument("--images", type=int, default=64, help="with --vs-authors: first validation images attacked")
+    parser.add_argument("--engines", default="autoattack", help="with --vs-authors: suite engines, comma-separated")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
 
 
 def reference_pgd(model, images: torch.Tensor, epsilon: float, step_size: float, steps: int) -> torch.Tensor:
@@ -257,8 +273,102 @@ def _epoch_rows(args, device: torch.device) -> list[dict]:
     ]
 
 
+def _validation_images(args) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `--images` validation images of `--data-dir` as the evaluation sees them."""
+    from lit_vision.data import MiniPlacesDataModule
+    from lit_vision.utils.images import to_unit_float
+
+    resize = round(args.image_size * 9 / 8)  # the recipes' evaluation resize (72 for 64-px crops)
+    data = MiniPlacesDataModule(data_dir=args.data_dir, num_classes=args.num_classes, batch_size=args.images,
+                                num_workers=0, resize_size=resize, crop_size=args.image_size, pin_memory=False)  # fmt: skip
+    data.setup("validate")
+    images, labels = next(iter(data.val_dataloader()))
+    return to_unit_float(images).float().contiguous(), labels
+
+
+def _authors_timed(authors, model) -> dict[str, list[float]]:
+    """Per attack of the authors' AutoAttack: [images given, seconds, images fooled], by wrapping
+    the perturb method of each attack object their cascade calls (their log has running totals)."""
+    spent: dict[str, list[float]] = {}
+    for name, attack in (("apgd_ce", authors.apgd), ("apgd_t", authors.apgd_targeted), ("fab_t", authors.fab),
+                         ("square", authors.square)):  # fmt: skip
+        def timed(x, y, *rest, _name=name, _perturb=attack.perturb, **kwargs):
+            start = time.perf_counter()
+            out = _perturb(x, y, *rest, **kwargs)
+            entry = spent.setdefault(_name, [0, 0.0, 0])
+            entry[0] += x.shape[0]
+            entry[1] += time.perf_counter() - start
+            with torch.no_grad():
+                entry[2] += int((model(out).argmax(dim=1) != y).sum())
+            return out
+
+        attack.perturb = timed
+    return spent
+
+
+def _vs_authors_rows(args, device: torch.device) -> list[dict]:
+    import logging
+
+    from lit_vision.attacks.autoattack import AUTHORS_NAMES, SUITE_ATTACKS, AttackSuite, require_autoattack
+    from lit_vision.callbacks.adversarial_eval import load_classifier
+
+    if not args.data_dir:
+        raise LitVisionError("python -m lit_vision.bench attack --vs-authors needs --data-dir, the checkpoint's data folder.")
+    require_autoattack()
+    from pyautoattack import AutoAttack
+
+    eps = 8 / 255
+    model = load_classifier(args.vs_authors).to(device).eval()
+    images, labels = (t.to(device) for t in _validation_images(args))
+    columns: dict[str, dict] = {}
+    verdicts: dict[str, torch.Tensor] = {}
+    for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
+        result = AttackSuite(eps, "autoattack", seed=0, engine=engine).run(model, images, labels)
+        verdicts[engine] = result.robust
+        columns[engine] = {
+            o.name: {"images": o.attacked, "robust": int(result.correct[o.name].sum()), "seconds": o.seconds} for o in result.outcomes
+        }
+    logging.getLogger("auto-attack").setLevel(logging.ERROR)  # their progress lines
+    authors = AutoAttack(model, norm="Linf", eps=eps, version="standard", device=device, seed=0)
+    spent = _authors_timed(authors, model)
+    adversarial, _ = authors.run_standard_evaluation(images, labels, batch_size=len(labels))
+    with torch.no_grad():
+        verdicts["authors"] = model(adversarial).argmax(dim=1) == labels
+        clean = int((model(images).argmax(dim=1) == labels).sum())
+    # The authors' robust count after each attack of their cascade: clean less what each fooled.
+    robust, columns["authors"] = clean, {}
+    for name in SUITE_ATTACKS:
+        given, seconds, fooled = spent.get(name, [0, 0.0, 0])
+        robust -= fooled
+        columns["authors"][name] = {"images": int(given), "robust": robust, "seconds": seconds}
+    total = len(labels)
+    rows = []
+    for name in SUITE_ATTACKS:
+        row = {"measure": f"AutoAttack standard, {total} val images, 8/255", "attack": AUTHORS_NAMES[name].upper()}
+        for who, column in columns.items():
+            cell = column.get(name, {})
+            row[f"{who} images"] = cell.get("images", 0)
+            if "robust" in cell:
+                row[f"{who} robust"] = cell["robust"] / total
+            row[f"{who} s"] = cell.get("seconds", 0.0)
+            row[f"{who} img/s"] = cell["images"] / cell["seconds"] if cell.get("seconds") else float("nan")
+        rows.append(row)
+    final = {"measure": f"AutoAttack standard, {total} val images, 8/255", "attack": "all four (robust top-1)"}
+    for who in columns:
+        final[f"{who} robust"] = verdicts[who].float().mean().item()
+        final[f"{who} s"] = sum(c["seconds"] for c in columns[who].values())
+        if who != "authors":
+            final[f"{who} differs on"] = int((verdicts[who] != verdicts["authors"]).sum())
+    final["clean"] = clean / total
+    return rows + [final]
+
+
 def run(args: argparse.Namespace) -> list[dict]:
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.vs_authors:
+        return _vs_authors_rows(args, device)
     print(
         f"SimpleNet, {args.num_classes} classes, batch {args.batch_size}, {args.image_size}px, "
         f"epsilon {COURSE_EPSILON:.4f} (≈{COURSE_EPSILON * 255:.2f}/255), {args.steps} steps, device {device}",

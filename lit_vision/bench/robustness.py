@@ -20,7 +20,7 @@ training keeps its last epoch), and every figure comes from the validation batch
   `ll@8`: the course's least-likely-target PGD at 8/255;
 - `AA@8`: the AutoAttack-grade suite at 8/255 (`--suite autoattack`: APGD-CE 100 steps,
   APGD-T 100 steps × 9 targets, FAB-T, Square 5000 queries, as a cascade; lit_vision.attacks.
-  autoattack; `--suite-attacks` a subset), per image correct under every attack of the suite; `worst@8`: correct under
+  autoattack, on the authors' code unless `--suite-engine torchattacks`; `--suite-attacks` a subset), per image correct under every attack of the suite; `worst@8`: correct under
   the suite and both PGDs; `AA s`: the suite's attack time;
 - `CPU s/epoch`: the median training epoch in this process's CPU time (validation excluded; one
   thread: on a shared machine wall time measures the neighbours); `epoch vs clean` divides it
@@ -104,6 +104,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settings", default="clean,fast,madry,trades")
     parser.add_argument("--suite", choices=["autoattack", "autoattack_lite", "none"], default="autoattack")
     parser.add_argument("--suite-attacks", default="apgd_ce,apgd_t,fab_t,square", help="the suite's attacks, in cascade order")
+    parser.add_argument("--suite-engine", choices=["autoattack", "torchattacks"], default="autoattack",
+                        help="the suite's attack code: the authors' (pyautoattack) or torchattacks' port")  # fmt: skip
     parser.add_argument("--select-batches", type=int, default=2, help="validation batches that choose the checkpoint")
     parser.add_argument("--eval-batches", type=int, default=None, help="validation batches attacked after those")
     parser.add_argument("--plots", metavar="DIR", help="write the two PNGs here")
@@ -188,7 +190,9 @@ def attack(args, model, data) -> dict:
     if args.suite != "none":
         from lit_vision.attacks.autoattack import AttackSuite
 
-        suite = AttackSuite(epsilon=EPS8, suite=args.suite, attacks=args.suite_attacks.split(","), seed=args.seed)
+        suite = AttackSuite(
+            epsilon=EPS8, suite=args.suite, attacks=args.suite_attacks.split(","), seed=args.seed, engine=args.suite_engine
+        )
     pgd = {
         (target, eps): PGDAttack(eps / 255, step_size_for(eps / 255, 10, 2.5), 10, target, random_start=True)
         for target, eps in (("true_label", 2), ("true_label", 4), ("true_label", 8), ("least_likely", 8))

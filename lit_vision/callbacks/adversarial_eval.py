@@ -55,12 +55,15 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 
-from lit_vision.attacks.autoattack import SUITE_ATTACKS, AttackSuite
+from lit_vision.attacks.autoattack import SUITE_ATTACKS, AttackSuite, float32, require_autoattack
+from lit_vision.attacks.autoattack_checks import apgd_zero_gradient_check, model_checks, square_check
 from lit_vision.attacks.masking import above_clean_check, masking_checks
 from lit_vision.attacks.pgd import (
     COURSE_EPSILON,
     COURSE_NUM_STEPS,
     PGDAttack,
+    eval_mode,
+    gradients_enabled,
     step_size_for,
 )
 from lit_vision.callbacks.adversarial_report import (
@@ -82,6 +85,7 @@ __all__ = ["AdversarialEvaluation", "PICTURE_NAME", "TABLE_NAME"]
 Target = Literal["least_likely", "true_label"]
 Suite = Literal["none", "autoattack", "autoattack_lite"]
 SuiteAttack = Literal["apgd_ce", "apgd_t", "fab_t", "square"]
+Engine = Literal["autoattack", "torchattacks"]
 HEADLINE = "robust: worst case (clean and every attack within epsilon)"
 # Per suite attack, the per-rank counts summed once at the end: images attacked, fooled,
 # still robust after it, model forwards, gradient forwards, seconds.
@@ -124,6 +128,17 @@ class AdversarialEvaluation(Callback):
             way); False runs each on every clean-correct image (standalone figures, full cost).
         suite_steps, suite_target_classes, suite_queries: overrides of the suite's APGD/FAB steps,
             target classes and Square queries (the suite is then labelled "custom").
+        suite_engine: "autoattack" (the authors' code, package pyautoattack: the figure a paper
+            compares with) or "torchattacks" (its port; not image-for-image the same).
+        autoattack_checks: with a suite, run the authors' checks (randomised defence, softmax
+            outputs, dynamic defence, too few classes for the targeted attacks, zero gradients,
+            Square beating the white-box attacks) on the first test batch and the cascade, and
+            print them beside the masking checks (needs pyautoattack).
+        max_images: attack the first N images of the test split and stop the test there
+            (whatever the batch size; the last batch is cut to fit, so test/top1 and every
+            figure of the table are on exactly N images). None: every image. Under DDP each
+            rank takes ceil(N / ranks) of its shard. Not --trainer.limit_test_batches: it
+            counts batches, and LightningCLI reads `1` as the fraction 1.0, i.e. every batch.
         above_clean_tolerance: how far above the clean accuracy any attack's accuracy may be
             before the "no attack raises accuracy above clean" check fails (the same images, so
             any rise is the attack's doing).
@@ -154,6 +169,9 @@ class AdversarialEvaluation(Callback):
         suite_steps: int | None = None,
         suite_target_classes: int | None = None,
         suite_queries: int | None = None,
+        suite_engine: Engine = "autoattack",
+        autoattack_checks: bool = True,
+        max_images: int | None = None,
         above_clean_tolerance: float = 0.0,
     ) -> None:
         super().__init__()
@@ -220,7 +238,20 @@ class AdversarialEvaluation(Callback):
             self.suite = AttackSuite(
                 epsilon, suite, suite_attacks, cascade=suite_cascade, apgd_steps=suite_steps,
                 target_classes=suite_target_classes, fab_steps=suite_steps, square_queries=suite_queries, seed=seed,
+                engine=suite_engine,
             )  # fmt: skip
+        self.autoattack_checks = bool(autoattack_checks) and self.suite is not None
+        if self.autoattack_checks:
+            require_autoattack()  # the checks are the authors' functions, whatever the engine
+        if max_images is not None and (isinstance(max_images, bool) or int(max_images) != max_images or max_images < 1):
+            raise LitVisionError(
+                f"AdversarialEvaluation max_images must be an integer >= 1 or null (every image), got {max_images!r}: "
+                "it is a count of images, e.g. --trainer.callbacks.init_args.max_images 500."
+            )
+        self.max_images = None if max_images is None else int(max_images)
+        self.budget: int | None = None  # this rank's share of max_images
+        self.taken = 0  # images of this rank's budget already used
+        self.model_checks: list[dict] = []  # the authors' checks of the model, on the first batch
         if not above_clean_tolerance >= 0:
             raise LitVisionError(f"AdversarialEvaluation above_clean_tolerance must be >= 0, got {above_clean_tolerance}.")
         self.above_clean_tolerance = float(above_clean_tolerance)
@@ -250,6 +281,13 @@ class AdversarialEvaluation(Callback):
             self.suite_counts = torch.zeros(len(self.suite.attacks), len(SUITE_COUNTS), dtype=torch.float64, device=pl_module.device)
         self.images_seen = torch.zeros((), dtype=torch.float64, device=pl_module.device)
         self.pgd_seconds = 0.0
+        self.model_checks = []
+        if self.suite is not None:
+            self.suite.log.messages.clear()
+        self.taken = 0
+        self.budget = None
+        if self.max_images is not None:
+            self.budget = -(-self.max_images // trainer.world_size)  # ceil: every rank runs the same batches
         if self.transfer_from is not None and self.transfer_model is None:
             self.transfer_model = load_model_from_checkpoint(self.transfer_from)
         if self.transfer_model is not None:
@@ -259,6 +297,32 @@ class AdversarialEvaluation(Callback):
         keys = ["clean"] + [f"main{i}" for i in range(len(self.attacks))] + [f"sweep{i}" for i in range(len(self.sweep))]
         keys += list(self.checks_attacks)
         return keys + (["transfer"] if self.transfer_model is not None else [])
+
+    def on_test_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """The image budget: cut the batch that crosses it, end the test at the first batch past it."""
+        if self.budget is None:
+            return
+        if self.taken >= self.budget:
+            # Lightning's evaluation loop ends its epoch on a StopIteration raised inside a batch's
+            # hooks (it catches it around the step, for steps that fetch their own batches); the
+            # epoch-end hooks and the metrics then run as after the last batch.
+            raise StopIteration
+        size = len(batch[1])
+        keep = self.budget - self.taken
+        if keep < size:
+            if not isinstance(batch, list):
+                raise LitVisionError(
+                    f"AdversarialEvaluation max_images {self.max_images} ends inside a test batch of {size}, and the "
+                    f"batch is a {type(batch).__name__}, which cannot be cut in place: make max_images a multiple of "
+                    "the batch size (per rank), or have the loader yield lists (default_collate does)."
+                )
+            for i, item in enumerate(batch):  # in place: test_step receives this same list
+                if isinstance(item, torch.Tensor) and item.ndim and item.shape[0] == size:
+                    batch[i] = item[:keep]
+            size = keep
+        self.taken += size
 
     def on_test_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int, dataloader_idx: int = 0
@@ -302,6 +366,11 @@ class AdversarialEvaluation(Callback):
                     run(key, attack)
                 if self.transfer_model is not None:
                     run("transfer", self.checks_attacks["whitebox"], self.transfer_model)
+        if self.autoattack_checks and not self.model_checks:
+            # The authors run their checks on the first batch, on the model as the suite attacks it.
+            with gradients_enabled(), eval_mode(pl_module), float32(pl_module, images.device):
+                unit = to_unit_float(images.detach()).float().clone(memory_format=torch.contiguous_format)
+                self.model_checks = model_checks(pl_module, unit, labels.detach().clone(), self.suite.attacks)
         if self.suite is not None:
             # Outside the precision context: the suite runs in fp32 whatever the training precision.
             # A cascade goes on from the PGD survivors; standalone, each attack takes every clean-correct image.
@@ -385,6 +454,17 @@ class AdversarialEvaluation(Callback):
                 values["transfer"]["top1"] if "transfer" in values else None,
                 self.tolerance,
             )
+        authors = []
+        if self.autoattack_checks:
+            authors = list(self.model_checks)
+            if self.suite.engine == "autoattack" and "apgd_t" in self.suite.attacks:
+                ran = any(r["images"] for r in suite_rows if r["attack"].startswith("apgd_t"))
+                authors.append(apgd_zero_gradient_check(self.suite.log.messages, ran))
+            if self.suite.cascade:
+                after = {"clean": values["clean"]["top1"]}
+                after.update({r["attack"].split()[0]: r["top1"] for r in suite_rows if "fooled" in r})
+                authors.append(square_check(after))
+        self.checks += authors
         # Every standalone attack figure (a cascade's rows are running worst cases, never above clean).
         standalone = [r for r in self.rows if r.get("target")]
         if self.suite is not None and not self.suite.cascade:
@@ -400,6 +480,8 @@ class AdversarialEvaluation(Callback):
                     f"Check failed: {check['check']} ({check['detail']}). Such an attack helps the model instead of "
                     "fooling it; its figure is no robustness figure — read test/robust_top1, the per-image worst case."
                 )
+            elif any(check is c for c in authors):
+                rank_zero_warn(f"The authors' AutoAttack check failed: {check['check']} — {check['detail']}")
             else:
                 rank_zero_warn(
                     f"Possible gradient masking — check failed: {check['check']} ({check['detail']}). The adversarial "
@@ -446,9 +528,9 @@ class AdversarialEvaluation(Callback):
         attacks = [repr(a) for a in self.attacks] + ([repr(self.suite)] if self.suite is not None else [])
         rank_zero_info(f"Adversarial evaluation ({', '.join(attacks)}):\n{format_table(self.rows)}")
         if self.checks:
-            rank_zero_info("Gradient-masking checks:\n" + format_table(self.checks))
+            rank_zero_info("Gradient-masking and AutoAttack checks:\n" + format_table(self.checks))
         meta = {"checkpoint": trainer.ckpt_path, "attacks": [repr(a) for a in self.attacks], "transfer_from": self.transfer_from,
-                "suite": repr(self.suite) if self.suite is not None else None}  # fmt: skip
+                "suite": repr(self.suite) if self.suite is not None else None, "max_images": self.max_images}  # fmt: skip
         self.paths = write_tables(log_dir, self.rows, self.checks, meta)
         if self.examples is not None:
             picture = render_examples(self.examples, self.attack.epsilon, class_names(trainer))
