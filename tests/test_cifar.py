@@ -147,6 +147,19 @@ def test_cache_and_a_crop_other_than_32(cifar10_dir, tmp_path):
     assert big.val_set[0][0].shape == (3, 36, 36) and big.train_set[0][0].shape == (3, 36, 36)
 
 
+def test_resident_placement_holds_the_same_images(cifar10_dir, tmp_path):
+    root = shutil.copytree(cifar10_dir, tmp_path / "r")
+    dm = datamodule(root, placement="resident", augment_on="device")
+    dm.prepare_data()  # decodes (copies) each split into the cache the resident path loads
+    dm.setup("fit")
+    images, labels = next(iter(dm.val_dataloader()))
+    plain = datamodule(root)
+    plain.setup("fit")
+    assert torch.equal(images, plain.val_set.images[: len(images)]) and labels.tolist() == plain.val_set.labels[: len(images)]
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.shape == (8, 3, 32, 32) and images.dtype == torch.uint8
+
+
 def test_class_count_and_missing_files_are_named(cifar10_dir, cifar100_dir, tmp_path):
     with pytest.raises(LitVisionError, match=r"data.layout cifar10 has 10 classes but data.num_classes is 100: "
                                              r"set data.num_classes: 10"):  # fmt: skip
