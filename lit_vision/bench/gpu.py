@@ -1,4 +1,4 @@
-"""Everything measured in one run on a lent GPU: model speeds, the input pipeline, the operators.
+"""Everything measured in one run on a GPU: model speeds, the input pipeline, the operators.
 
     PYTHONPATH=. python3 -m lit_vision.bench gpu --out results/      # ~8.5 min on a GPU (budget 480 s + start-up)
     PYTHONPATH=. python3 -m lit_vision.bench gpu --smoke --out /tmp/g  # the same code paths, CPU, minutes
@@ -55,7 +55,7 @@ from lit_vision.bench._gpu_speed import model_speed_rows
 GRACE_S, GRACE_SHARE = 20.0, 0.1
 NO_GPU = (
     "bench gpu: no GPU here (torch.cuda.is_available() is False), so nothing was measured; it times CUDA "
-    "kernels, bf16 autocast and cuDNN on a lent GPU. To check every code path on this CPU in seconds: "
+    "kernels, bf16 autocast and cuDNN on a GPU. To check every code path on this CPU (minutes): "
     "`python -m lit_vision.bench gpu --smoke --out /tmp/gpu_smoke`; for a deliberate full-size CPU run (slow, "
     "bounded by --budget-s): `--device cpu`."
 )
