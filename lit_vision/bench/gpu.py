@@ -1,6 +1,6 @@
 """Everything measured in one run on a GPU: model speeds, the input pipeline, the operators.
 
-    PYTHONPATH=. python3 -m lit_vision.bench gpu --out results/      # ~8.5 min on a GPU (budget 480 s + start-up)
+    PYTHONPATH=. python3 -m lit_vision.bench gpu --out results/      # budget 480 s + start-up, on a GPU
     PYTHONPATH=. python3 -m lit_vision.bench gpu --smoke --out /tmp/g  # the same code paths, CPU, minutes
 
 Sections (each in its own try/except: an error lands in its rows and the run carries on;
