@@ -55,6 +55,10 @@ COMMANDS: dict[str, Command] = {
         "lit_vision.data.optimize", "convert a dataset folder into LitData chunks for --data.stream",
         needs="litdata", extra="streaming",
     ),  # fmt: skip
+    "tune": Command(
+        "lit_vision.studies.tune", "search hyperparameters with an Optuna study (each trial a fit; --seeds too)",
+        needs="optuna", extra="tune",
+    ),  # fmt: skip
 }
 
 

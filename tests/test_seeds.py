@@ -1,0 +1,104 @@
+"""`--seeds 0,1,2` on fit / validate / test and the intervals every summary carries: the t-interval
+over seeds and the Wilson interval of one evaluation's accuracy."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lit_vision.errors import LitVisionError
+from lit_vision.studies.seeds import take_seeds
+from lit_vision.utils.intervals import accuracy_interval, t_interval, wilson_interval
+
+
+# ---------------------------------------------------------------------- intervals
+def test_wilson_interval_matches_its_formula():
+    correct, n, z = 89, 100, 1.959963984540054
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    interval = wilson_interval(correct, n)
+    assert interval.low == pytest.approx(centre - half, abs=1e-9)
+    assert interval.high == pytest.approx(centre + half, abs=1e-9)
+    # At 100% the interval stays inside [0, 1] and is not a point (the normal one would be).
+    full = accuracy_interval(1.0, 16)
+    assert full.high == pytest.approx(1.0) and 0.75 < full.low < 0.85
+    with pytest.raises(ValueError):
+        wilson_interval(5, 4)
+
+
+def test_t_interval_over_seeds():
+    summary = t_interval([0.80, 0.84, 0.88])
+    assert summary.mean == pytest.approx(0.84) and summary.std == pytest.approx(0.04)
+    half = 4.302652729911275 * 0.04 / math.sqrt(3)  # t(0.975, 2 degrees of freedom)
+    assert (summary.interval.low, summary.interval.high) == pytest.approx((0.84 - half, 0.84 + half))
+    single = t_interval([0.5])
+    assert single.n == 1 and single.std is None and single.interval is None
+
+
+# ---------------------------------------------------------------------- the flag
+def test_seeds_flag_is_split_from_the_command_line():
+    assert take_seeds(["--config", "a.yaml", "--seeds", "0,1,2", "--trainer.max_epochs", "2"]) == (
+        [0, 1, 2], ["--config", "a.yaml", "--trainer.max_epochs", "2"],
+    )  # fmt: skip
+    assert take_seeds(["--seeds=3,4"]) == ([3, 4], [])
+    assert take_seeds(["--config", "a.yaml"]) == (None, ["--config", "a.yaml"])
+    for bad in ("0,x", "1,1", ""):
+        with pytest.raises(LitVisionError, match="--seeds"):
+            take_seeds(["--seeds", bad])
+
+
+def test_bad_seeds_is_one_paragraph_and_exit_2(tiny_config, run_cli, capsys):
+    assert run_cli("fit", "--config", tiny_config, "--seeds", "0,zero") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lit-vision: error: --seeds 0,zero: expected distinct integers") and len(err.splitlines()) == 1
+
+
+# ---------------------------------------------------------------------- end to end
+def last_scalar(run: Path, tag: str) -> float:
+    events = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    events.Reload()
+    return events.Scalars(tag)[-1].value
+
+
+@pytest.mark.slow
+def test_fit_over_seeds_gives_n_runs_and_their_summary(tiny_config, tmp_path, run_cli, capsys, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the runs are child processes
+    assert run_cli("fit", "--config", tiny_config, "--seeds", "0,1", "--trainer.max_epochs", "2") == 0
+    out = capsys.readouterr().out
+    runs = sorted((tmp_path / "logs" / "tiny").glob("version_*"))
+    assert [r.name for r in runs] == ["version_0", "version_1"]
+    assert all((tmp_path / "checkpoints" / "tiny" / r.name / "last.ckpt").exists() for r in runs)
+    folder = tmp_path / "logs" / "tiny" / "seeds" / "version_0+1"
+    result = json.loads((folder / "summary.json").read_text())
+    assert result["seeds"] == [0, 1] and [Path(r["log_dir"]).name for r in result["runs"]] == ["version_0", "version_1"]
+    # The two seeds really differ, and the summary's mean is the mean of what the runs logged.
+    for tag in ("val/top1", "val/loss"):
+        logged = [last_scalar(run, tag) for run in runs]
+        assert result["summary"][tag]["n"] == 2
+        assert result["summary"][tag]["mean"] == pytest.approx(sum(logged) / 2, abs=1e-6)
+    assert last_scalar(runs[0], "val/loss") != last_scalar(runs[1], "val/loss")
+    # Each run's accuracy carries its Wilson interval over the 16 validation images.
+    wilson = result["runs"][0]["wilson95"]["val/top1"]
+    assert wilson["images"] == 16 and wilson["low"] <= wilson["value"] <= wilson["high"]
+    rows = list(csv.DictReader((folder / "summary.csv").open()))
+    assert {row["metric"] for row in rows} >= {"val/top1", "val/top5", "val/loss"}
+    assert "95% CI" in out and "n=16" in out
+
+
+@pytest.mark.slow
+def test_validate_over_seeds(tiny_config, tmp_path, run_cli, capsys, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert run_cli("fit", "--config", tiny_config) == 0
+    assert run_cli("validate", "--config", tiny_config, "--ckpt_path", "last", "--seeds", "0,1") == 0
+    eval_runs = sorted((tmp_path / "logs" / "tiny" / "eval").glob("version_*"))
+    assert len(eval_runs) == 2
+    result = json.loads((tmp_path / "logs" / "tiny" / "eval" / "seeds" / "version_0+1" / "summary.json").read_text())
+    # Validation of one checkpoint without randomness: both seeds measure the same.
+    assert result["summary"]["val/top1"]["std"] == pytest.approx(0.0)
+    assert result["runs"][0]["images"] == {"val": 16}
