@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import io
 import json
 import pickle
 import shutil

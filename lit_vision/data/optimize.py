@@ -53,12 +53,6 @@ class ReadSample:
             return {"index": index, "label": label, "image": handle.read()}
 
 
-def categories_count(path: Path) -> int | None:
-    if not path.is_file():
-        return None
-    return sum(1 for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip())
-
-
 def optimize_dataset(
     data_dir: str | Path,
     out: str | Path,
