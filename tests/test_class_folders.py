@@ -257,6 +257,36 @@ def test_cli_fit_validate_test_adversarial_predict_on_class_folders(folders_with
     rows = list(csv.reader(submission.read_text().splitlines()))
     assert rows[0] == ["file", "class_1", "class_2", "class_3", "class_4"] and len(rows) == 7  # 4 classes: top 4
     assert rows[1][0] == "test/00000001.jpg" and sorted(rows[1][1:]) == sorted(CLASS_NAMES)
+
+    # export: the ONNX file (run by onnxruntime) gives the checkpoint's logits on a real image
+    pytest.importorskip("onnxruntime")
+    from test_export import load
+
+    from lit_vision.data.dataset import decode_rgb
+    from lit_vision.data.transforms import eval_transform
+    from lit_vision.models import SimpleNet
+
+    output = tmp_path / "model.onnx"
+    assert run_cli("export", "--config", config, "--ckpt_path", last, "--format", "onnx", "--output", output) == 0
+    run, _ = load("onnx", output)
+    image = eval_transform(36, 32)(decode_rgb(folders_with_val / "test" / "00000001.jpg"))[None]
+    reference = SimpleNet.load_from_checkpoint(last, map_location="cpu").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(run(image), reference(image), rtol=0, atol=1e-4)
+
+    # resume: one more epoch from last.ckpt, on the same scan of the folders
+    assert run_cli("fit", "--config", config, "--ckpt_path", "last", "--trainer.max_epochs", "2") == 0
+    resumed = torch.load(tmp_path / "checkpoints" / "folders" / "version_1" / "last.ckpt", weights_only=True)
+    assert resumed["epoch"] == 1 and resumed["global_step"] == 8  # 64 images / 16 per step, twice
+
+    # adversarial training with TRADES on the folders
+    trades = tmp_path / "trades.yaml"
+    trades.write_text(yaml.safe_dump({"trainer": {"callbacks": [{
+        "class_path": "lit_vision.callbacks.adversarial_training.AdversarialTraining",
+        "init_args": {"fraction": 1.0, "epsilon": [0.0314, 0.0314], "steps": [2, 2], "step_scale": 2.5,
+                      "random_start": True, "objective": "trades", "trades_beta": 6.0}}]}}))  # fmt: skip
+    assert run_cli("fit", "--config", config, "--config", trades, "--experiment", "folders_trades") == 0
+    assert list((tmp_path / "checkpoints" / "folders_trades").rglob("last.ckpt"))
     capsys.readouterr()
 
 
