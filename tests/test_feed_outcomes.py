@@ -179,9 +179,9 @@ SAVED_AT = 11
 CHECKPOINT_EVERY = 11  # steps
 
 
-def train(root, tmp_path, run: str, callback: TrainedSamples, ckpt_path=None, **data_args) -> None:
+def train(root, tmp_path, run: str, callback: TrainedSamples, ckpt_path=None, every=CHECKPOINT_EVERY, **data_args) -> None:
     L.seed_everything(0)
-    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="{step}", every_n_train_steps=CHECKPOINT_EVERY, save_top_k=-1)
+    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="{step}", every_n_train_steps=every, save_top_k=-1)
     trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
                         callbacks=[callback, saver], default_root_dir=tmp_path / run)  # fmt: skip
@@ -270,3 +270,16 @@ def test_a_killed_epoch_switching_between_stream_and_folders_is_refused(one_per_
     killed(one_per_class, tmp_path, num_workers=0)
     with pytest.raises(LitVisionError, match=r"middle of an epoch read from image folders .* reads data.stream"):
         resumed(one_per_class, tmp_path, stream=str(named_stream), num_workers=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("resume_workers", [1, 2])
+def test_an_epoch_end_stream_checkpoint_resumes_with_the_whole_next_epoch_on_any_grid(one_per_class, named_stream, tmp_path, resume_workers):
+    with pytest.raises(Preempted):
+        train(one_per_class, tmp_path, "killed", TrainedSamples(stop_at=EPOCH_STEPS + 1), every=EPOCH_STEPS,
+              stream=str(named_stream), num_workers=1)  # fmt: skip
+    after = TrainedSamples()
+    train(one_per_class, tmp_path, "resumed", after, ckpt_path=tmp_path / "ckpt" / f"step={EPOCH_STEPS}.ckpt",
+          stream=str(named_stream), num_workers=resume_workers)  # fmt: skip
+    assert sorted(after.by_step) == list(range(EPOCH_STEPS + 1, 2 * EPOCH_STEPS + 1))
+    assert_exactly_once([i for step in after.by_step for i in after.by_step[step]])
