@@ -348,10 +348,13 @@ def test_autoattack_config_through_the_cli(tmp_path, monkeypatch, tiny_config):
     main(["fit", "--config", str(tiny_config), "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"])
     small = [f"--trainer.callbacks.init_args.{k}" for k in ("suite", "suite_steps", "suite_queries")]
     main(["test", "--config", str(tiny_config), "--config", f"{configs}/autoattack.yaml", "--ckpt_path", "last",
-          "--trainer.limit_test_batches", "1", small[0], "autoattack_lite", small[1], "2", small[2], "10"])  # fmt: skip
+          "--trainer.callbacks.init_args.max_images", "5", small[0], "autoattack_lite", small[1], "2", small[2], "10"])  # fmt: skip
     (report,) = (tmp_path / "logs" / "tiny" / "eval").glob(f"version_*/{TABLE_NAME}.json")
-    rows = [r["attack"] for r in json.loads(report.read_text())["rows"]]
+    written = json.loads(report.read_text())
+    rows = [r["attack"] for r in written["rows"]]
     assert rows[:4] == [HEADLINE, "clean", "true_label", "least_likely"]
+    assert written["max_images"] == 5 and {r["attack"]: r for r in written["rows"]}["cost: PGD targets"]["images"] == 5
+    assert any(c["check"].startswith("AutoAttack: ") for c in written["checks"])
     for name in ("apgd_ce", "apgd_t", "fab_t", "square"):
         assert f"{name} (custom, cascade)" in rows
     assert "cost: suite (custom, cascade)" in rows and "cost: PGD targets" in rows

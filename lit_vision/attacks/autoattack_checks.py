@@ -51,7 +51,8 @@ def _verdict(name: str, messages: list[str], passed_detail: str, instead: str) -
         return {"check": f"AutoAttack: {name}", "passed": True, "detail": passed_detail}
     # Their texts end in "See flags_doc.md for details.": that reference is given once, below.
     found = " | ".join(dict.fromkeys(m.split(" See ")[0].rstrip(" .") for m in messages))
-    return {"check": f"AutoAttack: {name}", "passed": False, "detail": f"found: {found}. Instead: {instead} (see {DOC})."}
+    found += "" if found.endswith("!") else "."
+    return {"check": f"AutoAttack: {name}", "passed": False, "detail": f"found: {found} Instead: {instead} (see {DOC})."}
 
 
 def model_checks(
