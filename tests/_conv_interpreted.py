@@ -2,7 +2,7 @@
 
 Not a test module: tests/test_conv_implicit_gemm.py runs it in a subprocess,
 
-    python tests/_conv_interpreted.py GROUP [GROUP ...]      (GROUP: gradcheck, blocks, float32, misc, slow)
+    python tests/_conv_interpreted.py GROUP [GROUP ...]      (GROUP: gradcheck, blocks, float32, misc, slow, dynamo)
 
 because TRITON_INTERPRET=1 has to be set before the kernels' module is imported, and must not
 leak into the pytest process (where other tests import the same modules). It prints one JSON
@@ -148,14 +148,43 @@ class _OpNames(TorchDispatchMode):
 
 
 def trace_check():
-    """The aten ops of a forward + backward (stride 2, groups, bias): none may be a convolution."""
+    """The aten ops of a forward + backward (stride 2, groups, bias): none may be a convolution.
+    The module runs the convolution as custom ops, which a dispatch trace sees whole (it does not
+    look inside an op), so the ops inside are traced through the functions the ops call."""
     torch.manual_seed(2)
     conv = Im2colConv2d(4, 6, 3, stride=2, padding=1, groups=2, algorithm="implicit_gemm")
     x = torch.randn(2, 4, 9, 9, requires_grad=True)
-    with _OpNames() as trace:
+    with _OpNames() as outer:
         y = conv(x)
         y.square().sum().backward()
-    return {"ops": sorted(trace.names), "grad_fn": type(y.grad_fn).__name__, "x_grad": x.grad is not None}
+    geometry = ((2, 2), (1, 1), (1, 1), 2)
+    with _OpNames() as inner:
+        out = conv_implicit_gemm.forward_impl(x.detach(), conv.weight.detach(), conv.bias.detach(), *geometry)
+        conv_implicit_gemm.backward_impl(torch.ones_like(out), x.detach(), conv.weight.detach(), *geometry, True, True)
+    return {"ops": sorted(inner.names), "outer": sorted(outer.names), "grad_fn": type(y.grad_fn).__name__,
+            "x_grad": x.grad is not None}  # fmt: skip
+
+
+def dynamo_check():
+    """torch._dynamo.explain over SimpleNet's forward + loss with every convolution on the
+    implicit-GEMM kernels: graphs and graph breaks (each convolution is one custom-op node)."""
+    from lit_vision.nets.simplenet import SimpleCNN
+
+    from typing import get_args
+
+    from lit_vision.nets.layers import ConvName
+
+    torch.manual_seed(4)
+    (hand_written,) = [name for name in get_args(ConvName) if name != "torch"]
+    net = SimpleCNN(num_classes=4, conv=hand_written)
+    for module in net.modules():
+        if hasattr(module, "algorithm"):
+            module.algorithm = "implicit_gemm"
+    assert sum(getattr(m, "algorithm", None) == "implicit_gemm" for m in net.modules()) == 7
+    x = torch.randn(2, 3, 16, 16)
+    explained = torch._dynamo.explain(lambda images: net(images).logsumexp(1).sum())(x)
+    return {"graphs": explained.graph_count, "breaks": explained.graph_break_count,
+            "reasons": sorted({reason.reason.splitlines()[0][:120] for reason in explained.break_reasons})}  # fmt: skip
 
 
 def determinism_check():
@@ -215,6 +244,7 @@ GROUPS: dict[str, Callable[[], dict[str, Callable[[], object]]]] = {
     "misc": lambda: {"trace": trace_check, "determinism": determinism_check, "module": module_check,
                      "bfloat16": bfloat16_check},  # fmt: skip
     "slow": lambda: float32_checks(SLOW_FLOAT32_CASES, "slow-float32", batch=4),
+    "dynamo": lambda: {"dynamo": dynamo_check},
 }
 
 

@@ -92,9 +92,22 @@ def test_float32_matches_conv2d_interpreted(interpreted: dict, index: int) -> No
 @NEEDS_TRITON
 def test_no_torch_convolution_op_in_the_trace(interpreted: dict) -> None:
     trace = _result(interpreted, "trace")
-    assert trace["grad_fn"] == "ImplicitGemmConv2dFunctionBackward" and trace["x_grad"]
+    assert "implicit_gemm_conv2d" in trace["grad_fn"] and trace["x_grad"]  # the custom op's autograd
     assert trace["ops"], "the dispatch trace saw nothing: it would not see a convolution either"
     assert not [op for op in trace["ops"] if "conv" in op], trace["ops"]
+    # Seen from outside, the module's forward + backward is the two custom ops, no torch convolution.
+    assert {"implicit_gemm_conv2d", "implicit_gemm_conv2d_backward"} <= set(trace["outer"])
+    assert not [op for op in trace["outer"] if "conv" in op and not op.startswith("implicit_gemm_conv2d")]
+
+
+@NEEDS_TRITON
+@pytest.mark.slow
+def test_torch_compile_traces_simplenet_on_the_kernels_without_a_graph_break() -> None:
+    """`torch._dynamo.explain` over SimpleNet with every convolution on the implicit-GEMM kernels
+    (interpreted on the CPU; dynamo's tracing does not depend on the device): one graph, no
+    break — each convolution and its backward is one custom-op node of it."""
+    explained = _result(_run_worker("dynamo"), "dynamo")
+    assert (explained["graphs"], explained["breaks"]) == (1, 0), explained
 
 
 @NEEDS_TRITON
@@ -246,7 +259,7 @@ def _compile_forward_for_sm90(dtype: str, ieee: bool) -> str:
     kernel = kernels.conv_forward_kernel
     n, c, h, w, k = 8, 64, 32, 32, 9 * 64
     strides = (h * w * c, 1, w * c, c)  # (n, c, h, w) strides of NHWC
-    ints = [n * h * w, h, w, h, w, c, c, 3, k, *strides, k * c, c, 1, *strides, 1, 1, 1, 1, 1, 1]
+    ints = [n * h * w, h, w, h, w, c, c, 3, k, *strides, k * c, c, 1, *strides, 1, 1, 1, 1, 1, 1, n * h * w]  # last: ROWS_BUCKET
     constexprs = dict(HAS_BIAS=True, ACC_FP64=False, IEEE=ieee, UPCAST=False, CHANNEL_BLOCKS=True,
                       BLOCK_M=64, BLOCK_N=64, BLOCK_K=32)  # fmt: skip
     names = list(inspect.signature(kernel.fn).parameters)
@@ -292,10 +305,85 @@ def test_autotuning_skips_tiles_far_wider_than_the_layer() -> None:
 
     configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_stages=s) for m, n, k, s in GPU_CONFIGS]
     forward = tile_pruner(None, "COG")
-    assert {c.kwargs["BLOCK_N"] for c in forward(configs, {"COG": 64})} == {64}  # SimpleNet's 64-channel layers
-    assert len(forward(configs, {"COG": 512})) == len(configs)
+    bf16 = {"CHANNEL_BLOCKS": True, "IEEE": False, "ACC_FP64": False}  # every tile fits its registers
+    assert {c.kwargs["BLOCK_N"] for c in forward(configs, {"COG": 64}, **bf16)} == {64}  # SimpleNet's 64-channel layers
+    assert len(forward(configs, {"COG": 512}, **bf16)) == len(configs)
     weight = tile_pruner("COG", "K", "CIG")
     kept = weight(configs, {"COG": 64, "K": 576, "CIG": 16}, CHANNEL_BLOCKS=True)
     assert {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in kept} == {(64, 64)}
-    assert len(weight(configs, {"COG": 128, "K": 576, "CIG": 16}, CHANNEL_BLOCKS=False)) == len(configs)
+    # Flat K order: BLOCK_N is measured against K (576), not the 16 channels; 128x64x64 spills there.
+    wide = weight(configs, {"COG": 128, "K": 576, "CIG": 16}, CHANNEL_BLOCKS=False, IEEE=False, ACC_FP64=False)
+    assert len(wide) == len(configs) - 1
     assert forward(configs, {"COG": 1}), "never prunes every configuration"
+
+
+# --- every autotuning configuration compiled for sm_90, read for register spills ---
+
+
+@NEEDS_TRITON
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_no_configuration_the_autotuner_tries_on_simplenet_spills_registers_on_sm90(dtype) -> None:
+    """Every configuration the autotuner would time for SimpleNet's layers (batch 64, 128 px,
+    channels-last), for the three kernels, compiled for sm_90 with the specialisation a launch
+    gets: ptxas reports no spilled bytes (a spill is a round trip to local memory inside the K
+    loop). ~40 compiles per dtype: a few minutes of CPU."""
+    from lit_vision.nets.simplenet import SimpleCNN
+    from lit_vision.ops.conv_implicit_gemm_ptxas import report
+
+    rows = report(SimpleCNN(num_classes=100), (64, 3, 128, 128), dtypes=(dtype,))
+    kernels = {row["kernel"] for row in rows}
+    assert kernels == {"forward", "input_grad", "weight_grad"}
+    assert {row["K order"] for row in rows} == {"flat", "channel blocks"}  # the stem and the rest
+    spilling = [row for row in rows if row["spill bytes"]]
+    assert not spilling, "\n".join(map(str, spilling))
+    assert all(0 < row["registers"] <= 255 for row in rows)
+
+
+@NEEDS_TRITON
+def test_a_new_batch_size_reuses_its_buckets_tuned_tiles() -> None:
+    """The autotuner's key holds the GEMM's row count rounded up to a power of two, not the
+    count: batches of 60 and 64 images (a last partial batch) share every kernel's key, so the
+    second launches with the first's tuned tiles instead of timing every configuration again;
+    128 is a new bucket."""
+    from lit_vision.ops.conv_implicit_gemm_ptxas import layer_launches
+
+    layer = torch.nn.Conv2d(64, 64, 3, padding=1)
+
+    def keys(batch: int) -> list[tuple]:
+        found = []
+        for launch in layer_launches(layer, (batch, 64, 32, 32), torch.bfloat16):
+            tuned = launch.tuned
+            named = {**dict(zip(tuned.arg_names, launch.args)), **launch.kwargs}
+            # What triton.autotune's run() keys its cache on: the key arguments, then every dtype.
+            found.append((*(named[k] for k in tuned.keys), *(str(a.dtype) for a in named.values() if hasattr(a, "dtype"))))
+        return found
+
+    assert len(keys(64)) == 3 and keys(60) == keys(64)
+    assert keys(128) != keys(64)
+    assert "M" not in layer_launches(layer, (2, 64, 8, 8), torch.float32)[0].tuned.keys
+
+
+@NEEDS_TRITON
+def test_autotuning_tries_only_the_tiles_that_fit_the_registers_of_the_launchs_precision() -> None:
+    """What the compiler report for sm_90 found (the slow test above checks it): IEEE fp32 keeps
+    64x128x32 and 64x64x32 (64x64x32 alone in the flat K order), 16-bit operands every tile but
+    the 128x64x64 flat gather, fp64 the smallest tile; a launch is never left without one."""
+    import triton
+
+    from lit_vision.ops.conv_implicit_gemm import GPU_CONFIGS, tile_pruner
+
+    configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_stages=s) for m, n, k, s in GPU_CONFIGS]
+    prune = tile_pruner(None, "COG")
+
+    def tiles(blocks: bool, ieee: bool, fp64: bool = False) -> set:
+        kept = prune(configs, {"COG": 512}, CHANNEL_BLOCKS=blocks, IEEE=ieee, ACC_FP64=fp64)
+        return {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]) for c in kept}
+
+    assert tiles(blocks=True, ieee=True) == {(64, 128, 32), (64, 64, 32)}
+    assert tiles(blocks=False, ieee=True) == {(64, 64, 32)}
+    assert tiles(blocks=True, ieee=False) == {(m, n, k) for m, n, k, _ in GPU_CONFIGS}
+    assert tiles(blocks=False, ieee=False) == {(m, n, k) for m, n, k, _ in GPU_CONFIGS} - {(128, 64, 64)}
+    assert tiles(blocks=True, ieee=True, fp64=True) == {(64, 64, 32)}
+    # A 16-channel layer in fp32: BLOCK_N 128 is too wide, 64x64x32 remains.
+    assert {c.kwargs["BLOCK_N"] for c in prune(configs, {"COG": 16}, CHANNEL_BLOCKS=True, IEEE=True)} == {64}

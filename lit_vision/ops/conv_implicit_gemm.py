@@ -13,8 +13,12 @@ kernels through numpy, one program at a time: it is how the CPU tests check exac
 far too slow for training, so `algorithm="auto"` never picks this algorithm on the CPU.
 
 On a GPU the tile sizes are autotuned per layer shape (`triton.autotune`, keyed by the GEMM's
-sizes) from a few configurations sized for H100/H200-class GPUs, all with 4 warps (see the
-kernels' docstring for why not 8). The weight gradient is split along N·Ho·Wo into fp32 partial
+sizes with its row count bucketed to a power of two) from a few configurations sized for
+H100/H200-class GPUs, all with 4 warps (see the kernels' docstring for why not 8), less those
+that spill registers for the launch's precision (`fits_registers`; the compiler's report for
+sm_90 comes from `conv_implicit_gemm_ptxas.py`, without a GPU). The convolution is a pair of
+torch.library custom ops (forward, backward), so `torch.compile` keeps each layer as one node
+of its graph. The weight gradient is split along N·Ho·Wo into fp32 partial
 sums (enough splits to give the GPU about two programs per streaming multiprocessor), which one
 torch `sum` over the split axis adds in a fixed order: no atomics, the same bits on every run.
 """
@@ -28,7 +32,6 @@ from typing import Any
 import torch
 import triton
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from lit_vision.errors import LitVisionError
 from lit_vision.ops import conv_implicit_gemm_kernels as kernels
@@ -40,7 +43,8 @@ INTERPRETED: bool = not isinstance(kernels.conv_forward_kernel, triton.runtime.J
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_stages), all at 4 warps: six of the 16 points of {64, 128}² x
 # {32, 64} x {3, 4}, because autotuning compiles every configuration of every kernel once per
-# specialisation (dtype, K order, which sizes are 1 or multiples of 16) before timing it.
+# specialisation (dtype, K order, which sizes are 1 or multiples of 16) before timing it. Not
+# every one is tried for every launch: see `fits_registers`.
 GPU_CONFIGS = [
     (128, 128, 32, 3),
     (128, 64, 32, 4),
@@ -49,6 +53,10 @@ GPU_CONFIGS = [
     (64, 64, 64, 4),
     (64, 64, 32, 4),
 ]
+# The tiles that IEEE fp32 products compile without spilling (below). The smallest tile
+# compiles without spilling for every kernel, precision and K order: the pruner's fallback.
+IEEE_TILES = {(64, 128, 32), (64, 64, 32)}
+SMALLEST_TILE = (64, 64, 32)
 # Under the interpreter: one small configuration (no autotuning, which would time numpy); small
 # enough that tiny test shapes still span several tiles and mask their last one.
 INTERPRETER_BLOCKS = {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 16}
@@ -56,10 +64,34 @@ INTERPRETER_BLOCKS = {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 16}
 SPLIT_MULTIPLE = 64
 
 
+def fits_registers(tile: tuple[int, int, int], ieee: bool, fp64: bool, channel_blocks: bool) -> bool:
+    """Whether a tile (BLOCK_M, BLOCK_N, BLOCK_K) compiles for sm_90 at 4 warps without spilling
+    registers, as ptxas reported for every kernel on SimpleNet's layers (batch 64, 128 px;
+    `python -m lit_vision.ops.conv_implicit_gemm_ptxas`, checked by a test):
+
+    * 16-bit operands (`wgmma`, operand tiles in shared memory): every tile, except in the flat
+      K order a [BLOCK_M, BLOCK_K] gather wider than 4096 elements (128x64x64 spilled 124 bytes
+      on the stem), whose index arithmetic lives in registers;
+    * IEEE fp32 (FMA loops on the CUDA cores, operand fragments in registers beside the fp32
+      accumulator): only 64x128x32 and 64x64x32, and in the flat K order 64x64x32 alone — the
+      128-row tiles spilled 4-232 bytes, 64x64x64 12 on a 1x1 layer, 64x128x32 12 on the stem's
+      weight gradient;
+    * fp64 (twice the registers per element; not a speed path, "auto" never picks it): the
+      smallest tile, not checked by the compiler report.
+    """
+    if fp64:
+        return tile == SMALLEST_TILE
+    if ieee:
+        return tile in IEEE_TILES and (channel_blocks or tile == SMALLEST_TILE)
+    block_m, _, block_k = tile
+    return channel_blocks or block_m * block_k <= 4096
+
+
 def tile_pruner(rows: str | None, cols: str, blocked_cols: str | None = None) -> Callable[..., list]:
-    """An `early_config_prune` for the autotuner: drop the configurations whose tile is more than
-    twice as tall (wide) as the GEMM's row (column) count rounded up to a power of two, floor 64,
-    e.g. BLOCK_N 128 on a 64-channel layer: half its tile would be masked work, and each dropped
+    """An `early_config_prune` for the autotuner. First the tiles that would spill registers
+    for this launch's precision and K order (`fits_registers`); then those more than twice as
+    tall (wide) as the GEMM's row (column) count rounded up to a power of two, floor 64, e.g.
+    BLOCK_N 128 on a 64-channel layer: half its tile would be masked work, and each dropped
     configuration is one compilation less per kernel and layer shape. `rows`/`cols` name the
     kernel argument holding the size; `blocked_cols` the one that replaces `cols` when the
     kernel runs with CHANNEL_BLOCKS (a K tile is then a block of channels)."""
@@ -67,15 +99,21 @@ def tile_pruner(rows: str | None, cols: str, blocked_cols: str | None = None) ->
     def fits(size: int, block: int) -> bool:
         return block <= max(64, triton.next_power_of_2(int(size)))
 
+    def tile(config) -> tuple[int, int, int]:
+        return config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"], config.kwargs["BLOCK_K"]
+
     def prune(configs: list, named_args: dict, **kwargs: Any) -> list:
-        col_name = blocked_cols if blocked_cols and kwargs.get("CHANNEL_BLOCKS") else cols
+        blocks = bool(kwargs.get("CHANNEL_BLOCKS"))
+        precision = {"ieee": bool(kwargs.get("IEEE")), "fp64": bool(kwargs.get("ACC_FP64"))}
+        compilable = [config for config in configs if fits_registers(tile(config), channel_blocks=blocks, **precision)]
+        col_name = blocked_cols if blocked_cols and blocks else cols
         kept = [
             config
-            for config in configs
+            for config in compilable
             if fits(named_args[col_name], config.kwargs["BLOCK_N"])
             and (rows is None or fits(named_args[rows], config.kwargs["BLOCK_M"]))
         ]
-        return kept or configs[:1]
+        return kept or [config for config in compilable if tile(config) == SMALLEST_TILE]
 
     return prune
 
@@ -90,13 +128,24 @@ def _tuned(kernel: Any, key: list[str], pruner: Callable[..., list]) -> Any:
     return triton.autotune(configs=configs, key=key, prune_configs_by={"early_config_prune": pruner})(kernel)
 
 
+# Keys: the GEMM's sizes, its row count bucketed (ROWS_BUCKET, see rows_bucket), and the K order.
 _forward = _tuned(
-    kernels.conv_forward_kernel, ["M", "COG", "K", "CIG", "HAS_BIAS", "CHANNEL_BLOCKS"], tile_pruner(None, "COG")
+    kernels.conv_forward_kernel, ["ROWS_BUCKET", "COG", "K", "CIG", "HAS_BIAS", "CHANNEL_BLOCKS"], tile_pruner(None, "COG")
 )
-_input_grad = _tuned(kernels.conv_input_grad_kernel, ["M", "CIG", "K", "COG", "CHANNEL_BLOCKS"], tile_pruner(None, "CIG"))
+_input_grad = _tuned(
+    kernels.conv_input_grad_kernel, ["ROWS_BUCKET", "CIG", "K", "COG", "CHANNEL_BLOCKS"], tile_pruner(None, "CIG")
+)
 _weight_grad = _tuned(
-    kernels.conv_weight_grad_kernel, ["P", "COG", "K", "SPLITS", "CHANNEL_BLOCKS"], tile_pruner("COG", "K", "CIG")
+    kernels.conv_weight_grad_kernel, ["ROWS_BUCKET", "COG", "K", "SPLITS", "CHANNEL_BLOCKS"], tile_pruner("COG", "K", "CIG")
 )
+
+
+def rows_bucket(rows: int) -> int:
+    """The autotuner's stand-in for a GEMM's row count: the next power of two. Keyed on the exact
+    count, every new batch size (the last, partial validation batch; PGD's sub-batches) would
+    time every configuration again, with a synchronisation per timing; within a bucket the tile
+    that won for one count is within a factor of two of the rows it was tuned on."""
+    return triton.next_power_of_2(max(1, int(rows)))
 
 
 def _blocks() -> dict[str, int]:
@@ -155,10 +204,16 @@ def _weight_grad_splits(positions: int, tiles: int, device: torch.device) -> tup
     if INTERPRETED:
         target, multiple = 4, INTERPRETER_BLOCKS["BLOCK_K"]
     else:
-        target, multiple = 2 * torch.cuda.get_device_properties(device).multi_processor_count, SPLIT_MULTIPLE
+        target, multiple = 2 * _multiprocessors(device), SPLIT_MULTIPLE
     wanted = max(1, triton.cdiv(target, max(1, tiles)))
     per_split = triton.cdiv(triton.cdiv(positions, wanted), multiple) * multiple
     return triton.cdiv(positions, per_split), per_split
+
+
+def _multiprocessors(device: torch.device) -> int:
+    """The device's SM count; for CPU tensors outside the interpreter (launches recorded, not run,
+    to compile the kernels for a GPU: conv_implicit_gemm_ptxas.py), an H100's or H200's 132."""
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
 
 
 def _launch_forward(x: Tensor, weight: Tensor, bias: Tensor | None, geometry: tuple, ho: int, wo: int) -> Tensor:
@@ -179,7 +234,7 @@ def _launch_forward(x: Tensor, weight: Tensor, bias: Tensor | None, geometry: tu
         x, w_f, bias if bias is not None else w_f, y,
         m, h, w, ho, wo, cig, cog, kw, k,
         *x.stride(), *w_f.stride(), *y.stride(),
-        *_geometry_args(stride, padding, dilation),
+        *_geometry_args(stride, padding, dilation), rows_bucket(m),
         HAS_BIAS=bias is not None, CHANNEL_BLOCKS=channel_blocks(cig), **_precision_flags(x.dtype), **_blocks(),
     )  # fmt: skip
     return y
@@ -204,7 +259,7 @@ def _launch_input_grad(dy: Tensor, weight: Tensor, x_shape: torch.Size, geometry
         dy, w_t, dx,
         m, h, w, ho, wo, cig, cog, kw, k,
         *dy.stride(), *w_t.stride(), *dx.stride(),
-        *_geometry_args(stride, padding, dilation),
+        *_geometry_args(stride, padding, dilation), rows_bucket(m),
         CHANNEL_BLOCKS=channel_blocks(cog), **_precision_flags(dy.dtype), **_blocks(),
     )  # fmt: skip
     return dx
@@ -234,7 +289,7 @@ def _launch_weight_grad(dy: Tensor, x: Tensor, weight_shape: torch.Size, geometr
         dy, x, partial,
         positions, h, w, ho, wo, cig, cog, kw, k, per_split, splits,
         *dy.stride(), *x.stride(),
-        *_geometry_args(stride, padding, dilation),
+        *_geometry_args(stride, padding, dilation), rows_bucket(positions),
         CHANNEL_BLOCKS=blocks, **_precision_flags(x.dtype), **_blocks(),
     )  # fmt: skip
     # The deterministic reduction: a plain sum over the split axis (torch's reductions use no
@@ -248,52 +303,101 @@ def _on_device(tensor: Tensor):
     return torch.cuda.device(tensor.device) if tensor.device.type == "cuda" else contextlib.nullcontext()
 
 
-class ImplicitGemmConv2dFunction(torch.autograd.Function):
-    """Convolution by the implicit-GEMM Triton kernels, forward and backward (see module doc)."""
+def forward_impl(
+    x: Tensor, weight: Tensor, bias: Tensor | None, stride: IntPair, padding: IntPair, dilation: IntPair, groups: int
+) -> Tensor:
+    """The convolution's output (channels-last), by the forward kernel."""
+    check_device(x, weight, bias)
+    for name, tensor in (("weight", weight), ("bias", bias)):
+        if tensor is not None and tensor.dtype != x.dtype:
+            # One dtype per product: the kernels' tl.dot takes operands of a single dtype.
+            raise TypeError(f"input dtype {x.dtype} differs from {name} dtype {tensor.dtype}")
+    ho, wo = output_hw(x, weight, stride, padding, dilation, groups)
+    if weight.shape[0] % groups:
+        raise ValueError(f"out_channels {weight.shape[0]} is not divisible by groups {groups}")
+    # Channels-last: a no-op for the outputs of earlier implicit-GEMM layers (they are NHWC).
+    x = x.contiguous(memory_format=torch.channels_last)
+    bias = None if bias is None else bias.contiguous()  # the kernel reads it as a flat vector
+    with _on_device(x):
+        return _launch_forward(x, weight.contiguous(), bias, (stride, padding, dilation, groups), ho, wo)
+
+
+def backward_impl(
+    grad_y: Tensor, x: Tensor, weight: Tensor, stride: IntPair, padding: IntPair, dilation: IntPair, groups: int,
+    need_x: bool, need_w: bool,
+) -> tuple[Tensor | None, Tensor | None]:
+    """(input gradient, weight gradient) by their kernels, each only if needed."""
+    dy = grad_y.contiguous(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
+    weight = weight.contiguous()
+    geometry = (stride, padding, dilation, groups)
+    with _on_device(dy):
+        grad_x = _launch_input_grad(dy, weight, x.shape, geometry) if need_x else None
+        grad_w = _launch_weight_grad(dy, x, weight.shape, geometry) if need_w else None
+    return grad_x, grad_w
+
+
+# The convolution as two torch.library custom ops, forward and backward, joined by
+# `register_autograd`: `torch.compile` sees each as one opaque node with a declared output
+# shape (`register_fake`), where an autograd.Function around Triton launches would be traced
+# into (its Python, the autotuner's, the launches) and the graph broken wherever that fails.
+# The ops return no views of their inputs, as custom ops must.
+@torch.library.custom_op("lit_vision::implicit_gemm_conv2d", mutates_args=())
+def _conv_op(
+    x: Tensor, weight: Tensor, bias: Tensor | None, stride: list[int], padding: list[int], dilation: list[int], groups: int
+) -> Tensor:
+    return forward_impl(x, weight, bias, tuple(stride), tuple(padding), tuple(dilation), groups)
+
+
+@_conv_op.register_fake
+def _conv_op_fake(x, weight, bias, stride, padding, dilation, groups):
+    ho, wo = output_hw(x, weight, tuple(stride), tuple(padding), tuple(dilation), groups)
+    return x.new_empty((x.shape[0], weight.shape[0], ho, wo)).contiguous(memory_format=torch.channels_last)
+
+
+@torch.library.custom_op("lit_vision::implicit_gemm_conv2d_backward", mutates_args=())
+def _conv_backward_op(
+    grad_y: Tensor, x: Tensor, weight: Tensor, stride: list[int], padding: list[int], dilation: list[int], groups: int,
+    need_x: bool, need_w: bool,
+) -> tuple[Tensor, Tensor]:
+    grad_x, grad_w = backward_impl(
+        grad_y, x, weight, tuple(stride), tuple(padding), tuple(dilation), groups, need_x, need_w
+    )
+    # A custom op returns tensors, never None: an empty tensor stands for "not needed".
+    return (x.new_empty(0) if grad_x is None else grad_x), (weight.new_empty(0) if grad_w is None else grad_w)
+
+
+@_conv_backward_op.register_fake
+def _conv_backward_op_fake(grad_y, x, weight, stride, padding, dilation, groups, need_x, need_w):
+    grad_x = x.new_empty(x.shape).contiguous(memory_format=torch.channels_last) if need_x else x.new_empty(0)
+    return grad_x, (weight.new_empty(weight.shape) if need_w else weight.new_empty(0))
+
+
+def _setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+    x, weight, bias, stride, padding, dilation, groups = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.geometry = (stride, padding, dilation, groups)
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, ...]:
+    x, weight = ctx.saved_tensors
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    grad_x, grad_w = _conv_backward_op(grad_y, x, weight, *ctx.geometry, need_x, need_w)
+    grad_b = grad_y.sum(dim=(0, 2, 3)) if (need_b and ctx.has_bias) else None
+    return (grad_x if need_x else None), (grad_w if need_w else None), grad_b, None, None, None, None
+
+
+_conv_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class ImplicitGemmConv2dFunction:
+    """The implicit-GEMM convolution with its gradients, behind the autograd-Function call
+    convention (`apply(x, weight, bias, stride, padding, dilation, groups)`) that
+    `lit_vision.ops.conv` uses for every algorithm; it calls the custom op above."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        x: Tensor,
-        weight: Tensor,
-        bias: Tensor | None,
-        stride: IntPair,
-        padding: IntPair,
-        dilation: IntPair,
-        groups: int,
+    def apply(
+        x: Tensor, weight: Tensor, bias: Tensor | None, stride: IntPair, padding: IntPair, dilation: IntPair, groups: int
     ) -> Tensor:
-        check_device(x, weight, bias)
-        for name, tensor in (("weight", weight), ("bias", bias)):
-            if tensor is not None and tensor.dtype != x.dtype:
-                # One dtype per product: the kernels' tl.dot takes operands of a single dtype.
-                raise TypeError(f"input dtype {x.dtype} differs from {name} dtype {tensor.dtype}")
-        ho, wo = output_hw(x, weight, stride, padding, dilation, groups)
-        if weight.shape[0] % groups:
-            raise ValueError(f"out_channels {weight.shape[0]} is not divisible by groups {groups}")
-        # Channels-last: a no-op for the outputs of earlier implicit-GEMM layers (they are NHWC).
-        x = x.contiguous(memory_format=torch.channels_last)
-        weight = weight.contiguous()
-        bias = None if bias is None else bias.contiguous()  # the kernel reads it as a flat vector
-        geometry = (stride, padding, dilation, groups)
-        with _on_device(x):
-            y = _launch_forward(x, weight, bias, geometry, ho, wo)
-        ctx.save_for_backward(x, weight)
-        ctx.geometry = geometry
-        ctx.has_bias = bias is not None
-        return y
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        x, weight = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        dy = grad_y.contiguous(memory_format=torch.channels_last)
-        grad_x = grad_w = grad_b = None
-        with _on_device(dy):
-            if need_x:
-                grad_x = _launch_input_grad(dy, weight, x.shape, ctx.geometry)
-            if need_w:
-                grad_w = _launch_weight_grad(dy, x, weight.shape, ctx.geometry)
-        if need_b and ctx.has_bias:
-            grad_b = dy.sum(dim=(0, 2, 3))
-        return grad_x, grad_w, grad_b, None, None, None, None
+        return _conv_op(x, weight, bias, list(stride), list(padding), list(dilation), groups)

@@ -28,6 +28,12 @@ Both are a single loop over flattened kernel offsets. Known trap: with the kerne
 flattened like this, 8 warps have produced wrong results on GPUs (PyTorch issue 173068, an
 inductor/Triton bug), so the launcher's configurations use at most 4 warps.
 
+ROWS_BUCKET, unused by the code, is the autotuner's key in place of the GEMM's row count (M, or P
+for the weight gradient): that count rounded up to a power of two, so that a new batch size (the
+last validation batch, PGD's sub-batches) reuses its bucket's tuned tile instead of timing every
+configuration again. `do_not_specialize` keeps it out of the compiled code's specialisation, so
+every bucket runs the same binary.
+
 Precision: fp32 operands use `input_precision="ieee"` (Triton's GPU default is TF32, which
 rounds the operands to a 10-bit mantissa; the interpreter ignores the setting and always computes
 in full precision, so only a GPU test can tell the two apart). Accumulation is fp32 for
@@ -58,14 +64,14 @@ def _dot(a, b, acc, IEEE: tl.constexpr, UPCAST: tl.constexpr):
     return acc
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["ROWS_BUCKET"])
 def conv_forward_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr,
     M, H, W, HO, WO, CIG, COG, KW, K,
     sxn, sxc, sxh, sxw,
     swg, swk, swn,
     syn, syc, syh, syw,
-    STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
+    STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W, ROWS_BUCKET,
     HAS_BIAS: tl.constexpr, ACC_FP64: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
     CHANNEL_BLOCKS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -133,14 +139,14 @@ def conv_forward_kernel(
     tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["ROWS_BUCKET"])
 def conv_input_grad_kernel(
     dy_ptr, w_ptr, dx_ptr,
     M, H, W, HO, WO, CIG, COG, KW, K,
     sdn, sdc, sdh, sdw,
     swg, swk, swn,
     sxn, sxc, sxh, sxw,
-    STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
+    STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W, ROWS_BUCKET,
     ACC_FP64: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr, CHANNEL_BLOCKS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
@@ -211,13 +217,13 @@ def conv_input_grad_kernel(
     tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["ROWS_BUCKET"])
 def conv_weight_grad_kernel(
     dy_ptr, x_ptr, part_ptr,
     P, H, W, HO, WO, CIG, COG, KW, K, P_PER_SPLIT, SPLITS,
     sdn, sdc, sdh, sdw,
     sxn, sxc, sxh, sxw,
-    STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
+    STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W, ROWS_BUCKET,
     ACC_FP64: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr, CHANNEL_BLOCKS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
