@@ -113,10 +113,10 @@ def test_hyperparameters_rebuild_the_model(name):
 
 
 @pytest.mark.parametrize("name", CONV_ARCHITECTURES)
-def test_im2col_conv_matches_torch_conv(name):
-    """conv='im2col' builds the same parameters; with the same weights the logits agree."""
+def test_hand_written_conv_matches_torch_conv(name):
+    """conv='hand_written' builds the same parameters; with the same weights the logits agree."""
     ref = build(name, conv="torch").eval()
-    custom = build(name, conv="im2col").eval()
+    custom = build(name, conv="hand_written").eval()
     custom.load_state_dict(ref.state_dict())
     images = torch.rand(2, 3, SIZE, SIZE)
     with torch.no_grad():

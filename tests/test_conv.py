@@ -4,7 +4,7 @@ For every algorithm ("im2col" everywhere, "shifted" on stride-1 geometries): flo
 `gradcheck` (numerical vs our analytical backward) over a grid of geometries, float32
 agreement with `F.conv2d` on larger shapes (outputs and every gradient), needs_input_grad
 handling, no torch convolution op inside. Also: which algorithm "auto" picks, the errors for a
-bad choice, and nn.Conv2d <-> Im2colConv2d state-dict compatibility. Shapes are kept small so
+bad choice, and nn.Conv2d <-> HandWrittenConv2d state-dict compatibility. Shapes are kept small so
 the whole file runs in seconds on 2 CPU cores.
 """
 
@@ -18,7 +18,7 @@ from torch import nn
 import lit_vision.ops.im2col as im2col_module
 from lit_vision.errors import LitVisionError
 from conv_cases import GRADCHECK_CASES  # tests/conv_cases.py: shared with the Triton kernels' tests
-from lit_vision.ops.conv import Im2colConv2d, choose_algorithm, conv2d
+from lit_vision.ops.conv import HandWrittenConv2d, choose_algorithm, conv2d
 
 EXPLICIT_ALGORITHMS = ("im2col", "shifted")
 
@@ -77,7 +77,7 @@ FLOAT32_CASES = [
 def test_float32_matches_conv2d(algorithm, c_in, c_out, kernel, stride, padding, dilation, groups, size) -> None:
     torch.manual_seed(1)
     ref = nn.Conv2d(c_in, c_out, kernel, stride, padding, dilation, groups)
-    ours = Im2colConv2d(c_in, c_out, kernel, stride, padding, dilation, groups, algorithm=algorithm)
+    ours = HandWrittenConv2d(c_in, c_out, kernel, stride, padding, dilation, groups, algorithm=algorithm)
     ours.load_state_dict(ref.state_dict())
     x = torch.randn(8, c_in, size, size, requires_grad=True)
 
@@ -115,7 +115,7 @@ def test_chunking_does_not_change_the_result(monkeypatch: pytest.MonkeyPatch) ->
 def test_needs_input_grad_is_respected(kernel: int, algorithm: str) -> None:
     """Only the requested gradients are computed; the others stay None."""
     torch.manual_seed(3)
-    conv = Im2colConv2d(4, 6, kernel, padding=kernel // 2, algorithm=algorithm)
+    conv = HandWrittenConv2d(4, 6, kernel, padding=kernel // 2, algorithm=algorithm)
     conv.bias.requires_grad_(False)
     x = torch.randn(2, 4, 7, 7)  # no grad: e.g. the image at the stem
     conv(x).sum().backward()
@@ -131,7 +131,7 @@ def test_needs_input_grad_is_respected(kernel: int, algorithm: str) -> None:
 def test_channels_last_and_non_contiguous_inputs(algorithm: str) -> None:
     torch.manual_seed(4)
     ref = nn.Conv2d(4, 8, 3, padding=1)
-    ours = Im2colConv2d(4, 8, 3, padding=1, algorithm=algorithm)
+    ours = HandWrittenConv2d(4, 8, 3, padding=1, algorithm=algorithm)
     ours.load_state_dict(ref.state_dict())
     x = torch.randn(2, 4, 9, 9).to(memory_format=torch.channels_last).requires_grad_(True)
     grad_y = torch.randn(2, 8, 9, 9).to(memory_format=torch.channels_last)
@@ -146,7 +146,7 @@ def test_state_dict_loads_both_ways() -> None:
     torch.manual_seed(5)
     kwargs = dict(kernel_size=(3, 5), stride=2, padding=(1, 2), dilation=1, groups=2, bias=True)
     ref = nn.Conv2d(4, 6, **kwargs)
-    ours = Im2colConv2d(4, 6, **kwargs)
+    ours = HandWrittenConv2d(4, 6, **kwargs)
     assert ours.state_dict().keys() == ref.state_dict().keys()
     for key, value in ref.state_dict().items():
         assert ours.state_dict()[key].shape == value.shape
@@ -156,27 +156,27 @@ def test_state_dict_loads_both_ways() -> None:
     torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-5)
 
     other = nn.Conv2d(4, 6, **kwargs)
-    other.load_state_dict(Im2colConv2d(4, 6, **kwargs).state_dict())  # ours -> torch (strict)
+    other.load_state_dict(HandWrittenConv2d(4, 6, **kwargs).state_dict())  # ours -> torch (strict)
 
     # Same seed, same initial weights (initialisation is nn.Conv2d's).
     torch.manual_seed(6)
     a = nn.Conv2d(4, 6, 3)
     torch.manual_seed(6)
-    b = Im2colConv2d(4, 6, 3)
+    b = HandWrittenConv2d(4, 6, 3)
     torch.testing.assert_close(a.weight, b.weight)
     torch.testing.assert_close(a.bias, b.bias)
-    assert Im2colConv2d(4, 6, 3, bias=False).bias is None
+    assert HandWrittenConv2d(4, 6, 3, bias=False).bias is None
 
 
 @pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
 def test_other_padding_modes_are_refused(mode: str) -> None:
     with pytest.raises(ValueError, match="padding_mode"):
-        Im2colConv2d(4, 6, 3, padding=1, padding_mode=mode)
+        HandWrittenConv2d(4, 6, 3, padding=1, padding_mode=mode)
 
 
 def test_string_padding_is_refused() -> None:
     with pytest.raises(ValueError, match="padding"):
-        Im2colConv2d(4, 6, 3, padding="same")
+        HandWrittenConv2d(4, 6, 3, padding="same")
 
 
 @pytest.mark.parametrize("algorithm", EXPLICIT_ALGORITHMS)
@@ -189,7 +189,7 @@ def test_no_torch_convolution_is_called(monkeypatch: pytest.MonkeyPatch, algorit
     for name in ("conv2d", "conv_transpose2d", "convolution"):
         monkeypatch.setattr(F, name, forbidden, raising=False)
         monkeypatch.setattr(torch, name, forbidden, raising=False)
-    conv = Im2colConv2d(4, 6, 3, padding=1, algorithm=algorithm)
+    conv = HandWrittenConv2d(4, 6, 3, padding=1, algorithm=algorithm)
     x = torch.randn(2, 4, 7, 7, requires_grad=True)
     conv(x).sum().backward()
     assert x.grad is not None
@@ -207,7 +207,7 @@ def test_no_torch_convolution_is_called(monkeypatch: pytest.MonkeyPatch, algorit
     ],
 )
 def test_auto_picks_by_layer_shape(kernel, stride, padding, expected: str) -> None:
-    conv = Im2colConv2d(4, 6, kernel, stride, padding)
+    conv = HandWrittenConv2d(4, 6, kernel, stride, padding)
     assert conv.algorithm == "auto" and "algorithm=auto" in repr(conv)
     assert choose_algorithm("auto", conv.kernel_size, conv.stride, conv.padding) == expected
     # And the chosen Function is the one that runs.
@@ -223,7 +223,7 @@ def test_auto_keeps_half_precision_on_im2col(dtype: torch.dtype) -> None:
     # On an accelerator the shifted algorithm's per-sample loop is launch-bound: im2col there
     # (CUDA has the implicit-GEMM kernels: tests/test_conv_implicit_gemm.py).
     assert choose_algorithm("auto", (3, 3), (1, 1), (1, 1), torch.float32, "mps") == "im2col"
-    conv = Im2colConv2d(4, 6, 3, padding=1)
+    conv = HandWrittenConv2d(4, 6, 3, padding=1)
     x = torch.randn(1, 4, 9, 9, requires_grad=True)
     with torch.autocast("cpu", dtype=dtype):
         y = conv(x)
@@ -232,20 +232,20 @@ def test_auto_keeps_half_precision_on_im2col(dtype: torch.dtype) -> None:
 
 @pytest.mark.parametrize("algorithm", EXPLICIT_ALGORITHMS)
 def test_explicit_algorithm_is_used(algorithm: str) -> None:
-    y = Im2colConv2d(4, 6, 3, padding=1, algorithm=algorithm)(torch.randn(1, 4, 7, 7, requires_grad=True))
+    y = HandWrittenConv2d(4, 6, 3, padding=1, algorithm=algorithm)(torch.randn(1, 4, 7, 7, requires_grad=True))
     assert type(y.grad_fn).__name__.lower().startswith(algorithm)
 
 
 def test_shifted_refuses_a_stride() -> None:
     with pytest.raises(LitVisionError, match=r"'shifted' needs stride 1, got stride \(2, 1\)"):
-        Im2colConv2d(4, 6, 3, stride=(2, 1), algorithm="shifted")
+        HandWrittenConv2d(4, 6, 3, stride=(2, 1), algorithm="shifted")
     with pytest.raises(LitVisionError, match="stride"):
         conv2d(torch.randn(1, 4, 7, 7), torch.randn(6, 4, 3, 3), stride=2, algorithm="shifted")
 
 
 def test_unknown_algorithm_is_refused() -> None:
     with pytest.raises(LitVisionError, match=r"auto, im2col, shifted, implicit_gemm; got 'winograd'"):
-        Im2colConv2d(4, 6, 3, algorithm="winograd")  # type: ignore[arg-type]
+        HandWrittenConv2d(4, 6, 3, algorithm="winograd")  # type: ignore[arg-type]
     assert choose_algorithm("im2col", (3, 3), (1, 1), (1, 1)) == "im2col"
 
 
@@ -253,7 +253,7 @@ def test_unknown_algorithm_is_refused() -> None:
 def test_unbatched_input(algorithm: str) -> None:
     torch.manual_seed(7)
     ref = nn.Conv2d(4, 6, 3, padding=1)
-    ours = Im2colConv2d(4, 6, 3, padding=1, algorithm=algorithm)
+    ours = HandWrittenConv2d(4, 6, 3, padding=1, algorithm=algorithm)
     ours.load_state_dict(ref.state_dict())
     x = torch.randn(4, 7, 5)
     torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-5)

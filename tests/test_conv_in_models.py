@@ -7,15 +7,19 @@ Small images (32x32), 10 classes and a handful of steps keep this file to a few 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
+import yaml
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+
 from lit_vision.models.simplenet import SimpleNet
 from lit_vision.nets.simplenet import SimpleCNN
-from lit_vision.ops.conv import Im2colConv2d
+from lit_vision.ops.conv import HandWrittenConv2d, choose_algorithm
 
 NUM_CLASSES, SIZE, BATCH = 10, 32, 8
 
@@ -31,21 +35,42 @@ def _batches(count: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     ]
 
 
-def test_im2col_conv_is_used() -> None:
-    net = SimpleCNN(NUM_CLASSES, conv="im2col")
+def test_hand_written_conv_is_used() -> None:
+    net = SimpleCNN(NUM_CLASSES, conv="hand_written")
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert convs and all(isinstance(m, Im2colConv2d) for m in convs)
+    assert convs and all(isinstance(m, HandWrittenConv2d) for m in convs)
+
+
+def test_the_im2col_recipe_runs_im2col_on_every_device() -> None:
+    """configs/simplenet_im2col.yaml names the algorithm: no layer falls to "auto"'s choice
+    (shifted GEMMs on the CPU, implicit-GEMM kernels on CUDA)."""
+    recipe = Path(__file__).resolve().parent.parent / "configs" / "simplenet_im2col.yaml"
+    net = SimpleCNN(NUM_CLASSES, **yaml.safe_load(recipe.read_text())["model"]["init_args"])
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(isinstance(m, HandWrittenConv2d) for m in convs)
+    for conv in convs:
+        for device in ("cpu", "cuda"):
+            assert choose_algorithm(conv.algorithm, conv.kernel_size, conv.stride, conv.padding, torch.float32, device) == "im2col"
+
+
+def test_the_earlier_spelling_warns_and_builds_the_same_net() -> None:
+    with pytest.warns(FutureWarning, match="conv: im2col is the earlier name of conv: hand_written"):
+        net = SimpleCNN(NUM_CLASSES, conv="im2col")
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(isinstance(m, HandWrittenConv2d) and m.algorithm == "auto" for m in convs)
+    with pytest.raises(ValueError, match="conv_algorithm 'im2col' is for conv: hand_written"):
+        SimpleCNN(NUM_CLASSES, conv="torch", conv_algorithm="im2col")
 
 
 def test_same_losses_over_sgd_steps() -> None:
     """Same initial weights, same batches: the two convolutions give the same training run."""
     torch.manual_seed(0)
     reference = SimpleCNN(NUM_CLASSES, conv="torch")
-    ours = SimpleCNN(NUM_CLASSES, conv="im2col")
+    ours = SimpleCNN(NUM_CLASSES, conv="hand_written")
     ours.load_state_dict(reference.state_dict())
     optimizers = [torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9) for net in (reference, ours)]
 
-    losses: dict[str, list[float]] = {"torch": [], "im2col": []}
+    losses: dict[str, list[float]] = {"torch": [], "hand_written": []}
     for images, labels in _batches(5, seed=1):
         for key, net, optimizer in zip(losses, (reference, ours), optimizers):
             optimizer.zero_grad()
@@ -54,7 +79,7 @@ def test_same_losses_over_sgd_steps() -> None:
             optimizer.step()
             losses[key].append(loss.item())
 
-    torch.testing.assert_close(losses["im2col"], losses["torch"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(losses["hand_written"], losses["torch"], rtol=1e-4, atol=1e-5)
     # The weights moved (the test is not vacuous) and moved the same way.
     for (name, p_ref), p_ours in zip(reference.named_parameters(), ours.parameters()):
         torch.testing.assert_close(p_ours, p_ref, rtol=1e-3, atol=1e-5, msg=name)
@@ -73,7 +98,7 @@ def _trainer(root, **kwargs) -> L.Trainer:
     )
 
 
-@pytest.mark.parametrize("trained_with,evaluated_with", [("torch", "im2col"), ("im2col", "torch")])
+@pytest.mark.parametrize("trained_with,evaluated_with", [("torch", "hand_written"), ("hand_written", "torch")])
 def test_checkpoint_cross_loads(tmp_path, trained_with: str, evaluated_with: str) -> None:
     """A checkpoint trained with one convolution loads with the other and validates the same."""
     torch.manual_seed(0)
@@ -88,7 +113,7 @@ def test_checkpoint_cross_loads(tmp_path, trained_with: str, evaluated_with: str
 
     expected = _trainer(tmp_path).validate(model, val, verbose=False)[0]
     loaded = SimpleNet.load_from_checkpoint(path, conv=evaluated_with)
-    kind = Im2colConv2d if evaluated_with == "im2col" else torch.nn.Conv2d
+    kind = HandWrittenConv2d if evaluated_with == "hand_written" else torch.nn.Conv2d
     assert all(type(m) is kind for m in loaded.modules() if isinstance(m, torch.nn.Conv2d))
     got = _trainer(tmp_path).validate(loaded, val, verbose=False)[0]
 

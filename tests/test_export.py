@@ -85,8 +85,8 @@ def test_a_mismatch_leaves_the_previous_file_and_names_the_difference(tmp_path):
 
 
 def test_the_hand_written_convolution_cannot_export_and_says_what_to_do(tmp_path):
-    with pytest.raises(LitVisionError, match="conv: im2col.*--model.init_args.conv torch"):
-        export_verified(build("SimpleNet", conv="im2col"), "exported", tmp_path / "m.pt2", CROP)
+    with pytest.raises(LitVisionError, match="conv: hand_written.*--model.init_args.conv torch"):
+        export_verified(build("SimpleNet", conv="hand_written"), "exported", tmp_path / "m.pt2", CROP)
     assert not list(tmp_path.iterdir())
 
 

@@ -110,12 +110,13 @@ def test_imagenet_file_planted_in_the_cache_is_refused(tmp_path, monkeypatch):
         ResNet18(num_classes=5, weights="imagenet")
 
 
-def test_im2col_convolution_keeps_the_loaded_weights(weights_file):
-    from lit_vision.ops.conv import Im2colConv2d
+def test_hand_written_convolution_keeps_the_loaded_weights(weights_file):
+    from lit_vision.ops.conv import HandWrittenConv2d
 
     path, reference = weights_file
-    model = ResNet18(num_classes=5, weights=str(path), conv="im2col")
-    assert isinstance(model.net.conv1, Im2colConv2d) and isinstance(model.net.layer4[1].conv2, Im2colConv2d)
+    model = ResNet18(num_classes=5, weights=str(path), conv="hand_written", conv_algorithm="im2col")
+    assert isinstance(model.net.conv1, HandWrittenConv2d) and isinstance(model.net.layer4[1].conv2, HandWrittenConv2d)
+    assert model.net.conv1.algorithm == "im2col"
     assert torch.equal(model.net.layer2[0].downsample[0].weight, reference["layer2.0.downsample.0.weight"])
     same = ResNet18(num_classes=5, weights=str(path))
     same.net.fc.load_state_dict(model.net.fc.state_dict())

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from lit_vision.ops.conv import Im2colConv2d, choose_algorithm
+from lit_vision.ops.conv import HandWrittenConv2d, choose_algorithm
 
 
 @contextlib.contextmanager
@@ -108,7 +108,7 @@ def compare_layer(
     repeats: int,
     algorithms: tuple[str, ...] = ("auto",),
 ) -> dict:
-    """Time and error of each algorithm of `Im2colConv2d` and of nn.Conv2d on one SimpleNet
+    """Time and error of each algorithm of `HandWrittenConv2d` and of nn.Conv2d on one SimpleNet
     layer (a dict from `lit_vision.bench.conv.simplenet_layers`), same weights and inputs.
 
     The stem's input is the image, which needs no gradient in training: dX is skipped there for
@@ -122,7 +122,7 @@ def compare_layer(
                 for a in algorithms]  # fmt: skip
     ours = {}
     for name in dict.fromkeys(resolved):
-        ours[name] = Im2colConv2d(*geometry, algorithm=name).to(device, dtype)
+        ours[name] = HandWrittenConv2d(*geometry, algorithm=name).to(device, dtype)
         ours[name].load_state_dict(reference.state_dict())
     x = torch.randn(batch, c_in, size, size, device=device, dtype=dtype, requires_grad=c_in != 3)
     with torch.no_grad():

@@ -12,7 +12,7 @@ wall-clock time (device-synchronised) of "auto" (the implicit-GEMM Triton kernel
 imports) and "im2col" relative to cuDNN, and the relative error of each against the float64
 convolution of the same values. Without a CUDA device it says so and exits with status 1.
 
-Runs each of SimpleNet's convolution layers with nn.Conv2d and with `Im2colConv2d` under each
+Runs each of SimpleNet's convolution layers with nn.Conv2d and with `HandWrittenConv2d` under each
 algorithm that fits the layer ("im2col", the reference, everywhere; "shifted" on stride-1
 layers), all from the same weights, alternated call by call in the same run (warm-up first, then
 `--repeats` timed calls each, median reported). The "auto" columns are the algorithm that
@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from lit_vision.bench._conv_compare import compare_layer, median_seconds, peak_bytes, public
 from lit_vision.bench.table import torch_threads
-from lit_vision.ops.conv import Im2colConv2d, choose_algorithm
+from lit_vision.ops.conv import HandWrittenConv2d, choose_algorithm
 
 # SimpleNet: 7x7/2 stem, maxpool k3 s2 p1, three convs at 1/4 resolution, maxpool, three at 1/8.
 # (name, in_channels, out_channels, kernel, stride, padding, input size as a fraction of the image)
@@ -176,7 +176,7 @@ def _run(args: argparse.Namespace, device: torch.device, batch: int) -> list[dic
         algorithms = ["im2col"] + (["shifted"] if layer["stride"] == 1 else [])
         ours = {}
         for algorithm in algorithms:
-            ours[algorithm] = Im2colConv2d(*geometry, algorithm=algorithm).to(device)
+            ours[algorithm] = HandWrittenConv2d(*geometry, algorithm=algorithm).to(device)
             ours[algorithm].load_state_dict(ref.state_dict())
         auto = choose_algorithm("auto", ref.kernel_size, ref.stride, ref.padding, device_type=device.type)
         # The stem's input is the image, which needs no gradient in training: skip dX there

@@ -146,9 +146,9 @@ def export_verified(model: nn.Module, fmt: str, output: Path, crop: int, toleran
         except Exception as error:
             first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
             hint = ""
-            if getattr(model, "hparams", {}).get("conv") == "im2col":
+            if getattr(model, "hparams", {}).get("conv") in ("hand_written", "im2col"):
                 hint = (
-                    " The hand-written convolution (conv: im2col) is a Python autograd.Function, which no exporter "
+                    " The hand-written convolution (conv: hand_written) is a Python autograd.Function, which no exporter "
                     "can trace; its weights are those of nn.Conv2d, so add --model.init_args.conv torch."
                 )
             raise LitVisionError(

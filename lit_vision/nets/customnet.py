@@ -16,7 +16,7 @@ FiveBlockCNN (CustomNet2) — deeper, five blocks, every convolution 3×3 + BN +
     convolutions (1×1 stride-2 conv + BN, since every block halves the grid and most change
     width), and each block's last BN starts at zero so a block starts as its shortcut.
 
-`conv` picks nn.Conv2d ("torch") or the hand-written im2col convolution ("im2col").
+`conv` picks nn.Conv2d ("torch") or the hand-written convolution ("hand_written", running `conv_algorithm`).
 Convolutions followed by BatchNorm carry no bias (BN's shift makes it redundant).
 """
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 from torch import nn
 
 from lit_vision.nets.layers import ConvName, conv_class
+from lit_vision.ops.conv import Algorithm
 
 
 def conv_bn_relu(Conv, cin: int, cout: int, kernel: int, stride: int = 1, relu: bool = True) -> list[nn.Module]:
@@ -40,15 +41,18 @@ def conv_bn_relu(Conv, cin: int, cout: int, kernel: int, stride: int = 1, relu: 
 class BatchNormCNN(nn.Module):
     """SimpleCNN + BatchNorm after every convolution (366,244 parameters for 100 classes)."""
 
-    def __init__(self, num_classes: int = 100, conv: ConvName = "torch") -> None:
+    def __init__(self, num_classes: int = 100, conv: ConvName = "torch", conv_algorithm: Algorithm = "auto") -> None:
         """
         Args:
             num_classes: classes of the head.
-            conv: "torch" (nn.Conv2d) or "im2col" (the hand-written im2col convolution, same
-                parameters).
+            conv: "torch" (nn.Conv2d) or "hand_written" (lit_vision.ops.conv; same parameters,
+                so weights move freely between the two). "im2col" is its earlier name.
+            conv_algorithm: what the hand-written convolution runs: "auto" (per layer: shifted
+                GEMMs or im2col on the CPU, implicit-GEMM kernels on CUDA), "im2col", "shifted"
+                (stride-1 layers only) or "implicit_gemm" (CUDA, Triton).
         """
         super().__init__()
-        Conv = conv_class(conv)
+        Conv = conv_class(conv, conv_algorithm)
         self.features = nn.Sequential(
             *conv_bn_relu(Conv, 3, 64, 7, stride=2),
             nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
@@ -97,17 +101,22 @@ class FiveBlockCNN(nn.Module):
     """Five-block CNN, 13 convolutions (8,088,996 parameters with residual shortcuts,
     7,910,948 without, for 100 classes)."""
 
-    def __init__(self, num_classes: int = 100, conv: ConvName = "torch", residual: bool = True) -> None:
+    def __init__(
+        self, num_classes: int = 100, conv: ConvName = "torch", residual: bool = True, conv_algorithm: Algorithm = "auto"
+    ) -> None:
         """
         Args:
             num_classes: classes of the head.
-            conv: "torch" (nn.Conv2d) or "im2col" (the hand-written im2col convolution, same
-                parameters).
+            conv: "torch" (nn.Conv2d) or "hand_written" (lit_vision.ops.conv; same parameters,
+                so weights move freely between the two). "im2col" is its earlier name.
+            conv_algorithm: what the hand-written convolution runs: "auto" (per layer: shifted
+                GEMMs or im2col on the CPU, implicit-GEMM kernels on CUDA), "im2col", "shifted"
+                (stride-1 layers only) or "implicit_gemm" (CUDA, Triton).
             residual: add a projection shortcut around each of blocks 2–5 (ResNet-style);
                 false gives the plain 13-convolution stack.
         """
         super().__init__()
-        Conv = conv_class(conv)
+        Conv = conv_class(conv, conv_algorithm)
         self.stem = nn.Sequential(
             *conv_bn_relu(Conv, 3, 64, 3),  # block 1
             nn.MaxPool2d(kernel_size=3, stride=2, padding=1),

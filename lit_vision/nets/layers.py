@@ -2,35 +2,53 @@
 
 from __future__ import annotations
 
+import functools
+import warnings
+from collections.abc import Callable
 from typing import Literal
 
 import torch
 from torch import nn
 
-# "im2col" is the hand-written convolution of lit_vision.ops.conv (same parameters as nn.Conv2d).
-ConvName = Literal["torch", "im2col"]
+from lit_vision.ops.conv import Algorithm, HandWrittenConv2d
+
+# The convolution a CNN is built with: PyTorch's nn.Conv2d, or the hand-written one of
+# lit_vision.ops.conv (same parameters, so weights move freely between the two), which runs the
+# GEMM algorithm its `conv_algorithm` names. "im2col" is the earlier spelling of "hand_written"
+# (with algorithm "auto", which is not necessarily im2col): accepted, with a warning.
+ConvName = Literal["torch", "hand_written", "im2col"]
 
 # ImageNet statistics, in pixel units of [0, 1].
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def conv_class(name: ConvName) -> type[nn.Conv2d]:
-    """`"torch"` -> nn.Conv2d, `"im2col"` -> the hand-written im2col convolution (same parameters)."""
-    if name == "torch":
-        return nn.Conv2d
+def conv_class(name: ConvName, algorithm: Algorithm = "auto") -> Callable[..., nn.Conv2d]:
+    """`"torch"` -> nn.Conv2d; `"hand_written"` -> the hand-written convolution running
+    `algorithm` (its constructor takes nn.Conv2d's arguments and builds the same parameters)."""
     if name == "im2col":
-        # Imported lazily so that the operator's module is only loaded when it is asked for.
-        from lit_vision.ops.conv import Im2colConv2d
+        warnings.warn(
+            "conv: im2col is the earlier name of conv: hand_written, which runs conv_algorithm 'auto' (shifted GEMMs "
+            "or im2col on the CPU, implicit-GEMM kernels on CUDA). Write conv: hand_written, and conv_algorithm: "
+            "im2col to run im2col everywhere.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        name = "hand_written"
+    if name == "torch":
+        if algorithm != "auto":
+            raise ValueError(f"conv_algorithm {algorithm!r} is for conv: hand_written; conv: torch runs nn.Conv2d")
+        return nn.Conv2d
+    if name == "hand_written":
+        return functools.partial(HandWrittenConv2d, algorithm=algorithm)
+    raise ValueError(f"conv must be 'torch' or 'hand_written', got {name!r}")
 
-        return Im2colConv2d
-    raise ValueError(f"conv must be 'torch' or 'im2col', got {name!r}")
 
-
-def replace_convolutions(model: nn.Module, conv: ConvName) -> nn.Module:
-    """Swap every plain nn.Conv2d of `model` (a torchvision network, say) for `conv_class(conv)`
-    with the same settings and weights, in place; "torch" leaves the model as it is."""
-    Conv = conv_class(conv)
+def replace_convolutions(model: nn.Module, conv: ConvName, algorithm: Algorithm = "auto") -> nn.Module:
+    """Swap every plain nn.Conv2d of `model` (a torchvision network, say) for
+    `conv_class(conv, algorithm)` with the same settings and weights, in place; "torch" leaves
+    the model as it is."""
+    Conv = conv_class(conv, algorithm)
     if Conv is nn.Conv2d:
         return model
     for parent in list(model.modules()):

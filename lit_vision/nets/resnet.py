@@ -21,6 +21,7 @@ from torchvision.models import ResNet, ResNet18_Weights, resnet18
 
 from lit_vision.errors import LitVisionError
 from lit_vision.nets.layers import ConvName, replace_convolutions
+from lit_vision.ops.conv import Algorithm
 
 HEAD_PREFIX = "fc."
 
@@ -96,7 +97,9 @@ def load_backbone(model: ResNet, state: dict[str, torch.Tensor], source: str) ->
         raise LitVisionError(f"{source} does not fit torchvision's resnet18: {err}") from err
 
 
-def build_resnet18(num_classes: int = 100, weights: str = "none", conv: ConvName = "torch") -> ResNet:
+def build_resnet18(
+    num_classes: int = 100, weights: str = "none", conv: ConvName = "torch", conv_algorithm: Algorithm = "auto"
+) -> ResNet:
     """torchvision resnet18 with a `num_classes` head (11,227,812 parameters for 100 classes).
 
     Args:
@@ -105,15 +108,17 @@ def build_resnet18(num_classes: int = 100, weights: str = "none", conv: ConvName
             IMAGENET1K_V1, downloaded once and cached by torch.hub), or a path to a torchvision
             resnet18 state-dict file. Restoring from a checkpoint of this model overwrites
             every weight, so a checkpoint needs no ImageNet file.
-        conv: "torch" (nn.Conv2d) or "im2col" (the hand-written im2col convolution, same
-            weights).
+        conv: "torch" (nn.Conv2d) or "hand_written" (lit_vision.ops.conv, same weights); "im2col"
+            is its earlier name.
+        conv_algorithm: what the hand-written convolution runs: "auto" (per layer), "im2col",
+            "shifted" (stride-1 layers only) or "implicit_gemm" (CUDA, Triton).
     """
     model = resnet18(weights=None, num_classes=num_classes)
     if weights == "imagenet":
         load_backbone(model, imagenet_state_dict(), "torchvision's ImageNet ResNet18 weights")
     elif weights != "none":
         load_backbone(model, file_state_dict(weights), f"The weights file {weights!r}")
-    return replace_convolutions(model, conv)
+    return replace_convolutions(model, conv, conv_algorithm)
 
 
 def is_backbone(name: str) -> bool:

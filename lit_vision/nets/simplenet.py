@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from lit_vision.nets.layers import ConvName, conv_class
+from lit_vision.ops.conv import Algorithm
 
 
 class SimpleCNN(nn.Module):
@@ -12,15 +13,18 @@ class SimpleCNN(nn.Module):
     global average pool, linear head. No BatchNorm: the baseline that the BatchNorm CNNs of
     nets/customnet.py are compared against."""
 
-    def __init__(self, num_classes: int = 100, conv: ConvName = "torch") -> None:
+    def __init__(self, num_classes: int = 100, conv: ConvName = "torch", conv_algorithm: Algorithm = "auto") -> None:
         """
         Args:
             num_classes: classes of the head.
-            conv: "torch" (nn.Conv2d) or "im2col" (the hand-written im2col convolution; same
-                parameters, so weights move freely between the two).
+            conv: "torch" (nn.Conv2d) or "hand_written" (lit_vision.ops.conv; same parameters,
+                so weights move freely between the two). "im2col" is its earlier name.
+            conv_algorithm: what the hand-written convolution runs: "auto" (per layer: shifted
+                GEMMs or im2col on the CPU, implicit-GEMM kernels on CUDA), "im2col", "shifted"
+                (stride-1 layers only) or "implicit_gemm" (CUDA, Triton).
         """
         super().__init__()
-        Conv = conv_class(conv)
+        Conv = conv_class(conv, conv_algorithm)
         self.features = nn.Sequential(
             Conv(3, 64, kernel_size=7, stride=2, padding=3),
             nn.ReLU(inplace=True),

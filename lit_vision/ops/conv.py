@@ -1,4 +1,4 @@
-"""Hand-written 2-D convolution as a drop-in `nn.Conv2d`: `Im2colConv2d`, and `conv2d`, its function.
+"""Hand-written 2-D convolution as a drop-in `nn.Conv2d`: `HandWrittenConv2d`, and `conv2d`, its function.
 
 Three algorithms compute it, all from GEMMs and copies only (no torch convolution op anywhere):
 
@@ -128,7 +128,7 @@ def conv2d(
     return y.squeeze(0) if squeeze else y
 
 
-class Im2colConv2d(nn.Conv2d):
+class HandWrittenConv2d(nn.Conv2d):
     """`nn.Conv2d` computed by the hand-written GEMM algorithms (im2col, shifted GEMMs for
     stride-1 kernels, implicit-GEMM Triton kernels on CUDA; `algorithm` picks, "auto" by layer
     shape, dtype and device).
@@ -156,9 +156,9 @@ class Im2colConv2d(nn.Conv2d):
         algorithm: Algorithm = "auto",
     ) -> None:
         if padding_mode != "zeros":
-            raise ValueError(f"Im2colConv2d supports only padding_mode='zeros', got {padding_mode!r}")
+            raise ValueError(f"HandWrittenConv2d supports only padding_mode='zeros', got {padding_mode!r}")
         if isinstance(padding, str):
-            raise ValueError(f"Im2colConv2d supports only numeric padding, got {padding!r}")
+            raise ValueError(f"HandWrittenConv2d supports only numeric padding, got {padding!r}")
         super().__init__(
             in_channels,
             out_channels,
@@ -199,4 +199,7 @@ class Im2colConv2d(nn.Conv2d):
         return conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups, self.algorithm)
 
 
-__all__ = ["ALGORITHMS", "Algorithm", "Im2colConv2d", "choose_algorithm", "conv2d", "triton_available"]
+# The earlier name (it ran more than im2col): kept for code that still imports it.
+Im2colConv2d = HandWrittenConv2d
+
+__all__ = ["ALGORITHMS", "Algorithm", "HandWrittenConv2d", "choose_algorithm", "conv2d", "triton_available"]
