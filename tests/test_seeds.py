@@ -53,10 +53,18 @@ def test_seeds_flag_is_split_from_the_command_line():
             take_seeds(["--seeds", bad])
 
 
-def test_bad_seeds_is_one_paragraph_and_exit_2(tiny_config, run_cli, capsys):
-    assert run_cli("fit", "--config", tiny_config, "--seeds", "0,zero") == 2
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--seeds", "0,zero"], "--seeds 0,zero: expected distinct integers"),
+        (["--seeds", "0,1", "--seed_everything", "3"], "--seeds and --seed_everything both set the seed"),
+        (["--seeds", "0,1", "--ckpt_path", "last"], "fit --seeds starts one new run per seed"),
+    ],
+)
+def test_bad_seeds_is_one_paragraph_and_exit_2(tiny_config, run_cli, capsys, extra, message):
+    assert run_cli("fit", "--config", tiny_config, *extra) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("lit-vision: error: --seeds 0,zero: expected distinct integers") and len(err.splitlines()) == 1
+    assert err.startswith(f"lit-vision: error: {message}") and len(err.splitlines()) == 1, err
 
 
 # ---------------------------------------------------------------------- end to end

@@ -94,6 +94,14 @@ def run(subcommand: str, argv: list[str]) -> int:
         raise LitVisionError(f"--seeds works with {', '.join(SUBCOMMANDS)}, not with {subcommand}.")
     if any(a in ("--print_config", "--help", "-h") or a.startswith("--print_config=") for a in args):
         raise LitVisionError("--seeds runs the command once per seed: drop it to print the config or the help.")
+    if any(a == "--seed_everything" or a.startswith("--seed_everything=") for a in args):
+        raise LitVisionError("--seeds and --seed_everything both set the seed: give one of them.")
+    if subcommand == "fit" and any(a == "--ckpt_path" or a.startswith("--ckpt_path=") for a in args):
+        # 'last' would resume the previous seed's run from the second seed on.
+        raise LitVisionError(
+            "fit --seeds starts one new run per seed; --ckpt_path resumes one run. Resume each run on its own "
+            "(lit-vision fit ... --ckpt_path FILE) or drop --ckpt_path."
+        )
     records, code = run_seeds(subcommand, args, seeds)
     records = [r for r in records if r.get("log_dir")]
     if records:

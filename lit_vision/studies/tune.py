@@ -48,8 +48,14 @@ class Interrupted(Exception):
         self.signum = signum
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        # One paragraph (argparse would print the whole usage first), exit 2 like every user error.
+        raise LitVisionError(f"{message} for `lit-vision tune`. `lit-vision tune --help` lists every option.")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lit-vision tune",
         description="An Optuna study: each trial is `lit-vision fit` with the recipe plus the trial's values.",
         allow_abbrev=False,
@@ -77,11 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = build_parser()
-    try:
-        args, passthrough = parser.parse_known_args(argv)
-    except SystemExit as exit_:  # argparse printed its message (or --help)
-        raise SystemExit(USER_ERROR_EXIT if exit_.code else 0) from None
+    args, passthrough = build_parser().parse_known_args(argv)
     if args.trials < 1:
         raise LitVisionError(f"--trials {args.trials}: expected a positive number of trials.")
     if args.heartbeat < 1:
