@@ -107,7 +107,7 @@ def _kill_leftover_workers() -> None:
     """At interpreter exit, multiprocessing terminates daemonic children with SIGTERM and then
     waits for them; workers that ignore SIGTERM (above) would keep the process alive forever
     when a DataLoader was not shut down before exit (a persistent-workers loader still
-    referenced at exit, as in a test session). SIGKILL them first: they hold nothing to save."""
+    referenced at exit, as in a pytest run). SIGKILL them first: they hold nothing to save."""
     leftover = [child for child in multiprocessing.active_children() if child.daemon]
     if not leftover:
         return

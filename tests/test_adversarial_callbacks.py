@@ -88,7 +88,7 @@ def test_selection_is_reproducible_and_about_the_fraction():
     plans = [p for p in (a.plan(*key) for key in keys) if p is not None]
     assert all(a.epsilon[0] <= p.epsilon <= a.epsilon[1] and a.steps[0] <= p.num_steps <= a.steps[1] for p in plans)
     assert {p.num_steps for p in plans} == set(range(a.steps[0], a.steps[1] + 1))  # steps vary per batch
-    assert all(p.step_size == pytest.approx(p.epsilon / p.num_steps) for p in plans)  # the course's rule
+    assert all(p.step_size == pytest.approx(p.epsilon / p.num_steps) for p in plans)  # the assignment's rule
     assert not any(AdversarialTraining(fraction=0.0).plan(*key) for key in keys[:200])
     assert all(AdversarialTraining(fraction=1.0).plan(*key) for key in keys[:200])
 
@@ -185,7 +185,7 @@ def test_callback_rejects_tuple_batches(tmp_path):
 
 
 # ------------------------------------------------------------- validation
-ISSUE_20 = [  # (epoch, val/top1, val/adv_top1) of the run in issue #20: 14 classes, ε ramp over 2 epochs
+LEARNING_FROM_CHANCE = [  # (epoch, val/top1, val/adv_top1) of a real run that learned: 14 classes, ε ramp over 2 epochs
     (0, 0.134, 0.156),
     (1, 0.457, 0.066),
 ]
@@ -199,7 +199,7 @@ def test_collapse_rule_reads_the_signature_of_catastrophic_overfitting_not_a_dip
     rule = CollapseRule()
     # The issue's run: near chance, then learning while ε ramps — no verdict either epoch, even
     # with a single-step accuracy as high as the training attack's own (0.286).
-    for epoch, clean, robust in ISSUE_20:
+    for epoch, clean, robust in LEARNING_FROM_CHANCE:
         assert rule.verdict(reading(epoch, clean, robust, 0.286, num_classes=14, ramping=epoch < 2)) is None
     # Past the ramp, robust accuracy below chance is not enough: both attacks break the model alike.
     assert rule.verdict(reading(clean=0.624, robust=0.045, single_step=0.131)) is None
@@ -486,7 +486,7 @@ def test_adversarial_fit_and_checkpoint_evaluation_through_the_cli(tmp_path, mon
     with open(run_dir / f"{TABLE_NAME}.json") as handle:
         report = json.load(handle)
     rows = report["rows"]
-    # adv_eval.yaml leads with the headline, then the true-label attack (test/adv_top1), then the course's.
+    # adv_eval.yaml leads with the headline, then the true-label attack (test/adv_top1), then the assignment's.
     assert [r["attack"] for r in rows[:4]] == [HEADLINE, "clean", "true_label", "least_likely"]
     assert [r["attack"] for r in rows[5:9]] == ["true_label (sweep)"] * 2 + ["least_likely (sweep)"] * 2
     assert rows[0]["top1"] <= min(rows[1]["top1"], rows[2]["top1"], rows[3]["top1"])
@@ -539,7 +539,7 @@ def test_ddp_ranks_perturb_the_same_batches_and_evaluation_syncs(tmp_path, monke
 @pytest.mark.parametrize(
     "name, shown",
     [
-        ("simplenet_adv", ["fraction: 0.2", "target: least_likely"]),  # the course's recipe, kept
+        ("simplenet_adv", ["fraction: 0.2", "target: least_likely"]),  # the assignment's recipe, kept
         ("quickstart_adv", ["fraction: 1.0", "target: true_label", "monitor: val/adv_top1"]),
         ("simplenet_robust", ["fraction: 1.0", "steps:\n      - 5", "objective: trades", "trades_beta: 6.0", "monitor: val/adv_top1"]),
         ("simplenet_fast", ["steps:\n      - 1", "step_scale: 1.25", "on_collapse: restore"]),

@@ -1,12 +1,12 @@
-"""The collapse guard (AdversarialValidation) on real training runs, real handwritten digits (#20).
+"""The collapse guard (AdversarialValidation) on real training runs, real handwritten digits.
 
 - A run that catastrophically over-fits — FGSM training with a step of 2·ε and no random start,
   the setting Wong, Rice & Kolter (2020) show collapsing — must be stopped at the epoch where
   its single-step accuracy soars while multi-step PGD stays at ~0, in-process and through the
   CLI (closing line, exit status 3).
 - A healthy fast-adversarial run whose clean accuracy rises from chance while its robust
-  accuracy dips from its near-chance start to below chance (the situation of issue #20) must
-  train all its epochs.
+  accuracy dips from its near-chance start to below chance (a run the guard's earlier rule
+  wrongly stopped) must train all its epochs.
 
 Digits at 16 px are easy at 8/255 (a clean CNN keeps ~75% under PGD there), so both runs use
 ε = 32/255, which makes the budget as hard relative to the data as 8/255 is on photos.
@@ -89,7 +89,7 @@ def test_guard_stops_catastrophic_overfitting_at_the_epoch_it_happens(digits, tm
 def test_guard_stays_quiet_while_a_model_learns_from_chance(digits, tmp_path):
     guard, trainer = fit(digits, tmp_path, SimpleNet, HEALTHY, epochs=4)
     first, later = guard.readings[0], guard.readings[1:]
-    # The situation of issue #20: near chance at epoch 0, then clean accuracy rises while robust
+    # The situation the earlier rule got wrong: near chance at epoch 0, then clean accuracy rises while robust
     # accuracy dips from its near-chance start to below chance.
     assert first.clean < 0.3 and first.robust > 0.1
     assert all(r.clean > first.clean + 0.2 for r in later)

@@ -116,8 +116,8 @@ def test_padding_mask_makes_outputs_independent_of_padding():
     torch.testing.assert_close(full[:, 4:6, 4:7], alone, rtol=1e-5, atol=1e-5)
 
 
-def test_default_vit_has_the_seed_parameter_count():
-    model = ViT()  # num_classes 100, the seed's table
+def test_default_vit_has_the_assignments_parameter_count():
+    model = ViT()  # num_classes 100, the assignment's table
     count = sum(p.numel() for p in model.parameters())
     assert count == 1_959_076
     assert abs(count - 1.96e6) / 1.96e6 < 0.005

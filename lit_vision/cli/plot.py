@@ -4,7 +4,7 @@
     lit-vision plot logs/quickstart --out quickstart.png      # every version under it, one PNG each
     lit-vision plot logs/a/version_0 logs/b/version_0 --overlay --out compare.png
 
-Four panels, as the seed's figures: learning rate per step (`lr-*` from LearningRateMonitor),
+Four panels, as the assignment's report figures: learning rate per step (`lr-*` from LearningRateMonitor),
 loss (`train/loss` per step, `train/loss_epoch` and `val/loss` per epoch, against steps),
 top-1 and top-5 accuracy per epoch (`train/top1`, `val/top1`, `train/top5`, `val/top5`,
 against the epoch that Lightning logs beside them). A run is a folder holding event files;
