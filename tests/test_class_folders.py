@@ -95,6 +95,8 @@ def test_hidden_files_and_folders_are_skipped(folders_with_val, tmp_path):
     root = shutil.copytree(folders_with_val, tmp_path / "hidden")
     (root / "train" / ".ipynb_checkpoints").mkdir()
     shutil.copy(next((root / "train" / "abbey").glob("*.jpg")), root / "train" / "abbey" / "._copy.jpg")
+    (root / "train" / "abbey" / ".thumbnails").mkdir()
+    shutil.copy(next((root / "train" / "abbey").glob("*.jpg")), root / "train" / "abbey" / ".thumbnails" / "t.jpg")
     dm = datamodule(root)
     dm.setup("fit")
     assert dm.class_names == CLASS_NAMES and len(dm.train_set) == 64

@@ -58,8 +58,8 @@ def is_image_file(name: str) -> bool:
 def class_images(class_dir: Path) -> list[Path]:
     """The image files under `class_dir`, recursively, in `ImageFolder`'s order."""
     found: list[Path] = []
-    for folder, subfolders, names in sorted(os.walk(class_dir, followlinks=True)):
-        subfolders[:] = [name for name in subfolders if _visible(name)]  # os.walk descends only into these
+    # sorted() walks the whole tree first, as ImageFolder does; hidden folders are left out here.
+    for folder, _, names in sorted(os.walk(class_dir, followlinks=True)):
         if any(not _visible(part) for part in Path(folder).relative_to(class_dir).parts):
             continue
         found += [Path(folder) / name for name in sorted(names) if is_image_file(name)]
