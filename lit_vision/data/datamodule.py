@@ -30,8 +30,11 @@ format), see `lit_vision.data.layout`; `data.val_fraction` holds out a stratifie
 training images where the data has no validation split; `data.stream` reads the labelled splits from a LitData
 stream written by `lit-vision optimize` (`lit_vision.data.streaming`). Training resumes mid-epoch
 exactly where it stopped on every path: the folder and cache paths through
-`lit_vision.data.resumable`, the stream through LitData's loader state; either state travels in
-this DataModule's `state_dict` (see there for why). docs/scale.md.
+`lit_vision.data.resumable` (the resident placement saves the same position, so either continues
+the other's checkpoint), the stream through LitData's loader state, on the worker grid it was
+saved on (`lit_vision.data.stream_position`; another grid is refused, a checkpoint of the stream
+on the folders or the reverse too); either state travels in this DataModule's `state_dict` (see
+there for why). docs/scale.md.
 
 Where the decoded images live (`data.placement`):
 - `auto` (default): `loader` on every accelerator: it is the path measured on a GPU (docs/gpu-benchmark.md);
