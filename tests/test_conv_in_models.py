@@ -17,6 +17,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 
+from lit_vision.errors import LitVisionError
 from lit_vision.models.simplenet import SimpleNet
 from lit_vision.nets.simplenet import SimpleCNN
 from lit_vision.ops.conv import HandWrittenConv2d, choose_algorithm
@@ -58,7 +59,7 @@ def test_the_earlier_spelling_warns_and_builds_the_same_net() -> None:
         net = SimpleCNN(NUM_CLASSES, conv="im2col")
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(isinstance(m, HandWrittenConv2d) and m.algorithm == "auto" for m in convs)
-    with pytest.raises(ValueError, match="conv_algorithm 'im2col' is for conv: hand_written"):
+    with pytest.raises(LitVisionError, match="conv_algorithm 'im2col' is for conv: hand_written"):
         SimpleCNN(NUM_CLASSES, conv="torch", conv_algorithm="im2col")
 
 

@@ -29,10 +29,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from lit_vision.errors import LitVisionError
+from lit_vision.utils.choices import check_choice
 from lit_vision.utils.images import to_unit_float
 
 Target = Literal["least_likely", "true_label"]
-TARGETS = ("least_likely", "true_label")
 
 # The assignment's PGD setting (epsilon 0.1, step 0.01, 10 steps in ImageNet-normalised units),
 # translated to pixel units.
@@ -158,8 +158,7 @@ class PGDAttack:
             )
         if isinstance(num_steps, bool) or int(num_steps) != num_steps or num_steps < 1:
             raise LitVisionError(f"PGD num_steps must be an integer >= 1, got {num_steps}.")
-        if target not in TARGETS:
-            raise LitVisionError(f"PGD target must be one of {', '.join(TARGETS)}; got {target!r}.")
+        check_choice(target, Target, "PGD target")
         if isinstance(restarts, bool) or int(restarts) != restarts or restarts < 1:
             raise LitVisionError(f"PGD restarts must be an integer >= 1, got {restarts}.")
         if restarts > 1 and not random_start:

@@ -56,12 +56,18 @@ from lit_vision.attacks.pgd import (
     ASSIGNMENT_PGD_EPSILON,
     ASSIGNMENT_PGD_STEPS,
     PGDAttack,
+    Target,
     step_size_for,
 )
 from lit_vision.attacks.trades import TradesLoss, kl_attack
 from lit_vision.errors import LitVisionError
+from lit_vision.utils.choices import check_choice
 from lit_vision.utils.generators import keyed_generator
 from lit_vision.utils.images import to_unit_float
+
+
+# How a perturbed batch's loss is formed (see the module docstring).
+Objective = Literal["mix", "trades"]
 
 
 class AdversarialTraining(Callback):
@@ -92,11 +98,11 @@ class AdversarialTraining(Callback):
         epsilon: tuple[float, float] = (ASSIGNMENT_PGD_EPSILON / 2, ASSIGNMENT_PGD_EPSILON),
         steps: tuple[int, int] = (ASSIGNMENT_PGD_STEPS // 2, ASSIGNMENT_PGD_STEPS),
         step_scale: float = 1.0,
-        target: Literal["least_likely", "true_label"] = "least_likely",
+        target: Target = "least_likely",
         random_start: bool = False,
         adversarial_weight: float = 0.5,
         epsilon_ramp_epochs: float = 0.0,
-        objective: Literal["mix", "trades"] = "mix",
+        objective: Objective = "mix",
         trades_beta: float = 6.0,
         seed: int = 0,
     ) -> None:
@@ -124,9 +130,8 @@ class AdversarialTraining(Callback):
             )
         if not epsilon_ramp_epochs >= 0:
             raise LitVisionError(f"AdversarialTraining epsilon_ramp_epochs must be >= 0, got {epsilon_ramp_epochs}.")
-        PGDAttack(target=target)  # validates the target name
-        if objective not in ("mix", "trades"):
-            raise LitVisionError(f"AdversarialTraining objective must be 'mix' or 'trades', got {objective!r}.")
+        check_choice(target, Target, "AdversarialTraining target")
+        check_choice(objective, Objective, "AdversarialTraining objective")
         if not trades_beta > 0:
             raise LitVisionError(f"AdversarialTraining trades_beta must be > 0 (the weight of TRADES' KL term), got {trades_beta}.")
         if objective == "trades" and adversarial_weight != 0.5:

@@ -56,7 +56,11 @@ from lightning.pytorch.utilities import rank_zero_warn
 from lit_vision.attacks.pgd import PGDAttack, step_size_for
 from lit_vision.callbacks.adversarial_training import AdversarialTraining
 from lit_vision.errors import LitVisionError
+from lit_vision.utils.choices import check_choice
 from lit_vision.utils.generators import keyed_generator
+
+# What the guard does on a collapse (see the class docstring).
+OnCollapse = Literal["warn", "stop", "restore"]
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,7 @@ class AdversarialValidation(Callback):
         num_steps: int = 10,
         step_scale: float = 2.5,
         max_batches: int = 4,
-        on_collapse: Literal["warn", "stop", "restore"] = "restore",
+        on_collapse: OnCollapse = "restore",
         min_clean: float = 0.2,
         robust_below: float = 1.0,
         min_gap: float = 0.5,
@@ -130,8 +134,7 @@ class AdversarialValidation(Callback):
         super().__init__()
         if isinstance(max_batches, bool) or int(max_batches) != max_batches or max_batches < 1:
             raise LitVisionError(f"AdversarialValidation max_batches must be an integer >= 1, got {max_batches}.")
-        if on_collapse not in ("warn", "stop", "restore"):
-            raise LitVisionError(f"AdversarialValidation on_collapse must be warn, stop or restore; got {on_collapse!r}.")
+        check_choice(on_collapse, OnCollapse, "AdversarialValidation on_collapse")
         if not 0 <= min_clean < 1:
             raise LitVisionError(
                 f"AdversarialValidation min_clean must be in [0, 1) (a share of the way from chance to 1), got {min_clean}."

@@ -10,7 +10,9 @@ from typing import Literal
 import torch
 from torch import nn
 
+from lit_vision.errors import LitVisionError
 from lit_vision.ops.conv import Algorithm, HandWrittenConv2d
+from lit_vision.utils.choices import check_choice
 
 # The convolution a CNN is built with: PyTorch's nn.Conv2d, or the hand-written one of
 # lit_vision.ops.conv (same parameters, so weights move freely between the two), which runs the
@@ -26,6 +28,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def conv_class(name: ConvName, algorithm: Algorithm = "auto") -> Callable[..., nn.Conv2d]:
     """`"torch"` -> nn.Conv2d; `"hand_written"` -> the hand-written convolution running
     `algorithm` (its constructor takes nn.Conv2d's arguments and builds the same parameters)."""
+    check_choice(name, ConvName, "conv")
     if name == "im2col":
         warnings.warn(
             "conv: im2col is the earlier name of conv: hand_written, which runs conv_algorithm 'auto' (shifted GEMMs "
@@ -34,14 +37,11 @@ def conv_class(name: ConvName, algorithm: Algorithm = "auto") -> Callable[..., n
             FutureWarning,
             stacklevel=2,
         )
-        name = "hand_written"
     if name == "torch":
         if algorithm != "auto":
-            raise ValueError(f"conv_algorithm {algorithm!r} is for conv: hand_written; conv: torch runs nn.Conv2d")
+            raise LitVisionError(f"conv_algorithm {algorithm!r} is for conv: hand_written; conv: torch runs nn.Conv2d.")
         return nn.Conv2d
-    if name == "hand_written":
-        return functools.partial(HandWrittenConv2d, algorithm=algorithm)
-    raise ValueError(f"conv must be 'torch' or 'hand_written', got {name!r}")
+    return functools.partial(HandWrittenConv2d, algorithm=algorithm)
 
 
 def replace_convolutions(model: nn.Module, conv: ConvName, algorithm: Algorithm = "auto") -> nn.Module:

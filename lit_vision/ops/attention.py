@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lit_vision.utils.choices import check_choice
+
 AttentionImpl = Literal["manual", "sdpa"]
 
 
@@ -54,8 +56,7 @@ class MultiHeadSelfAttention(nn.Module):
         super().__init__()
         if dim % heads:
             raise ValueError(f"embedding dim {dim} is not divisible by heads {heads}")
-        if impl not in ("manual", "sdpa"):
-            raise ValueError(f"attention must be 'manual' or 'sdpa', got {impl!r}")
+        check_choice(impl, AttentionImpl, "attention")
         self.heads = heads
         self.impl = impl
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)

@@ -34,6 +34,7 @@ from lit_vision.errors import LitVisionError
 from lit_vision.ops.conv_geometry import IntPair, pair
 from lit_vision.ops.conv_im2col import Im2colConv2dFunction
 from lit_vision.ops.conv_shifted import ShiftedConv2dFunction
+from lit_vision.utils.choices import check_choice
 
 Algorithm = Literal["auto", "im2col", "shifted", "implicit_gemm"]
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
@@ -73,8 +74,7 @@ def choose_algorithm(
 ) -> str:
     """The algorithm that runs a convolution: "auto" resolved by geometry, dtype and device (see
     the module docstring), an explicit one checked against the stride."""
-    if algorithm not in ALGORITHMS:
-        raise LitVisionError(f"convolution algorithm must be one of {', '.join(ALGORITHMS)}; got {algorithm!r}")
+    check_choice(algorithm, Algorithm, "convolution algorithm")
     if algorithm == "implicit_gemm" and not triton_available():
         raise LitVisionError(
             "convolution algorithm 'implicit_gemm' needs Triton, which is not installed (it comes with torch's "
