@@ -197,6 +197,10 @@ def test_epoch_that_drops_images_says_how_many():
     assert epoch_size_warning(128, 64) is None
     assert dropped_per_epoch(64, 64, drop_last=False) == 0
     assert "on each of 2 ranks" in epoch_size_warning(120, 32, world_size=2)  # shards of 60: 28 left out
+    assert "data.batch_size 49 would leave out 1." in epoch_size_warning(1618, 64)  # 1618 = 2 × 809: no divisor
+    message = epoch_size_warning(100, 64, world_size=2)  # shards of 50 < 64: every image left out
+    assert "leaves out 100 of the 100 training images: 0 full batches" in message
+    assert "set data.batch_size to 50 (1 step on each of 2 ranks)" in message
 
 
 def test_datamodule_prints_the_warning_once(folders_train_only, capsys):

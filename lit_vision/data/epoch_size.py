@@ -32,12 +32,18 @@ def epoch_size_warning(num_samples: int, batch_size: int, world_size: int = 1, d
     per_rank = math.ceil(num_samples / world_size)
     steps = per_rank // batch_size
     ranks = f" on each of {world_size} ranks" if world_size > 1 else ""
-    fits = [size for size in range(min(batch_size, per_rank), 1, -1) if per_rank % size == 0]
-    advice = (
-        f"set data.batch_size to {fits[0]} ({per_rank // fits[0]} steps{ranks}) to train on all of them"
-        if fits and fits[0] >= batch_size // 2
-        else "a smaller data.batch_size leaves out fewer"
-    )
+    # The batch size between half and all of this one that leaves out the fewest (the largest on a tie).
+    largest = min(batch_size, per_rank)
+    candidates = range(largest, max(1, min(batch_size // 2, largest)) - 1, -1)
+    best = min(candidates, key=lambda size: per_rank % size)
+    left = (per_rank % best) * world_size
+    if left == 0:
+        count = per_rank // best
+        advice = f"set data.batch_size to {best} ({count} step{'s' if count != 1 else ''}{ranks}) to train on all of them"
+    elif left < dropped:
+        advice = f"data.batch_size {best} would leave out {left}"
+    else:
+        advice = "no batch size from half this one up to it leaves out fewer"
     return (
         f"warning: each training epoch leaves out {dropped} of the {num_samples} training images: {steps} "
         f"full batch{'es' if steps != 1 else ''} of {batch_size}{ranks}, and the incomplete last batch is dropped "
