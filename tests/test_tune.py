@@ -209,3 +209,25 @@ def test_sigkilled_study_resumes_with_the_same_command(tiny_config, tmp_path, mo
     assert record["state"] == "FAIL" and f"retried as trial {retries[0].number}" in record["note"]
     table = (tmp_path / "logs" / "tiny" / "tune" / "s" / "trials.csv").read_text()
     assert "FAIL" in table and "retried as trial" in table
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_trial_and_queues_it_again(tiny_config, tmp_path, monkeypatch, one_thread_children):
+    monkeypatch.chdir(tmp_path)
+    space = write_space(tmp_path, {"model.init_args.lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True}})
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    command = tune_command(tiny_config, space, url, 2, "--trainer.max_epochs", "50")
+    study_process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # Once the trial's fit has written its first last.ckpt, stop the study as a scheduler would.
+    wait_until((tmp_path / "checkpoints" / "tiny" / "version_0" / "last.ckpt").exists, 600, "the first epoch")
+    study_process.send_signal(signal.SIGTERM)
+    err = study_process.communicate(timeout=300)[1]
+    assert study_process.returncode == 143, err
+    assert "the same command resumes the study" in err
+    running = json.loads((tmp_path / "logs" / "tiny" / "version_0" / "trial.json").read_text())
+    assert process_gone(running["pid"])
+    trials = optuna.load_study(study_name="s", storage=url).get_trials()
+    assert trials[0].state.name == "FAIL" and "SIGTERM" in trials[0].user_attrs["reason"]
+    assert trials[1].state.name == "WAITING" and trials[1].user_attrs["retry_of"] == 0
+    assert trials[1].system_attrs["fixed_params"] == trials[0].params  # Optuna's queue: run with these values
+    assert json.loads((tmp_path / "logs" / "tiny" / "version_0" / "trial.json").read_text())["state"] == "FAIL"

@@ -117,15 +117,23 @@ def write_plots(study, folder: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as vis
+    from optuna.trial import TrialState
 
     written = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
         for name, plot in (("optimization_history", vis.plot_optimization_history), ("param_importances", vis.plot_param_importances)):
+            complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if name == "param_importances" and len(complete) < 2:
+                # Optuna would draw equal bars from one trial: a plot that means nothing.
+                console.say(f"{name}.png not drawn: it needs two complete trials ({len(complete)} so far).")
+                (folder / f"{name}.png").unlink(missing_ok=True)  # an older one would no longer be this study's
+                continue
             try:
                 axes = plot(study)
             except (ValueError, RuntimeError) as error:
                 console.say(f"{name}.png not drawn: {error}")
+                (folder / f"{name}.png").unlink(missing_ok=True)
                 continue
             figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
             figure.set_size_inches(8, 5)
