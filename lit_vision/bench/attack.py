@@ -310,7 +310,7 @@ def _vs_authors_rows(args, device: torch.device) -> list[dict]:
     import logging
 
     from lit_vision.attacks.autoattack import AUTHORS_NAMES, SUITE_ATTACKS, AttackSuite, require_autoattack
-    from lit_vision.callbacks.adversarial_eval import load_classifier
+    from lit_vision.checkpoints import load_model_from_checkpoint
 
     if not args.data_dir:
         raise LitVisionError("python -m lit_vision.bench attack --vs-authors needs --data-dir, the checkpoint's data folder.")
@@ -318,7 +318,7 @@ def _vs_authors_rows(args, device: torch.device) -> list[dict]:
     from pyautoattack import AutoAttack
 
     eps = 8 / 255
-    model = load_classifier(args.vs_authors).to(device).eval()
+    model = load_model_from_checkpoint(args.vs_authors, num_classes=args.num_classes).to(device).eval()
     images, labels = (t.to(device) for t in _validation_images(args))
     columns: dict[str, dict] = {}
     verdicts: dict[str, torch.Tensor] = {}
