@@ -170,16 +170,8 @@ def dynamo_check():
     implicit-GEMM kernels: graphs and graph breaks (each convolution is one custom-op node)."""
     from lit_vision.nets.simplenet import SimpleCNN
 
-    from typing import get_args
-
-    from lit_vision.nets.layers import ConvName
-
     torch.manual_seed(4)
-    (hand_written,) = [name for name in get_args(ConvName) if name != "torch"]
-    net = SimpleCNN(num_classes=4, conv=hand_written)
-    for module in net.modules():
-        if hasattr(module, "algorithm"):
-            module.algorithm = "implicit_gemm"
+    net = SimpleCNN(num_classes=4, conv="hand_written", conv_algorithm="implicit_gemm")
     assert sum(getattr(m, "algorithm", None) == "implicit_gemm" for m in net.modules()) == 7
     x = torch.randn(2, 3, 16, 16)
     explained = torch._dynamo.explain(lambda images: net(images).logsumexp(1).sum())(x)
