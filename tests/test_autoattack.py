@@ -473,6 +473,8 @@ class Adaptive(Noisy):
 def test_each_authors_check_names_what_it_found_and_what_to_run(trained, wrapper, check, advice):
     from lit_vision.attacks.autoattack_checks import model_checks
 
+    if wrapper is Adaptive and sys.gettrace() is not None:
+        pytest.skip("the dynamic-defence check does not run under a tracer (coverage, debugger)")
     x, y = brightness_data(16, seed=2)
     verdicts = {c["check"]: c for c in model_checks(wrapper(trained).eval(), x, y, ["apgd_ce", "square"])}
     assert verdicts[f"AutoAttack: {check}"]["passed"] is False
