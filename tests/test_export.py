@@ -123,3 +123,26 @@ def test_export_through_the_cli_gives_the_checkpoints_logits(tiny_config, run_cl
     error = capsys.readouterr().err
     assert str(broken) in error and "Traceback" not in error
     assert not (tmp_path / "broken.pt2").exists()
+
+
+def test_the_command_rebuilds_the_model_from_the_checkpoint_alone(tmp_path):
+    """`lit-vision export` loads through load_model_from_checkpoint: architecture, settings and
+    crop size come from the file; --model.* overrides a setting; a config naming another
+    architecture and an unknown setting are one-paragraph errors."""
+    from lit_vision.cli.export import load_model
+
+    model = build("SimpleNet")
+    path = tmp_path / "tiny.ckpt"
+    hparams = {**dict(model.hparams), "_class_path": "lit_vision.models.SimpleNet"}
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": hparams,
+                "datamodule_hyper_parameters": {"crop_size": CROP}}, path)  # fmt: skip
+    loaded, crop = load_model(str(path), ["--model.init_args.tta", "flip"])
+    assert type(loaded) is SimpleNet and crop == CROP and loaded.hparams.tta == "flip"
+    torch.testing.assert_close(loaded.state_dict(), model.state_dict())
+    other = tmp_path / "other.yaml"
+    other.write_text("model:\n  class_path: lit_vision.models.CustomNet1\n")
+    with pytest.raises(LitVisionError, match="holds a lit_vision.models.SimpleNet model, but the configured model is "
+                                             "lit_vision.models.CustomNet1"):  # fmt: skip
+        load_model(str(path), [], [str(other)])
+    with pytest.raises(LitVisionError, match="--model.init_args.ttta flip: .*--model.help"):
+        load_model(str(path), ["--model.init_args.ttta", "flip"])
