@@ -19,8 +19,8 @@ import torch
 from lit_vision.bench import _gpu_pipeline, _gpu_resident, gpu
 from lit_vision.bench.__main__ import main
 from lit_vision.bench._gpu_allowance import COMPILE_EXPECTED_S, Allowance, allowance
+from lit_vision.models.registry import list_models
 
-ARCHS = {"SimpleNet", "CustomNet1", "CustomNet2", "ResNet18", "ViT"}
 
 
 def _positive(value) -> bool:
@@ -39,7 +39,8 @@ def test_smoke_run_measures_every_section(tmp_path):
         assert not [row for row in section["rows"] if "error" in row or "skipped" in row], name
 
     models = sections["models"]["rows"]
-    assert {row["arch"] for row in models} == ARCHS
+    assert {row["arch"] for row in models} == set(list_models())  # every registered architecture
+    assert {"SimpleNet", "CustomNet1", "CustomNet2", "ResNet18", "ViT"} <= set(list_models())
     assert {row["variant"] for row in models} == {"fp32", "bf16", "bf16+channels_last"}  # smoke: no compile
     assert all(_positive(row["images/s"]) and row["batch"] == 4 for row in models)
 
