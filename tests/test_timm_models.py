@@ -182,7 +182,27 @@ def test_a_checkpoint_needs_no_initial_weights(tmp_path):
     assert Timm(**saved).backbone_lr_scale == 0.1
 
 
+def test_timm_shorthand_expands_to_the_class_and_its_name():
+    from lit_vision.cli.timm_flags import expand_model_shorthand
+
+    assert expand_model_shorthand(["fit", "--model", "timm:convnext_atto", "--trainer.max_epochs", "1"]) == [
+        "fit", "--model", "Timm", "--model.init_args.name", "convnext_atto", "--trainer.max_epochs", "1"]  # fmt: skip
+    assert expand_model_shorthand(["--model=timm:resnet10t"]) == ["--model", "Timm", "--model.init_args.name", "resnet10t"]
+    assert expand_model_shorthand(["--model", "SimpleNet"]) == ["--model", "SimpleNet"]
+    with pytest.raises(LitVisionError, match="names no architecture"):
+        expand_model_shorthand(["--model", "timm:"])
+
+
 # -------------------------------------------------------------------------- end to end
+@pytest.mark.slow
+def test_the_shorthand_builds_a_fixed_size_net_for_the_datas_crop(tiny_config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = build_cli(["fit", "--config", str(tiny_config), "--model", "timm:vit_tiny_patch16_224",
+                     "--model.init_args.timm_kwargs", "{depth: 1}", "--trainer.fast_dev_run", "1"])  # fmt: skip
+    assert isinstance(cli.model, Timm) and cli.model.timm_name == "vit_tiny_patch16_224"
+    assert cli.model.input_size() == CROP and cli.model.hparams.img_size == CROP  # timm's own default is 224
+
+
 @pytest.fixture
 def timm_config(tiny_config, tmp_path):
     """tiny_config with `--model Timm` (architecture given per test); img_size is left to the data."""
@@ -266,7 +286,8 @@ def test_fit_validate_attack_predict_export_resume(name, timm_config, run_cli, t
 @pytest.mark.slow
 @pytest.mark.parametrize("objective", ["mix", "trades"])
 @pytest.mark.parametrize("name", ["resnet10t", "vit_tiny_patch16_224"])
-def test_adversarial_training(name, objective, timm_config, tmp_path):
+def test_adversarial_training(name, objective, timm_config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the run's folders
     config = timm_config(name)
     callbacks = [{
         "class_path": "lit_vision.callbacks.adversarial_training.AdversarialTraining",
@@ -283,7 +304,8 @@ def test_adversarial_training(name, objective, timm_config, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet10t", "convnext_atto"])
-def test_compile_step(name, timm_config):
+def test_compile_step(name, timm_config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the run's folders
     config = timm_config(name, compile="step")
     cli = build_cli(["fit", "--config", str(config), "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1"])
     assert not cli.model.automatic_optimization and "_compiled_loss" in cli.model.__dict__

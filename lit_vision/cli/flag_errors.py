@@ -21,6 +21,7 @@ _NOT_ACCEPTED = re.compile(r"Problem with given class_path '([\w.]+)':\s*Option 
 _BAD_VALUE = re.compile(r'Parser key "([\w.]+)":')
 _EXPECTED = re.compile(r"Expected a <class '(?:[\w.]*\.)?(\w+)'>")
 _GIVEN = re.compile(r"(?:Given|Got) value: (.*)")
+_LITERAL = re.compile(r"Expected a typing\.Literal\[(.*?)\]")
 
 
 def known_flags(parser: argparse.ArgumentParser) -> list[str]:
@@ -79,13 +80,37 @@ def flag_error_message(error: argparse.ArgumentError, subcommand: str | None, pa
     match = _BAD_VALUE.match(text)
     if match:
         key = match.group(1)
+        nested = _nested_argument(text)
+        if nested:  # name the argument itself, and what it (not the class choice) expects
+            key, text = f"{key}.init_args.{nested[0]}", f'Parser key "{key}": {nested[1]}'
         expected = [name.replace("NoneType", "None") for name in _EXPECTED.findall(text)]
+        expected += [f"one of {values}" for values in _LITERAL.findall(text)]
         given = _GIVEN.search(text)
         value = f" = {given.group(1).strip()}" if given else ""  # a flag's or a YAML file's value
         wanted = f": expected {' or '.join(dict.fromkeys(expected))}" if expected else f": {_first_reason(text)}"
         return f"{key}{value}{wanted} (`{command}`). {help_hint}"
     # Anything else (a missing value, an unknown subcommand): jsonargparse's lines in one paragraph.
     return f"{_one_paragraph(text)} (`{command}`). {help_hint}"
+
+
+def _nested_argument(text: str) -> tuple[str, str] | None:
+    """(argument, its own error lines) when jsonargparse's error for a class-typed key (`model`)
+    comes from one argument of the class tried (`--model.init_args.lr fast`): the outer key alone
+    would name the wrong thing, and its "expected" the class choice."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines[:-1]):
+        if "Problem with given class_path" in line:
+            inner = _BAD_VALUE.search(lines[i + 1])
+            if inner is None:
+                return None
+            indent = len(lines[i + 1]) - len(lines[i + 1].lstrip())
+            block = []
+            for following in lines[i + 2 :]:
+                if following.strip() and len(following) - len(following.lstrip()) <= indent:
+                    break
+                block.append(following)
+            return inner.group(1), "\n".join(block)
+    return None
 
 
 def _first_reason(text: str) -> str:

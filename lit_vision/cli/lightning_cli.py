@@ -31,6 +31,8 @@ from lit_vision.cli.ckpt_path import CKPT_PATH_HELP, DEFAULT_MODEL, checkpoint_m
 from lit_vision.cli.class_count_check import check_model_classes
 from lit_vision.cli.config_files import flag_values
 from lit_vision.cli.flag_errors import flag_error_message
+from lit_vision.cli.loggers import add_default_save_dirs, check_logger_packages, describe_other_loggers, logger_failure
+from lit_vision.cli.timm_flags import expand_model_shorthand, fill_timm_img_size
 from lit_vision.cli.trainer_defaults import trainer_kwargs
 from lit_vision.data import MiniPlacesDataModule
 from lit_vision.errors import LitVisionError
@@ -94,6 +96,12 @@ class LitVisionCLI(LightningCLI):
 
     def parse_arguments(self, parser, args) -> None:
         self._raw_args = list(args) if isinstance(args, (list, tuple)) else (sys.argv[1:] if args is None else [])
+        expanded = expand_model_shorthand(self._raw_args)  # --model timm:NAME
+        expanded = add_default_save_dirs(expanded, run_folders.LOG_ROOT)  # --trainer.logger CSVLogger
+        if expanded != self._raw_args:
+            args, self._raw_args = expanded, expanded
+            # Lightning warns when args are given while sys.argv has some: these are sys.argv's own.
+            console.ignore_lightning_warning("LightningCLI's args parameter is intended")
         check_model_name(self._raw_args)
         try:
             super().parse_arguments(parser, args)
@@ -103,11 +111,25 @@ class LitVisionCLI(LightningCLI):
             raise LitVisionError(flag_error_message(error, subcommand, subparser)) from None
         subcommand = self.config.get("subcommand")
         check_model_classes(self._raw_args, self.config[subcommand] if subcommand else self.config)
+        fill_timm_img_size(self.config[subcommand] if subcommand else self.config)
+        check_logger_packages((self.config[subcommand] if subcommand else self.config).get("trainer.logger"))
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except Exception as error:
+            # A logger that refuses its settings: its own reason, not jsonargparse's Union noise.
+            parsed = self.config[self.subcommand] if self.subcommand else self.config
+            failure = logger_failure(error, parsed.get("trainer.logger"))
+            if failure is None:
+                raise
+            raise failure from error
 
     def instantiate_trainer(self, **kwargs):
         """The Trainer, with the project's defaults added (`lit_vision.cli.trainer_defaults`)."""
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
-        return super().instantiate_trainer(**trainer_kwargs(self.subcommand, config, kwargs))
+        parsed = self.config[self.subcommand] if self.subcommand else self.config
+        return super().instantiate_trainer(**trainer_kwargs(self.subcommand, config, kwargs, parsed.get("trainer.logger")))
 
     # ------------------------------------------------------------------ --ckpt_path
     def _parse_ckpt_path(self) -> None:
@@ -143,6 +165,8 @@ class LitVisionCLI(LightningCLI):
         where = [f"checkpoints in {os.path.relpath(folder)}" for folder in written]
         if self.trainer.logger is not None and self.trainer.log_dir and os.path.isdir(self.trainer.log_dir):
             where.append(f"logs in {os.path.relpath(self.trainer.log_dir)}")
+        if where and not self.trainer.fast_dev_run:
+            where += describe_other_loggers(self.trainer.loggers)  # MLflow: where its run is
         if where:
             console.say(f"fit done: {'; '.join(where)}.")
         elif self.trainer.fast_dev_run:

@@ -21,6 +21,7 @@ from lit_vision.callbacks.preemption import StopOnSignal
 from lit_vision.callbacks.submission import SubmissionWriter
 from lit_vision.checkpoints import AtomicCheckpointIO
 from lit_vision.cli import run_folders
+from lit_vision.cli.loggers import has_file_logger, logger_settings, place_loggers
 from lit_vision.cli.run_folders import EVAL_FOLDER, LOG_ROOT
 from lit_vision.errors import LitVisionError
 
@@ -35,26 +36,34 @@ def has(items: list, kind: type) -> bool:
     return any(isinstance(item, kind) for item in items)
 
 
-def trainer_kwargs(subcommand: str | None, config, kwargs: dict) -> dict:
+def trainer_kwargs(subcommand: str | None, config, kwargs: dict, parsed_loggers=None) -> dict:
     """`kwargs` for the Trainer with the defaults added that `config` (the subcommand's
-    instantiated config) leaves open. Claims the run's version folder when it writes one."""
+    instantiated config) leaves open. Claims the run's version folder when it writes one.
+    `parsed_loggers`: the user's `trainer.logger` as parsed (class paths and arguments), from
+    which their loggers are rebuilt to write into that folder (`lit_vision.cli.loggers`)."""
     experiment = config["experiment"]
     trainer_config = config["trainer"]
     callbacks = list(trainer_config.get("callbacks") or [])
     default_logger = trainer_config.get("logger") in (None, True)
+    own_loggers = logger_settings(trainer_config.get("logger"))
     default_checkpointing = trainer_config.get("enable_checkpointing", True) is not False and not has(
         callbacks, ModelCheckpoint
     )
     training = subcommand in (None, "fit")
     # A fit claims a version (and its checkpoint folder) when it writes anything there.
     version = None
-    if training and (default_logger or default_checkpointing):
+    if training and (default_logger or own_loggers or default_checkpointing):
         version = run_folders.fit_version(experiment)
-    elif not training and default_logger:
+    elif not training and (default_logger or own_loggers):
         version = run_folders.eval_version(experiment)
+    name = experiment if training else f"{experiment}/{EVAL_FOLDER}"
     if default_logger:
-        name = experiment if training else f"{experiment}/{EVAL_FOLDER}"
         kwargs["logger"] = TensorBoardLogger(LOG_ROOT, name=name, version=version, default_hp_metric=False)
+    elif own_loggers:
+        loggers = place_loggers(logger_settings(parsed_loggers), own_loggers, LOG_ROOT, name, version, experiment)
+        if not has_file_logger(loggers):  # the run folder keeps a log for plot, reports and predictions
+            loggers.insert(0, TensorBoardLogger(LOG_ROOT, name=name, version=version, default_hp_metric=False))
+        kwargs["logger"] = loggers
     if default_checkpointing and training:
         folder = run_folders.checkpoint_folder(experiment, version)
         callbacks += default_checkpoints(folder, config["checkpoint_every_n_steps"], config["checkpoint_monitor"])
