@@ -211,6 +211,18 @@ def test_datamodule_prints_the_warning_once(folders_train_only, capsys):
     assert err.count("warning: each training epoch leaves out 16 of the 56 training images") == 1
 
 
+def test_a_shard_smaller_than_a_batch_still_trains_a_step_on_each_rank(folders_train_only):
+    # 56 images on 2 ranks: shards of 28 < batch 40. Deciding drop_last on the whole set (56 > 40)
+    # dropped each rank's only batch, so the epoch trained nothing.
+    from types import SimpleNamespace
+
+    dm = datamodule(folders_train_only, batch_size=40)
+    dm.trainer = SimpleNamespace(world_size=2, global_rank=1, strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    dm.setup("fit")
+    batches = list(dm.train_dataloader())
+    assert len(batches) == 1 and len(batches[0][1]) == 28
+
+
 def test_optimize_streams_the_class_folders(folders_train_only, tmp_path):
     pytest.importorskip("litdata")
     from lit_vision.data.optimize import optimize_dataset

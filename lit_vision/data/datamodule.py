@@ -446,11 +446,17 @@ class MiniPlacesDataModule(L.LightningDataModule):
             # The run's seed (seed_everything sets it on every rank alike), as DistributedSampler's.
             seed=run_seed(),
             rank=getattr(trainer, "global_rank", 0), world_size=getattr(trainer, "world_size", 1),
-            drop_last=shuffle and len(dataset) > self.hparams.batch_size, device=device,
+            drop_last=shuffle and self._drops_last(len(dataset)), device=device,
         )  # fmt: skip
         # Training batches are augmented first (on_after_batch_transfer), then laid out.
         return ResidentLoader(images, labels, order, channels_last=self._on_cpu() and not shuffle)
 
+
+    def _drops_last(self, num_samples: int) -> bool:
+        """Whether training drops its last partial batch: only when each rank's shard holds more
+        than one batch (decided per shard, so a small set under DDP still trains a step per rank)."""
+        world_size = getattr(getattr(self, "trainer", None), "world_size", 1)
+        return -(-num_samples // world_size) > self.hparams.batch_size
 
     def _loader(self, dataset, shuffle: bool, collate_fn=None) -> DataLoader:
         hp = self.hparams
@@ -469,7 +475,7 @@ class MiniPlacesDataModule(L.LightningDataModule):
         common["persistent_workers"] = self.num_workers > 0
         # A last tiny training batch only adds noise to BatchNorm statistics (and a batch of
         # one breaks it); evaluation keeps every sample.
-        common["drop_last"] = shuffle and len(dataset) > hp.batch_size
+        common["drop_last"] = shuffle and self._drops_last(len(dataset))
         if not shuffle:
             return DataLoader(dataset, shuffle=False, **common)  # Lightning shards it under DDP
         # Training resumes mid-epoch where it stopped (lit_vision.data.resumable).
@@ -482,7 +488,7 @@ class MiniPlacesDataModule(L.LightningDataModule):
             world_size = getattr(getattr(self, "trainer", None), "world_size", 1)
             # drop_last as the loaders set it (below and in _resident_loader)
             warn_dropped_images(len(self.train_set), self.hparams.batch_size, world_size,
-                                drop_last=len(self.train_set) > self.hparams.batch_size)  # fmt: skip
+                                drop_last=self._drops_last(len(self.train_set)))  # fmt: skip
         if self.placement == "resident":
             self._resident_train = self._resident_loader(self.train_set, shuffle=True)
             self._restore_train_position(self._resident_train)
