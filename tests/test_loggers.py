@@ -32,6 +32,15 @@ def test_a_file_logger_named_on_the_command_line_gets_a_save_dir():
         assert add_default_save_dirs(untouched, ROOT) == untouched
 
 
+def test_a_file_logger_without_save_dir_in_a_config_file_says_what_to_add(tiny_config, run_cli, capsys, tmp_path):
+    config = tmp_path / "logger.yaml"
+    config.write_text("trainer:\n  logger:\n    class_path: CSVLogger\n")
+    assert run_cli("fit", "--config", tiny_config, "--config", config) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "expected Iterable" not in error
+    assert "trainer.logger: CSVLogger has no save_dir" in error and "`save_dir: logs`" in error
+
+
 def test_a_missing_logger_package_is_one_paragraph_naming_the_extra(tiny_config, run_cli, capsys, monkeypatch):
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else find_spec(name, *a))

@@ -13,6 +13,8 @@ import argparse
 import difflib
 import re
 
+from lit_vision.cli.loggers import missing_save_dir
+
 SUGGESTIONS = 3
 _UNRECOGNIZED = "unrecognized arguments: "
 # jsonargparse's message when a class (the model, a callback) has no such __init__ argument.
@@ -78,6 +80,8 @@ def flag_error_message(error: argparse.ArgumentError, subcommand: str | None, pa
             f"`{command} --model.help {class_path.rsplit('.', 1)[-1]}` lists the model's options."
         )
     match = _BAD_VALUE.match(text)
+    if match and missing_save_dir(text):  # a file logger in a config file, without save_dir
+        return f"{missing_save_dir(text)} (`{command}`). {help_hint}"
     if match:
         key = match.group(1)
         nested = _nested_argument(text)

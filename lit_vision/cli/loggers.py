@@ -200,3 +200,19 @@ def logger_failure(error: BaseException, value: Any) -> LitVisionError | None:
         f"--trainer.logger {names}: the logger could not be created ({type(innermost).__name__}: {text}). Check its "
         "arguments (--trainer.logger.init_args.*; for MLflow, e.g. tracking_uri: sqlite:///mlflow.db)."
     )
+
+
+def missing_save_dir(error_text: str) -> str | None:
+    """What to say when jsonargparse refuses `trainer.logger` because a file logger in a config
+    file has no save_dir (its message would be "expected Iterable or bool or None")."""
+    if not error_text.startswith('Parser key "trainer.logger"') or "save_dir=None" not in error_text:
+        return None
+    import re
+
+    names = sorted(set(re.findall(r"class_path='(?:[\w.]*\.)?(\w+)', init_args=Namespace\(save_dir=None", error_text)))
+    which = ", ".join(names) or "a file logger"
+    return (
+        f"trainer.logger: {which} has no save_dir (Lightning's file loggers need one): give it `save_dir: logs` "
+        "under init_args in the config (the run writes into logs/<experiment>/version_N in any case), or name the "
+        f"logger on the command line (--trainer.logger {names[0] if names else 'CSVLogger'}), where it is filled in"
+    )
