@@ -93,8 +93,9 @@ def test_three_trials_prune_the_bad_one_and_the_best_recipe_fits(tiny_config, tm
         metric="val/loss", direction="minimize",
     )  # fmt: skip
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    # Optuna's own queue fixes the values: two sensible trials, then one whose learning rate
-    # blows the loss up (AdamW at lr 1: val/loss ~1e12 after one epoch, not NaN).
+    # Optuna's own queue fixes the values: two sensible trials (never pruned: the pruner waits
+    # for 2 complete ones), then one whose learning rate blows the loss up (AdamW at lr 1:
+    # val/loss ~1e12 after one epoch, not NaN).
     queued = optuna.create_study(study_name="s", storage=url, direction="minimize")
     for values in ({"model.init_args.optimizer": "adamw", "model.init_args.lr": 1e-3},
                    {"model.init_args.optimizer": "sgd", "model.init_args.lr": 3e-3},
@@ -102,7 +103,7 @@ def test_three_trials_prune_the_bad_one_and_the_best_recipe_fits(tiny_config, tm
         queued.enqueue_trial(values)
     code = run_cli(
         "tune", "--config", tiny_config, "--space", space, "--trials", "3", "--storage", url, "--study", "s",
-        "--pruner_startup_trials", "1", "--trainer.max_epochs", "2",
+        "--pruner_startup_trials", "2", "--trainer.max_epochs", "2",
     )  # fmt: skip
     assert code == 0
     study = optuna.load_study(study_name="s", storage=url)
@@ -111,7 +112,7 @@ def test_three_trials_prune_the_bad_one_and_the_best_recipe_fits(tiny_config, tm
     assert isinstance(trials[0].distributions["model.init_args.lr"], optuna.distributions.FloatDistribution)
     assert trials[0].distributions["model.init_args.lr"].log
     assert isinstance(trials[0].distributions["model.init_args.optimizer"], optuna.distributions.CategoricalDistribution)
-    assert trials[0].state.name == "COMPLETE"
+    assert [t.state.name for t in trials[:2]] == ["COMPLETE", "COMPLETE"]
     bad = trials[2]
     assert bad.state.name == "PRUNED" and bad.user_attrs["pruned_at_epoch"] == 0
     # The pruned trial's own folder says so, and it ran one epoch of its two.

@@ -113,7 +113,9 @@ class Study:
         self.study = optuna.create_study(
             study_name=self.name,
             storage=self.storage,
-            sampler=optuna.samplers.TPESampler(seed=args.sampler_seed),
+            # constant_liar: trials running in other processes count as bad guesses while they run,
+            # so processes sharing the study do not all sample the same region (Optuna's advice).
+            sampler=optuna.samplers.TPESampler(seed=args.sampler_seed, constant_liar=True),
             pruner=make_pruner(*self.pruner),
             direction=self.direction,
             load_if_exists=True,
