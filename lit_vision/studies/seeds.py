@@ -90,6 +90,10 @@ def main(subcommand: str, argv: list[str]) -> None:
 def run(subcommand: str, argv: list[str]) -> int:
     """The runs and their summary; returns the exit status."""
     seeds, args = take_seeds(argv)
+    try:  # checked before the runs, not after them: the summary's intervals need it
+        import scipy.stats  # noqa: F401
+    except ImportError as error:
+        raise LitVisionError(f"--seeds needs scipy for its intervals ({error}): pip install 'lit-vision[tune]'.") from None
     if subcommand not in SUBCOMMANDS:
         raise LitVisionError(f"--seeds works with {', '.join(SUBCOMMANDS)}, not with {subcommand}.")
     if any(a in ("--print_config", "--help", "-h") or a.startswith("--print_config=") for a in args):
