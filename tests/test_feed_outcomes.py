@@ -283,3 +283,19 @@ def test_an_epoch_end_stream_checkpoint_resumes_with_the_whole_next_epoch_on_any
           stream=str(named_stream), num_workers=resume_workers)  # fmt: skip
     assert sorted(after.by_step) == list(range(EPOCH_STEPS + 1, 2 * EPOCH_STEPS + 1))
     assert_exactly_once([i for step in after.by_step for i in after.by_step[step]])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("placement", ["loader", "resident"])
+def test_a_killed_epoch_resumed_with_more_images_per_step_is_refused_and_fewer_trains_each_once(one_per_class, tmp_path, placement):
+    first = {"placement": placement, "augment_on": "device", "num_workers": 0}
+    before = killed(one_per_class, tmp_path, **first)
+    # Batch 16 after 3 of 8 batches of 8: Lightning would count 3 of 4 batches done and stop after
+    # one more, leaving 24 images of the interrupted epoch untrained.
+    refused = TrainedSamples()
+    with pytest.raises(LitVisionError, match=r"data.batch_size 8 on 1 process\(es\) \(8 images per step\).*takes 16"):
+        train(one_per_class, tmp_path, "refused", refused, ckpt_path=tmp_path / "ckpt" / f"step={SAVED_AT}.ckpt",
+              **{**first, "batch_size": 16})  # fmt: skip
+    assert not refused.by_step
+    after = resumed(one_per_class, tmp_path, **{**first, "batch_size": 4})
+    assert_exactly_once(interrupted_epoch(before, after))

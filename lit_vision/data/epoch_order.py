@@ -11,8 +11,9 @@ placements different orders on a GPU and a checkpoint of one could not continue 
 A training position saved by either placement is `{"epoch", "position", "num_samples", "seed",
 "world_size", "batch_size", "complete"}` (`saved_position` also reads the older resident form,
 which counted batches): `position` entries of the epoch's permutation have been trained on by all
-ranks together, so a resume may change the placement, the worker count, the world size or the
-batch size and still continue at that entry. A LitData stream keeps its own order and state
+ranks together, so a resume may change the placement and the worker count and still continue at
+that entry; the world size and batch size may change as long as a step takes no more images than
+before (`check_continuable`). A LitData stream keeps its own order and state
 (`lit_vision.data.streaming`); `saved_position` names that as a different order.
 
 Sharding follows `torch.utils.data.DistributedSampler`: with `drop_last` the permutation is
@@ -93,6 +94,32 @@ def saved_position(state: dict) -> dict:
     position = {key: int(state[key]) for key in POSITION_KEYS}
     position["complete"] = bool(state.get("complete", position["position"] >= position["num_samples"]))
     return position
+
+
+def check_continuable(position: dict, num_samples: int, batch_size: int, world_size: int) -> None:
+    """Refuse a saved position this run cannot continue exactly (before its first step).
+
+    Lightning restores its own count of the interrupted epoch's batches, k, in the saved run's
+    steps, and ends the epoch when that count reaches this run's batches per epoch. A run that
+    takes more images per step (batch size × processes) than the saved one would stop before the
+    permutation's end: measured, batch 8 → 16 after 3 of 8 batches trained 40 of the 64 images.
+    The same or fewer images per step continue to the end of the permutation."""
+    if position["num_samples"] != num_samples:
+        raise LitVisionError(
+            f"The checkpoint was saved mid-epoch on a training set of {position['num_samples']} images, but this "
+            f"run's training set has {num_samples}: resume with the same data (or from an epoch-end checkpoint)."
+        )
+    saved_step = position["batch_size"] * position["world_size"]
+    if position["complete"] or batch_size * world_size <= saved_step:
+        return
+    raise LitVisionError(
+        f"The checkpoint was saved in the middle of an epoch with data.batch_size {position['batch_size']} on "
+        f"{position['world_size']} process(es) ({saved_step} images per step), but this run takes {batch_size * world_size} "
+        f"(data.batch_size {batch_size} on {world_size}): Lightning counts the interrupted epoch's batches in the "
+        "checkpoint's steps and would end the epoch before its last images were trained. Resume with "
+        f"data.batch_size {position['batch_size']} on {position['world_size']} process(es) (or fewer images per step), "
+        "or from a checkpoint saved at an epoch's end."
+    )
 
 
 def batches_left(num_samples: int, start: int, batch_size: int, world_size: int, drop_last: bool) -> int:

@@ -17,7 +17,7 @@ Resuming mid-epoch: `ResidentOrder` counts the batches it has handed out in the 
 epoch; its `state_dict()` holds the position in `lit_vision.data.epoch_order`'s form (entries of
 the permutation trained on by all ranks), the same form the loader placement saves, so a
 checkpoint of either placement continues on the other, and a change of world size or batch size
-continues at the same entry. A resumed run recomputes the same permutation and starts there.
+continues at the same entry when a step takes no more images than before (`check_continuable`). A resumed run recomputes the same permutation and starts there.
 Lightning saves a loader's `state_dict` in its checkpoints, but drops it on restore when
 `configure_optimizers` sizes the schedule from `trainer.estimated_stepping_batches`, as ours does
 (the loader is built before the loop state is restored; Lightning issue 20550). The DataModule
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lit_vision.data.epoch_order import batches_left, epoch_permutation, rank_shard, saved_position
+from lit_vision.data.epoch_order import batches_left, check_continuable, epoch_permutation, rank_shard, saved_position
 from lit_vision.errors import LitVisionError
 
 # Reserved on top of the split: the model, its activations and the optimiser need room too.
@@ -163,15 +163,11 @@ class ResidentOrder:
         }  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue at a saved position (of this placement or the loader's, any worker count,
-        world size or batch size: the position counts entries of the shared permutation)."""
+        """Continue at a saved position (of this placement or the loader's, any worker count;
+        the position counts entries of the shared permutation, so the world size and batch size
+        may change too, as long as a step takes no more images: `check_continuable`)."""
         position = saved_position(state)
-        if position["num_samples"] != self.num_samples:
-            raise LitVisionError(
-                f"The checkpoint was saved mid-epoch on a training set of {position['num_samples']} images, but "
-                f"this run's training set has {self.num_samples}: resume with the same data (or from a checkpoint "
-                "saved at an epoch's end)."
-            )
+        check_continuable(position, self.num_samples, self.batch_size, self.world_size)
         # The saved seed wins, as on the loader placement: a resumed run whose seed was drawn
         # anew (seed_everything: true) still continues the interrupted permutation.
         self.seed = position["seed"]

@@ -13,7 +13,8 @@ own position runs ahead by the workers' prefetch) and reports them in `state_dic
 mid-epoch checkpoint of either placement continues on the other)
 `position` is global: after k batches on each of W ranks in lockstep, the first k·B·W entries
 of the epoch's permutation have been trained on (rank r takes entries r, r+W, ...), so a
-resume may change num_workers and even the world size and still continue at that entry.
+resume may change num_workers, and the world size or batch size as long as a step takes no
+more images than before (`epoch_order.check_continuable`), and still continue at that entry.
 Lightning trains each batch its fetcher takes from a sized loader before taking the next (no
 look-ahead), so at a step boundary "yielded" equals "trained".
 
@@ -31,7 +32,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from lit_vision.data.epoch_order import batches_left, epoch_permutation, rank_shard, saved_position
+from lit_vision.data.epoch_order import batches_left, check_continuable, epoch_permutation, rank_shard, saved_position
 from lit_vision.errors import LitVisionError
 
 
@@ -106,11 +107,7 @@ class ResumableDataLoader(DataLoader):
     def load_state_dict(self, state: dict[str, int]) -> None:
         state = saved_position(state)  # also a resident placement's position
         sampler: ResumableSampler = self.sampler
-        if state["num_samples"] != sampler.total:
-            raise LitVisionError(
-                f"The checkpoint was saved mid-epoch on a training set of {state['num_samples']} images, but this "
-                f"run's training set has {sampler.total}: resume with the same data (or from an epoch-end checkpoint)."
-            )
+        check_continuable(state, sampler.total, self.batch_size, sampler.num_replicas)
         # The order is keyed by the saved seed: a resumed run whose seed was drawn anew
         # (seed_everything: true) must still continue the interrupted permutation.
         sampler.seed = int(state["seed"])
