@@ -69,6 +69,25 @@ def test_pixel_images_are_normalised_with_the_pretrained_configs_statistics(name
     torch.testing.assert_close(logits, from_floats)  # uint8 and [0, 1] floats are the same pixels
 
 
+def test_flip_tta_averages_each_image_and_its_mirror():
+    model = build("convnext_atto", tta="flip").eval()
+    images = pixels(3)
+    with torch.no_grad():
+        both = [model.net(model.normalize(x)) for x in (images, images.flip(-1))]
+        torch.testing.assert_close(model(images), (both[0] + both[1]) / 2)
+
+
+def test_the_architecture_listing_says_how_to_reach_timm(capsys):
+    from lit_vision.models.__main__ import main
+
+    assert main(["timm", "convnext_at*"]) == 0
+    assert "convnext_atto" in capsys.readouterr().out.split()
+    assert main([]) == 0
+    table = capsys.readouterr().out
+    assert "| SimpleNet |" in table and "| Timm |" not in table  # the built-ins' table
+    assert "--model timm:convnext_atto" in table and "pip install 'lit-vision[timm]'" in table
+
+
 def test_a_fixed_size_architecture_is_built_for_the_given_size_and_checked_against_the_data():
     model = build("vit_tiny_patch16_224")
     assert model.net.pos_embed.shape[1] == 1 + (CROP // 16) ** 2 and model.input_size() == CROP
