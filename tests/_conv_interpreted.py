@@ -165,6 +165,28 @@ def trace_check():
             "x_grad": x.grad is not None}  # fmt: skip
 
 
+def opcheck_check():
+    """torch.library.opcheck of both custom ops (schema, fake kernels' shapes, strides and dtypes
+    against the real outputs, autograd registration): a compiled graph trusts the fake kernels'
+    layouts, so a real output laid out otherwise is a wrong graph, not an eager error."""
+    torch.manual_seed(6)
+    x = torch.randn(2, 4, 5, 5, requires_grad=True)
+    w = torch.randn(6, 2, 3, 3, requires_grad=True)
+    b = torch.randn(6, requires_grad=True)
+    geometry = ([2, 2], [1, 1], [1, 1], 2)
+    failures = {}
+    cases = {
+        "forward": (conv_implicit_gemm._conv_op, (x, w, b, *geometry)),
+        "backward": (conv_implicit_gemm._conv_backward_op, (torch.randn(2, 6, 3, 3), x.detach(), w.detach(), *geometry, True, True)),
+    }  # fmt: skip
+    for name, (op, args) in cases.items():
+        try:
+            torch.library.opcheck(op, args)
+        except Exception as error:  # noqa: BLE001 — reported, asserted on by the test module
+            failures[name] = str(error)[:600]
+    return failures
+
+
 def dynamo_check():
     """torch._dynamo.explain over SimpleNet's forward + loss with every convolution on the
     implicit-GEMM kernels: graphs and graph breaks (each convolution is one custom-op node)."""
@@ -234,7 +256,7 @@ GROUPS: dict[str, Callable[[], dict[str, Callable[[], object]]]] = {
     "blocks": channel_block_checks,
     "float32": float32_checks,
     "misc": lambda: {"trace": trace_check, "determinism": determinism_check, "module": module_check,
-                     "bfloat16": bfloat16_check},  # fmt: skip
+                     "bfloat16": bfloat16_check, "opcheck": opcheck_check},  # fmt: skip
     "slow": lambda: float32_checks(SLOW_FLOAT32_CASES, "slow-float32", batch=4),
     "dynamo": lambda: {"dynamo": dynamo_check},
 }

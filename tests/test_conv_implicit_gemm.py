@@ -101,6 +101,13 @@ def test_no_torch_convolution_op_in_the_trace(interpreted: dict) -> None:
 
 
 @NEEDS_TRITON
+def test_the_custom_ops_fake_kernels_match_their_real_outputs(interpreted: dict) -> None:
+    """torch.library.opcheck on the forward and backward ops: the fake kernels' shapes, strides
+    and dtypes are the real outputs', and the autograd registration holds."""
+    assert _result(interpreted, "opcheck") == {}
+
+
+@NEEDS_TRITON
 @pytest.mark.slow
 def test_torch_compile_traces_simplenet_on_the_kernels_without_a_graph_break() -> None:
     """`torch._dynamo.explain` over SimpleNet with every convolution on the implicit-GEMM kernels

@@ -294,8 +294,10 @@ def _launch_weight_grad(dy: Tensor, x: Tensor, weight_shape: torch.Size, geometr
     )  # fmt: skip
     # The deterministic reduction: a plain sum over the split axis (torch's reductions use no
     # atomics), then K's (kh, kw, ci) order back to the weight's (ci, kh, kw).
+    # Contiguous, as the custom op's fake kernel declares it: the permuted view's strides would
+    # differ from the declared ones, which a compiled graph relies on.
     grad = partial.sum(dim=1).view(groups, cog, kh, kw, cig).permute(0, 1, 4, 2, 3)
-    return grad.reshape(weight_shape).to(x.dtype)
+    return grad.reshape(weight_shape).to(x.dtype, memory_format=torch.contiguous_format)
 
 
 def _on_device(tensor: Tensor):
