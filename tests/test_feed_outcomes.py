@@ -53,9 +53,11 @@ def classes_per_batch(data: MiniPlacesDataModule) -> float:
     return statistics.mean(len(set(labels.tolist())) for _, labels in data.train_dataloader())
 
 
-@pytest.mark.parametrize("num_workers", [0, 2])
-def test_stream_batches_mix_classes_like_the_folder_loader(sorted_ten, tmp_path, num_workers):
-    stream = optimize_dataset(sorted_ten, tmp_path / "stream", num_workers=1)  # one 64 MB chunk holds it all
+# One 64 MB chunk holds the whole set (a small dataset), or chunks of 64 images: ten chunks, one
+# class each when written in list order, as a large class-sorted set's many chunks are.
+@pytest.mark.parametrize("num_workers, chunk_size", [(0, None), (2, None), (2, 64)])
+def test_stream_batches_mix_classes_like_the_folder_loader(sorted_ten, tmp_path, num_workers, chunk_size):
+    stream = optimize_dataset(sorted_ten, tmp_path / "stream", num_workers=1, chunk_size=chunk_size)
     folder = classes_per_batch(datamodule(sorted_ten, num_workers=num_workers))
     streamed = classes_per_batch(datamodule(sorted_ten, stream=str(stream), num_workers=num_workers))
     assert folder > 9  # 64 draws from 10 classes
