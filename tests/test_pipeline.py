@@ -19,7 +19,7 @@ IDENTITY = Augmentation(flip=False, degrees=0, scale=(1, 1), ratio=(1, 1), gain=
 
 
 def make_datamodule(data_dir, **overrides) -> MiniPlacesDataModule:
-    # The loader paths (data.placement: auto would pick resident under the fake GPU trainers).
+    # The loader paths, named: these tests are about them whatever data.placement: auto comes to pick.
     settings = dict(data_dir=str(data_dir), num_classes=4, batch_size=8, num_workers=0,
                     resize_size=36, crop_size=32, pin_memory=False, placement="loader")  # fmt: skip
     settings.update(overrides)

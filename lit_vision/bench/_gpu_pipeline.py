@@ -240,7 +240,7 @@ def pipeline_rows(args, results: dict, deadline: float, rows: list, notes: list)
                 continue
             timer = FitTimer(torch.device(args.device))
             try:
-                # The loader path as it was (data.placement: auto would hold the data on a GPU).
+                # The loader path, named: this section times it whatever data.placement: auto picks.
                 row, startup = measure_fit(
                     arch, cache, options, args, results, data_dir, num_classes, workdir, share,
                     data_options={"placement": "loader"}, timer=timer,
