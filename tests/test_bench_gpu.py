@@ -216,20 +216,25 @@ def test_each_fit_gets_its_start_up_allowance_beside_its_timed_window():
 
 
 def test_the_timer_closes_the_window_after_its_seconds_not_counting_the_start_up(monkeypatch):
+    # A clock the test moves (no sleeps: a loaded machine cannot make it flaky).
+    clock = [1000.0]
+    monkeypatch.setattr(_gpu_pipeline, "time", argparse.Namespace(perf_counter=lambda: clock[0]))
     monkeypatch.setattr(_gpu_pipeline, "synchronize", lambda device: None)
-    timer = _gpu_pipeline.FitTimer(torch.device("cpu"), timed_s=0.05)
+    timer = _gpu_pipeline.FitTimer(torch.device("cpu"), timed_s=10.0)
     trainer = argparse.Namespace(global_step=0, should_stop=False)
     for step in range(_gpu_pipeline.SKIPPED_STEPS):  # a long start-up (a compile) before the window
         trainer.global_step = step
         timer.on_train_batch_start(trainer, None, None, step)
+        clock[0] += 60.0
         timer.on_train_batch_end(trainer, None, None, None, step)
-    time.sleep(0.1)
     assert not trainer.should_stop and not timer.steps
     trainer.global_step = _gpu_pipeline.SKIPPED_STEPS
     timer.on_train_batch_start(trainer, None, None, 0)
+    clock[0] += 9.0
     timer.on_train_batch_end(trainer, None, None, None, 0)
     assert not trainer.should_stop and timer.steps == 1
-    time.sleep(0.06)
     timer.on_train_batch_start(trainer, None, None, 1)
+    clock[0] += 1.0
     timer.on_train_batch_end(trainer, None, None, None, 1)
     assert trainer.should_stop and timer.steps == 2
+    assert timer.start - timer.first_step == 5 * 60.0  # the start-up, outside the window
