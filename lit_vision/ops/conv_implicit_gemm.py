@@ -1,5 +1,6 @@
 """The implicit-GEMM convolution: launches the Triton kernels of `conv_implicit_gemm_kernels.py`
-and wraps them in an autograd Function (forward, input gradient, weight gradient, bias gradient).
+and wraps them in torch.library custom ops with their autograd (forward, input gradient, weight
+gradient, bias gradient).
 
 Unlike im2col, no unfolded matrix is ever written: each kernel gathers the tile of the im2col
 matrix it needs straight from the image into on-chip memory (see the kernels' docstring). The

@@ -1,5 +1,5 @@
 """The three Triton kernels of the implicit-GEMM convolution (forward, input gradient, weight
-gradient); `conv_implicit_gemm.py` launches them and wraps them in an autograd Function.
+gradient); `conv_implicit_gemm.py` launches them and wraps them in torch.library custom ops.
 
 Each kernel is a tiled GEMM whose operand tiles are *gathered* from the image (or the output
 gradient) when the GEMM needs them, instead of being read from a materialised im2col matrix:
