@@ -88,8 +88,8 @@ def match_schedule_to_mode(schedule: torch.optim.lr_scheduler.LRScheduler) -> No
     checkpoint keeps them so. Eager, a tensor base turns the learning rate back into a tensor at
     the next schedule step (`base_lr * factor`), which takes AdamW off its foreach path and gives
     SGD a tensor `alpha`; compiled, the schedule writes the tensor learning rate with
-    `fill_(value)`, and a tensor value is read back to the host first (a synchronisation per
-    step on an accelerator). A float base serves both: eager assigns it, compiled fills it."""
+    `fill_(value)`, which takes a float as well as a tensor. A float base serves both: eager
+    assigns it, compiled fills it, and the checkpoints of either mode hold floats."""
     for name in ("base_lrs", "_last_lr"):
         values = getattr(schedule, name, None)
         if values is not None:
