@@ -146,6 +146,9 @@ def test_val_fraction_conflicts_are_named(folders_with_val, standin_dir):
         datamodule(standin_dir, val_fraction=0.2).setup("fit")
     with pytest.raises(LitVisionError, match=r"data.val_fraction must lie in \[0, 1\)"):
         datamodule(folders_with_val, val_fraction=1.5).setup("fit")
+    # A data_dir that holds no dataset at all is named as such, not the option.
+    with pytest.raises(LitVisionError, match=r"holds none of the dataset layouts this package reads"):
+        datamodule(folders_with_val / "test", val_fraction=0.2).setup("fit")
 
 
 def test_nothing_found_names_every_layout_looked_for_once(tmp_path):

@@ -245,16 +245,17 @@ def detect_layout(root: Path, layout: str = "auto", val_fraction: float | None =
     if layout not in LAYOUT_NAMES:
         raise LitVisionError(f"data.layout must be one of {', '.join(LAYOUT_NAMES)}; got {layout!r}.")
     if layout == "auto":
-        layout = _auto(root) or "miniplaces"
+        layout = _auto(root)
     if val_fraction is not None:
         check_fraction(val_fraction)
-        if layout not in HOLDOUT_LAYOUTS:
+        # Nothing found (layout None): the missing data is the error to name, not the option.
+        if layout is not None and layout not in HOLDOUT_LAYOUTS:
             raise LitVisionError(
                 f"data.val_fraction holds out training images where a dataset has no validation split "
                 f"({', '.join(HOLDOUT_LAYOUTS)}); {root} is read as {layout}, whose val split is its own: "
                 "leave data.val_fraction unset."
             )
-    if layout == "miniplaces":
+    if layout in ("miniplaces", None):  # auto with nothing found: MiniPlaces, what data.download fetches
         images = root / "images"
         return DataLayout("miniplaces", root, images, {"train": (root / "train.txt", ""), "val": (root / "val.txt", "")},
                           root / "categories.txt", "test")  # fmt: skip
