@@ -137,3 +137,16 @@ def test_mlflow_alone_logs_to_a_sqlite_store_and_the_run_folder_keeps_its_log(ti
     assert (tmp_path / "checkpoints" / "tracked" / "version_0" / "last.ckpt").is_file()
     run = mlflow_runs(store, "tracked")["version_0"]
     assert run.data.metrics["val/top1"] == pytest.approx(fit.trainer.callback_metrics["val/top1"].item())
+
+
+@pytest.mark.slow
+def test_wandb_offline_keeps_its_files_in_the_run_folder(tiny_config, run_cli, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")  # never the network
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "elsewhere"))  # what the run folder must override
+    fit = build_cli(["fit", "--config", str(tiny_config), *QUICK, "--trainer.logger", "WandbLogger",
+                     "--trainer.logger.init_args.offline", "true"])  # fmt: skip
+    wandb_logger = fit.trainer.loggers[-1]
+    assert type(wandb_logger).__name__ == "WandbLogger" and wandb_logger.experiment.name == "tiny/version_0"
+    assert list((tmp_path / "logs" / "tiny" / "version_0" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert (tmp_path / "checkpoints" / "tiny" / "version_0" / "last.ckpt").is_file()
