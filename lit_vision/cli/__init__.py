@@ -18,6 +18,8 @@ One job per file:
 - `flag_errors`: a command-line mistake as one paragraph with "did you mean";
 - `config_files`: the one place that reads a run's YAML config files and finds them on the command line;
 - `class_count_check`: a model num_classes that disagrees with the data's is an error;
+- `loggers`: `--trainer.logger` (any Lightning logger, several at once) in the run's version_N;
+- `timm_flags`: `--model timm:NAME`, and a timm model's img_size from `data.crop_size`;
 - `resume`: whether `fit --ckpt_path` has anything left to train;
 - `export`, `plot`: those subcommands.
 
