@@ -301,3 +301,16 @@ def test_a_killed_epoch_resumed_with_more_images_per_step_is_refused_and_fewer_t
     assert not refused.by_step
     after = resumed(one_per_class, tmp_path, **{**first, "batch_size": 4})
     assert_exactly_once(interrupted_epoch(before, after))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("first, second", [("loader", "resident"), ("resident", "loader"), ("resident", "resident")])
+def test_an_epoch_end_checkpoint_resumes_with_the_whole_next_epoch_on_either_placement(one_per_class, tmp_path, first, second):
+    with pytest.raises(Preempted):
+        train(one_per_class, tmp_path, "killed", TrainedSamples(stop_at=EPOCH_STEPS + 1), every=EPOCH_STEPS,
+              placement=first, augment_on="device")  # fmt: skip
+    after = TrainedSamples()
+    train(one_per_class, tmp_path, "resumed", after, ckpt_path=tmp_path / "ckpt" / f"step={EPOCH_STEPS}.ckpt",
+          placement=second, augment_on="device", batch_size=16)  # fmt: skip  (an epoch's end: any batch size)
+    assert len(after.by_step) == 4  # the whole next epoch, 64 images in batches of 16
+    assert_exactly_once([i for step in after.by_step for i in after.by_step[step]])
