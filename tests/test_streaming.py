@@ -116,6 +116,8 @@ def test_not_a_stream_is_named(tmp_path):
 def test_stream_excludes_folder_only_options(stream_dir):
     with pytest.raises(LitVisionError, match="data.stream reads a converted stream: data.cache"):
         stream_datamodule(stream_dir, cache=True)
+    with pytest.raises(LitVisionError, match=r"data.val_fraction 0.2 holds out .* already holds its validation split"):
+        stream_datamodule(stream_dir, val_fraction=0.2)
 
 
 @pytest.mark.slow

@@ -186,6 +186,13 @@ class MiniPlacesDataModule(L.LightningDataModule):
         if stream is not None and (cache or download):
             raise LitVisionError("data.stream reads a converted stream: data.cache and data.download apply to image "
                                  "folders; leave them false with data.stream.")  # fmt: skip
+        if stream is not None and val_fraction is not None:
+            # The stream's validation split was fixed when it was written; the option would do nothing.
+            raise LitVisionError(
+                f"data.val_fraction {val_fraction} holds out training images of a folder, but data.stream {stream} "
+                "already holds its validation split (chosen when it was written: lit-vision optimize --val_fraction, "
+                "--val_seed). Leave data.val_fraction unset with data.stream, or write the stream again."
+            )
         if placement not in PLACEMENTS:
             raise LitVisionError(f"data.placement must be one of {', '.join(PLACEMENTS)}; got {placement!r}.")
         if placement == "resident" and augment_on in ("worker", "worker_batched"):
