@@ -314,3 +314,16 @@ def test_an_epoch_end_checkpoint_resumes_with_the_whole_next_epoch_on_either_pla
           placement=second, augment_on="device", batch_size=16)  # fmt: skip  (an epoch's end: any batch size)
     assert len(after.by_step) == 4  # the whole next epoch, 64 images in batches of 16
     assert_exactly_once([i for step in after.by_step for i in after.by_step[step]])
+
+
+@pytest.mark.slow
+def test_a_killed_stream_epoch_resumed_on_another_stream_location_is_refused(one_per_class, named_stream, tmp_path):
+    import shutil
+
+    moved = shutil.copytree(named_stream, tmp_path / "moved")  # the same samples, another data.stream
+    killed(one_per_class, tmp_path, stream=str(named_stream), num_workers=1)
+    after = TrainedSamples()
+    with pytest.raises(LitVisionError, match=r"position in the stream .*moved.* does not fit this run"):
+        train(one_per_class, tmp_path, "refused", after, ckpt_path=tmp_path / "ckpt" / f"step={SAVED_AT}.ckpt",
+              stream=str(moved), num_workers=1)  # fmt: skip
+    assert not after.by_step
