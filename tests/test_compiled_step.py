@@ -118,6 +118,17 @@ def groups_as(seen: dict, expected: dict) -> bool:
     return {k: seen[k] for k in expected} == expected
 
 
+def assert_resumed_steps(resumed: OptimizerTypes, reference: OptimizerTypes, groups: dict) -> None:
+    """The resumed run's steps 2, 3, 4 hold `groups`' types and flags, at the reference run's
+    learning rates."""
+    assert [seen["step"] for seen in resumed.seen] == [2, 3, 4]
+    for seen in resumed.seen:
+        assert groups_as(seen, groups), seen
+    reference_lrs = {seen["step"]: seen["lr_value"] for seen in reference.seen}
+    for seen in resumed.seen:
+        assert seen["lr_value"] == pytest.approx(reference_lrs[seen["step"]], rel=1e-6)
+
+
 def test_an_eager_resume_of_a_fresh_compiled_checkpoint_steps_with_float_learning_rates(standin_dir, tmp_path):
     """A checkpoint of a run that was compiled from its first step (its schedule saved tensor
     bases) resumed eagerly: every step uses Python-float learning rates and torch's default
@@ -131,12 +142,7 @@ def test_an_eager_resume_of_a_fresh_compiled_checkpoint_steps_with_float_learnin
     assert saved["hyper_parameters"]["compile"] == "step"
     eager = fit(standin_dir, tmp_path, False, 4, "eager", ckpt_path=tmp_path / "compiled" / "step=2.ckpt",
                 probe=eager_probe, **ADAMW)  # fmt: skip
-    assert [seen["step"] for seen in eager_probe.seen] == [2, 3, 4]
-    for seen in eager_probe.seen:
-        assert groups_as(seen, EAGER_GROUPS), seen
-    compiled_lrs = {seen["step"]: seen["lr_value"] for seen in compiled_probe.seen}
-    for seen in eager_probe.seen:
-        assert seen["lr_value"] == pytest.approx(compiled_lrs[seen["step"]], rel=1e-6)
+    assert_resumed_steps(eager_probe, compiled_probe, EAGER_GROUPS)
     saved_eager = torch.load(tmp_path / "eager" / "step=4.ckpt", weights_only=True)
     assert {type(b) for b in saved_eager["lr_schedulers"][0]["base_lrs"]} == {float}
     assert {type(g["lr"]) for g in saved_eager["optimizer_states"][0]["param_groups"]} == {float}
@@ -157,13 +163,8 @@ def test_a_compiled_resume_of_a_fresh_eager_checkpoint_steps_compiled_with_tenso
     compiled = fit(standin_dir, tmp_path, "step", 4, "compiled", ckpt_path=tmp_path / "eager" / "step=2.ckpt",
                    probe=compiled_probe, **ADAMW)  # fmt: skip
     assert compiled.trainer.optimizers[0]._lit_vision_compiled and "_compiled_loss" in compiled.__dict__
-    assert [seen["step"] for seen in compiled_probe.seen] == [2, 3, 4]
+    assert_resumed_steps(compiled_probe, eager_probe, COMPILED_GROUPS)
     assert len({seen["graphs"] for seen in compiled_probe.seen[1:]}) == 1  # compiled at step 2, then reused
-    for seen in compiled_probe.seen:
-        assert groups_as(seen, COMPILED_GROUPS), seen
-    eager_lrs = {seen["step"]: seen["lr_value"] for seen in eager_probe.seen}
-    for seen in compiled_probe.seen:
-        assert seen["lr_value"] == pytest.approx(eager_lrs[seen["step"]], rel=1e-6)
     eager_at_4 = torch.load(tmp_path / "eager" / "step=4.ckpt", weights_only=True)
     assert_close(weights(compiled), weights(eager_at_4["state_dict"]), tolerance=1e-4)
     fit(standin_dir, tmp_path, False, 6, "back", ckpt_path=tmp_path / "compiled" / "step=4.ckpt",
