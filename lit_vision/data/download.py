@@ -168,7 +168,10 @@ def download_cifar(data_dir: str | Path, name: str = "cifar10", url: str | None 
             raise LitVisionError(f"{error} {cifar_instructions(data_dir, name)}") from None
         got = md5_of(archive)
         if got != md5:
-            raise LitVisionError(f"The download of {url} is corrupt: its md5 is {got}, expected {md5}.")
+            raise LitVisionError(
+                f"The download of {url} is corrupt: its md5 is {got}, expected {md5}. Nothing was kept; run again "
+                f"to download it anew. {cifar_instructions(data_dir, name)}"
+            )
         try:
             with tarfile.open(archive, "r:gz") as tar:
                 tar.extractall(staging, filter="data")  # refuses absolute paths, links out, devices
