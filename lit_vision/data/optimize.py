@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("data_dir", help="the dataset folder (MiniPlaces, Places365-Standard or class-per-folder layout)")
     parser.add_argument("out", help="the stream folder to write (must not exist)")
     parser.add_argument("--layout", choices=LAYOUT_NAMES, default="auto")
-    parser.add_argument("--num_classes", type=int, default=None, help="default: the categories file's line count")
+    parser.add_argument("--num_classes", type=int, default=None,
+                        help="default: the classes the data names (its categories file, or its class folders)")
     parser.add_argument("--num_workers", type=int, default=min(8, os.cpu_count() or 1), help="conversion processes")
     parser.add_argument("--chunk_bytes", default="64MB", help="target size of a chunk file")
     parser.add_argument("--chunk_size", type=int, default=None, help="samples per chunk (instead of --chunk_bytes)")
