@@ -15,7 +15,7 @@ from torch._dynamo.utils import counters
 from lit_vision.data import MiniPlacesDataModule
 from lit_vision.data.augment_settings import Augmentation
 from lit_vision.models import SimpleNet
-from lit_vision.models.compiled_step import install_compiled_update, match_optimizer_to_mode
+from lit_vision.models.compiled_step import install_compiled_update, match_optimizer_to_mode, match_schedule_to_mode
 
 pytestmark = pytest.mark.slow
 
@@ -171,6 +171,31 @@ def test_a_compiled_resume_of_a_fresh_eager_checkpoint_steps_compiled_with_tenso
         probe=back_probe, **ADAMW)  # fmt: skip
     for seen in back_probe.seen:
         assert groups_as(seen, EAGER_GROUPS), seen
+
+
+def test_an_eager_resume_of_a_schedule_saved_with_tensor_bases_steps_with_floats():
+    """A compiled checkpoint written before the schedule's bases were kept as floats holds
+    tensor `base_lrs`, `_last_lr` and `initial_lr` (the fresh checkpoints above no longer do):
+    resumed eagerly, the schedule's next steps still give float learning rates."""
+    weight = torch.nn.Parameter(torch.ones(3))
+    compiled = torch.optim.AdamW([weight], lr=torch.tensor(0.01), fused=True)
+    old_schedule = torch.optim.lr_scheduler.LambdaLR(compiled, lambda step: 1.0 / (step + 1))
+    assert all(isinstance(b, torch.Tensor) for b in old_schedule.base_lrs)  # what such a checkpoint holds
+    eager = torch.optim.AdamW([weight], lr=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(eager, lambda step: 1.0 / (step + 1))
+    eager.load_state_dict(compiled.state_dict())
+    schedule.load_state_dict(old_schedule.state_dict())
+    match_optimizer_to_mode(eager, False, "adamw")
+    match_schedule_to_mode(schedule)
+    for _ in range(2):
+        weight.grad = torch.ones(3)
+        eager.step()
+        schedule.step()
+        group = eager.param_groups[0]
+        assert isinstance(group["lr"], float) and isinstance(group["initial_lr"], float), group
+        assert (group["foreach"], group["fused"]) == (None, None)
+    assert all(isinstance(b, float) for b in schedule.base_lrs + schedule.get_last_lr())
+    assert eager.param_groups[0]["lr"] == pytest.approx(0.01 / 3)
 
 
 @pytest.mark.parametrize("name", ["sgd", "adamw"])
