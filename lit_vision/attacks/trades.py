@@ -15,7 +15,8 @@ adversarial images with shared batch statistics — Zhang et al. run two passes)
 is taken on the clean half only; the KL, averaged over the pairs, is β-weighted. Gradients
 flow through both halves, as in the reference code.
 
-Pure torch (no Lightning): the callback runs the attack and hands `TradesLoss` to the model.
+Pure torch (no Lightning): the callback runs the attack and, through the objective it hands
+the model once per fit, applies `TradesLoss` to each batch it rebuilt.
 """
 
 from __future__ import annotations

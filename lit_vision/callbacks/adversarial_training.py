@@ -27,8 +27,10 @@ default point of the knob. `objective: trades` (Zhang et al. 2019) keeps the sam
 `[clean ‖ adversarial]` batch — every clean image and one adversarial copy of each, in order —
 but the copies come from an attack that maximises KL(p(clean) ‖ p(adversarial)) (no label, no
 `target`), and the loss is CE on the clean half + `trades_beta` × the KL between each pair:
-the callback hands the model that objective for the batch (`ImageClassifier.batch_objective`,
-read by its `training_loss`), since a mean over the batch cannot express it. `trades_beta` is
+the callback hands the model that objective once, when the fit starts (`ImageClassifier.training_objective`,
+called by its `training_loss` on every batch, cleared at teardown), since a mean over the batch
+cannot express it; the objective reads the callback's own record of the batch it rebuilt
+(TRADES on a perturbed batch, the mean cross-entropy on a clean one). `trades_beta` is
 then the trade-off knob (6: Zhang et al.'s); `adversarial_weight` stays at 0.5. See
 attacks/trades.py.
 
@@ -51,6 +53,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+from torch.nn import functional as F
 
 from lit_vision.attacks.pgd import (
     ASSIGNMENT_PGD_EPSILON,
@@ -154,6 +157,9 @@ class AdversarialTraining(Callback):
         # Counters of the current fit (not checkpointed: they are for logs and tests).
         self.batches_seen = 0
         self.batches_perturbed = 0
+        # Pairs of the [clean ‖ adversarial] batch being trained on under objective 'trades'
+        # (None: the batch was left clean); read by `trades_objective`.
+        self._trades_pairs: int | None = None
 
     # ------------------------------------------------------------------ plan
     def epsilon_scale(self, epoch: int, batch_idx: int, num_batches: int) -> float:
@@ -190,23 +196,51 @@ class AdversarialTraining(Callback):
             return batch_size, max(1, min(batch_size, round(batch_size * w / (1 - w))))
         return round(batch_size * (1 - w) / w), batch_size
 
+    def trades_objective(self, logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+        """The loss the model trains on under objective 'trades' (handed to it once per fit):
+        TRADES on a batch this callback rebuilt, the model's mean cross-entropy on one it left clean."""
+        if self._trades_pairs is None:
+            return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+        return TradesLoss(self.trades_beta, pairs=self._trades_pairs)(logits, labels, label_smoothing)
+
     # ----------------------------------------------------------------- hooks
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.batches_seen = 0
         self.batches_perturbed = 0
-        if self.objective == "trades" and not hasattr(pl_module, "batch_objective"):
+        self._trades_pairs = None
+        if self.objective != "trades":
+            return
+        if not hasattr(pl_module, "training_objective"):
             raise LitVisionError(
                 f"AdversarialTraining objective 'trades' needs a model whose training_step takes its loss from "
-                f"`batch_objective` (lit_vision's ImageClassifier and every --model do); {type(pl_module).__name__} "
+                f"`training_objective` (lit_vision's ImageClassifier and every --model do); {type(pl_module).__name__} "
                 "does not. Use objective 'mix', or subclass lit_vision.models.ImageClassifier."
             )
+        if pl_module.training_objective not in (None, self.trades_objective):
+            raise LitVisionError(
+                f"AdversarialTraining objective 'trades' found the model's training_objective already set to "
+                f"{pl_module.training_objective!r}: two callbacks cannot both choose the training loss. Keep one."
+            )
+        pl_module.training_objective = self.trades_objective
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._release(pl_module)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        # Lightning skips teardown hooks when a fit fails: the model must not keep this fit's loss.
+        self._release(pl_module)
+
+    def _release(self, pl_module: L.LightningModule) -> None:
+        self._trades_pairs = None
+        if getattr(pl_module, "training_objective", None) == self.trades_objective:
+            pl_module.training_objective = None
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
-        if self.objective == "trades":
-            pl_module.batch_objective = None  # the objective belongs to one batch only
+        self._trades_pairs = None  # the record describes one batch only
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         self.batches_seen += 1
+        self._trades_pairs = None
         scale = self.epsilon_scale(trainer.current_epoch, batch_idx, int(trainer.num_training_batches))
         attack = self.plan(trainer.current_epoch, batch_idx, scale)
         # Logged on every batch (0 or 1) so that the epoch's sum is the count, even when 0.
@@ -234,7 +268,7 @@ class AdversarialTraining(Callback):
             if self.objective == "trades":
                 result = kl_attack(pl_module, images, attack.epsilon, attack.step_size, attack.num_steps,
                                    attack.random_start, generator)  # fmt: skip
-                pl_module.batch_objective = TradesLoss(self.trades_beta, pairs=attacked)
+                self._trades_pairs = attacked  # what the model's objective reads for this batch
             else:
                 result = attack.attack(pl_module, images[:attacked], labels[:attacked], generator=generator)
         clean = to_unit_float(images[:kept])

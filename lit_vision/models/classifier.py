@@ -57,8 +57,8 @@ class ImageClassifier(L.LightningModule):
     """
 
     net: nn.Module
-    # Set per batch by a callback that changes what the batch means (see training_loss).
-    batch_objective: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] | None = None
+    # Handed in once per fit by a callback that changes what its batches mean (see training_loss).
+    training_objective: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] | None = None
 
     def __init__(
         self,
@@ -187,6 +187,8 @@ class ImageClassifier(L.LightningModule):
         state = super().__getstate__()
         state.pop("_compiled_net", None)
         state.pop("_compiled_loss", None)
+        # ...and the objective a callback handed in: a copy is not the model that callback trains.
+        state.pop("training_objective", None)
         return state
 
     def setup(self, stage: str) -> None:
@@ -215,9 +217,10 @@ class ImageClassifier(L.LightningModule):
         if cuda_graphs and self.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()
         optimizer.zero_grad(set_to_none=True)
-        # A per-batch objective (TRADES) is a new Python object every batch: compiling it would
-        # recompile every step, so that loss runs eagerly; the update below stays compiled.
-        loss_fn = self._loss_and_logits if self.batch_objective is not None else self.__dict__["_compiled_loss"]
+        # An objective handed in by a callback (TRADES) reads the callback's record of the batch
+        # in Python: compiled, it would guard on that record and recompile as it changes, so that
+        # loss runs eagerly; the network (compiled on its own) and the update below stay compiled.
+        loss_fn = self._loss_and_logits if self.training_objective is not None else self.__dict__["_compiled_loss"]
         loss, logits = loss_fn(images, labels)
         if cuda_graphs:
             # CUDA-graph outputs are overwritten by the next replay; logs and callbacks keep these.
@@ -254,11 +257,11 @@ class ImageClassifier(L.LightningModule):
         return loss
 
     def training_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy over the batch, unless a callback that rebuilt this batch set
-        `batch_objective` for it (AdversarialTraining's TRADES: a `[clean ‖ adversarial]` batch
-        whose loss is not a mean over its images)."""
-        if self.batch_objective is not None:
-            return self.batch_objective(logits, labels, self.hparams.label_smoothing)
+        """Mean cross-entropy over the batch, unless a callback that rebuilds batches handed the
+        model its `training_objective` for the fit (AdversarialTraining's TRADES: a
+        `[clean ‖ adversarial]` batch's loss is not a mean over its images)."""
+        if self.training_objective is not None:
+            return self.training_objective(logits, labels, self.hparams.label_smoothing)
         return F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
 
     def _evaluate(self, batch, metrics: MetricCollection, stage: str) -> torch.Tensor:
