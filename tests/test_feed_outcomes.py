@@ -181,8 +181,8 @@ SAVED_AT = 11
 CHECKPOINT_EVERY = 11  # steps
 
 
-def train(root, tmp_path, run: str, callback: TrainedSamples, ckpt_path=None, every=CHECKPOINT_EVERY, **data_args) -> None:
-    L.seed_everything(0)
+def train(root, tmp_path, run: str, callback: TrainedSamples, ckpt_path=None, every=CHECKPOINT_EVERY, seed=0, **data_args) -> None:
+    L.seed_everything(seed)
     saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="{step}", every_n_train_steps=every, save_top_k=-1)
     trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
@@ -199,9 +199,9 @@ def killed(root, tmp_path, **data_args) -> TrainedSamples:
     return before
 
 
-def resumed(root, tmp_path, **data_args) -> TrainedSamples:
+def resumed(root, tmp_path, seed=0, **data_args) -> TrainedSamples:
     after = TrainedSamples()
-    train(root, tmp_path, "resumed", after, ckpt_path=tmp_path / "ckpt" / f"step={SAVED_AT}.ckpt", **data_args)
+    train(root, tmp_path, "resumed", after, ckpt_path=tmp_path / "ckpt" / f"step={SAVED_AT}.ckpt", seed=seed, **data_args)
     return after
 
 
@@ -240,9 +240,10 @@ def named_stream(one_per_class, tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_a_killed_stream_epoch_resumes_exactly_on_its_own_grid(one_per_class, named_stream, tmp_path):
+@pytest.mark.parametrize("resume_seed", [0, 1])  # 1: seed_everything: true drew another seed; the saved one wins
+def test_a_killed_stream_epoch_resumes_exactly_on_its_own_grid(one_per_class, named_stream, tmp_path, resume_seed):
     before = killed(one_per_class, tmp_path, stream=str(named_stream), num_workers=2)
-    after = resumed(one_per_class, tmp_path, stream=str(named_stream), num_workers=2)
+    after = resumed(one_per_class, tmp_path, seed=resume_seed, stream=str(named_stream), num_workers=2)
     assert_exactly_once(interrupted_epoch(before, after))
 
 

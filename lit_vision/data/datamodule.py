@@ -529,6 +529,11 @@ class MiniPlacesDataModule(L.LightningDataModule):
         if stream is None:
             loader.load_state_dict(state)  # either placement's position (lit_vision.data.epoch_order)
             return
+        saved_seed = state.get("dataset", {}).get("seed")
+        if saved_seed is not None:
+            # The saved seed wins, as on the folder placements: a resumed run whose seed was drawn
+            # anew (seed_everything: true) continues the interrupted order (LitData refuses another).
+            loader.dataset.seed = int(saved_seed)
         if stream_position_complete(state):
             loader.current_epoch = int(state["current_epoch"])  # the next epoch's LitData order, nothing to skip
             return
