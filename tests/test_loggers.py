@@ -150,3 +150,19 @@ def test_wandb_offline_keeps_its_files_in_the_run_folder(tiny_config, run_cli, t
     assert type(wandb_logger).__name__ == "WandbLogger" and wandb_logger.experiment.name == "tiny/version_0"
     assert list((tmp_path / "logs" / "tiny" / "version_0" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert (tmp_path / "checkpoints" / "tiny" / "version_0" / "last.ckpt").is_file()
+
+
+@pytest.mark.parametrize(
+    "option, expected",
+    [
+        (["--trainer.callbacks.init_args.fraction", "lots"], "trainer.callbacks.init_args.fraction = lots: expected float"),
+        (["--trainer.callbacks.init_args.fractio", "0.5"],
+         "unknown flag --trainer.callbacks.init_args.fractio: lit_vision.callbacks.adversarial_training.AdversarialTraining "
+         "has no argument 'fractio' (did you mean --trainer.callbacks.init_args.fraction?)"),
+    ],
+)  # fmt: skip
+def test_a_callback_argument_mistake_names_the_callbacks_flag(option, expected, tiny_config, run_cli, capsys):
+    training = "--trainer.callbacks+=lit_vision.callbacks.adversarial_training.AdversarialTraining"
+    assert run_cli("fit", "--config", tiny_config, training, *option) == 2
+    error = capsys.readouterr().err.strip()
+    assert expected in error and len(error.splitlines()) == 1 and "--model.init_args" not in error

@@ -71,14 +71,20 @@ def flag_error_message(error: argparse.ArgumentError, subcommand: str | None, pa
         noun = "flag" if len(flags) == 1 else "flags"
         return f"unknown {noun} {named} for `{command}`. {help_hint}"
     match = _NOT_ACCEPTED.search(text)
-    if match:
+    # A bad value for an argument the named class has wins over the base class refusing it
+    # (`--trainer.callbacks.init_args.fraction lots`: lightning.Callback has no `fraction`).
+    if match and not (_BAD_VALUE.match(text) and _nested_argument(text)):
         class_path, option = match.groups()
-        culprit = f"--model.init_args.{option}"
-        candidates = class_flags(class_path, "--model.init_args.")
-        return (
-            f"unknown flag {culprit}: {class_path} has no argument {option!r}{did_you_mean(culprit, candidates)}. "
+        outer = _BAD_VALUE.match(text)
+        section = outer.group(1) if outer else "model"
+        culprit = f"--{section}.init_args.{option}"
+        candidates = class_flags(class_path, f"--{section}.init_args.")
+        hint = (
             f"`{command} --model.help {class_path.rsplit('.', 1)[-1]}` lists the model's options."
+            if section == "model"
+            else help_hint
         )
+        return f"unknown flag {culprit}: {class_path} has no argument {option!r}{did_you_mean(culprit, candidates)}. {hint}"
     match = _BAD_VALUE.match(text)
     if match and missing_save_dir(text):  # a file logger in a config file, without save_dir
         return f"{missing_save_dir(text)} (`{command}`). {help_hint}"
@@ -105,8 +111,8 @@ def _nested_argument(text: str) -> tuple[str, str] | None:
     for i, line in enumerate(lines[:-1]):
         if "Problem with given class_path" in line:
             inner = _BAD_VALUE.search(lines[i + 1])
-            if inner is None:
-                return None
+            if inner is None:  # this class refused the option itself: look at the next one
+                continue
             indent = len(lines[i + 1]) - len(lines[i + 1].lstrip())
             block = []
             for following in lines[i + 2 :]:
