@@ -220,6 +220,9 @@ FOLDER_CASES = {
     "loader 0 workers -> loader 2 workers": ({"placement": "loader", "num_workers": 0}, {"placement": "loader", "num_workers": 2}),
     "loader -> resident": ({"placement": "loader", "num_workers": 1}, {"placement": "resident", "augment_on": "device"}),
     "resident -> loader": ({"placement": "resident", "augment_on": "device"}, {"placement": "loader", "num_workers": 0}),
+    "loader 2 workers -> resident": ({"placement": "loader", "num_workers": 2}, {"placement": "resident", "augment_on": "device"}),
+    "resident -> loader 2 workers": ({"placement": "resident", "augment_on": "device"}, {"placement": "loader", "num_workers": 2}),
+    "loader 2 workers -> loader 1 worker": ({"placement": "loader", "num_workers": 2}, {"placement": "loader", "num_workers": 1}),
 }
 
 
