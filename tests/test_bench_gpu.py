@@ -79,7 +79,7 @@ def test_smoke_run_measures_every_section(tmp_path):
 
     ops = sections["ops"]["rows"]
     assert sum(row["op"].startswith("conv ") for row in ops) == 14  # 7 layers, fp32 and bf16
-    assert sum(row["op"].startswith("SimpleNet step, conv: im2col vs torch") for row in ops) == 2
+    assert sum(row["op"].startswith("SimpleNet step, conv: hand_written (auto) vs torch") for row in ops) == 2
     assert sum(row["op"].startswith("attention ") for row in ops) == 4
     assert all(_positive(row["time ratio"]) for row in ops)
     assert all(row["max diff out"] < 0.1 for row in ops if not row["op"].startswith("SimpleNet"))

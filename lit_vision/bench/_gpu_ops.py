@@ -1,13 +1,14 @@
 """`bench gpu`, section "ops": hand-written operators against torch's, and the attack's cost.
 
-- conv: `Im2colConv2d` (algorithm "auto": the implicit-GEMM Triton kernels on CUDA where Triton
+- conv: `HandWrittenConv2d` (algorithm "auto": the implicit-GEMM Triton kernels on CUDA where Triton
   imports) vs `nn.Conv2d` (cuDNN on a GPU) with the same weights, per SimpleNet layer (shapes
   from `lit_vision.bench.conv`), fp32 with TF32 off on both sides and bf16 on both sides,
   forward + backward (no input gradient for the stem, as in training); max |difference| of
   outputs and of all gradients, and each side's relative error against float64
   (`lit_vision/bench/_conv_compare.py`).
 - SimpleNet end to end: a whole training step (forward, loss, backward, SGD/AdamW step as the
-  recipe builds it) with `conv: im2col` vs `conv: torch`, fp32 (TF32 off) and bf16 autocast.
+  recipe builds it) with `conv: hand_written` (`conv_algorithm: auto`) vs `conv: torch`, fp32
+  (TF32 off) and bf16 autocast.
 - attention: `attention(impl="manual")` vs `impl="sdpa"` at the ViT recipe's shapes (global
   blocks: all tokens; windowed blocks: window² tokens per window), fp32 and bf16 autocast,
   forward + backward; max |difference| of outputs and of the q/k/v gradients.
@@ -83,12 +84,12 @@ def simplenet_conv_rows(args, batch: int, device: torch.device) -> list[dict]:
     """SimpleNet's whole training step with the hand-written convolution vs torch's."""
     rows = []
     for bf16 in (False, True):
-        label = f"SimpleNet step, conv: im2col vs torch, {'bf16 autocast' if bf16 else 'fp32'}"
+        label = f"SimpleNet step, conv: hand_written (auto) vs torch, {'bf16 autocast' if bf16 else 'fp32'}"
         try:
             seconds = {}
-            for conv in ("torch", "im2col"):
+            for conv in ("torch", "hand_written"):
                 torch.manual_seed(0)
-                module, _ = build_module("SimpleNet", args, 100, conv=conv)
+                module, _ = build_module("SimpleNet", args, 100, conv=conv, conv_algorithm="auto")
                 module.to(device).train()
                 images, labels = random_batch(batch, args.image_size, 100, device)
                 step = training_step_fn(module, images, labels, bf16)
@@ -98,9 +99,9 @@ def simplenet_conv_rows(args, batch: int, device: torch.device) -> list[dict]:
                 {
                     "op": label,
                     "shape": f"{batch}x3x{args.image_size}x{args.image_size}",
-                    "ms ours": seconds["im2col"] * 1e3,
+                    "ms ours": seconds["hand_written"] * 1e3,
                     "ms torch": seconds["torch"] * 1e3,
-                    "time ratio": seconds["im2col"] / seconds["torch"],
+                    "time ratio": seconds["hand_written"] / seconds["torch"],
                 }
             )
         except Exception as error:  # noqa: BLE001

@@ -91,9 +91,9 @@ class SyncCountingTimer(FitTimer):
 
 def robust_recipe() -> tuple[dict, dict]:
     """configs/simplenet_robust.yaml's model init_args and AdversarialTraining init_args."""
-    import yaml
+    from lit_vision.cli.config_files import read_config
 
-    config = yaml.safe_load((CONFIG_DIR / "simplenet_robust.yaml").read_text())
+    config = read_config(CONFIG_DIR / "simplenet_robust.yaml")
     model = dict(config["model"].get("init_args") or {})
     (training,) = [c for c in config["trainer"]["callbacks"] if c["class_path"].endswith("AdversarialTraining")]
     return model, dict(training["init_args"])

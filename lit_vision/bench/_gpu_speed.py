@@ -19,6 +19,8 @@ from torch.nn import functional as F
 import lit_vision
 import lit_vision.models
 from lit_vision.bench._gpu_report import progress
+from lit_vision.cli.config_files import CONFIG_SUFFIXES, config_file, read_config
+from lit_vision.errors import LitVisionError
 from lit_vision.models.registry import list_models
 
 CONFIG_DIR = Path(lit_vision.__file__).resolve().parent.parent / "configs"
@@ -43,21 +45,23 @@ def recipe(arch: str) -> tuple[int, dict]:
     """(batch size, model init_args) of the recipe in configs/ for `arch`: the file named after
     it if there is one, else the first whose model is `arch`. (256, {}) when none is readable."""
     try:
-        import yaml
-
         candidates = sorted(CONFIG_DIR.glob("*.yaml"), key=lambda p: (p.stem != arch.lower(), p.name))
-        def section(config: dict, key: str, folder: Path) -> dict:
+
+        def section(config: dict, key: str, recipe_file: Path) -> dict:
             # A recipe names a shared piece by its path (`data: data/miniplaces.yaml`) or inlines it.
             value = config.get(key) or {}
-            if isinstance(value, str) and value.endswith((".yaml", ".yml")):
-                value = yaml.safe_load((folder / value).read_text()) or {}
+            if isinstance(value, str) and value.endswith(CONFIG_SUFFIXES):
+                piece = config_file(value, recipe_file.parent)
+                if piece is None:
+                    raise LitVisionError(f"{recipe_file} names {key}: {value}, which is not a file beside it or here")
+                value = read_config(piece) or {}
             return {"class_path": value} if isinstance(value, str) else value
 
         for path in candidates:
-            config = yaml.safe_load(path.read_text()) or {}
-            model = section(config, "model", path.parent)
+            config = read_config(path) or {}
+            model = section(config, "model", path)
             if str(model.get("class_path", "")).rsplit(".", 1)[-1] == arch:
-                batch = int(section(config, "data", path.parent).get("batch_size", 256))
+                batch = int(section(config, "data", path).get("batch_size", 256))
                 return batch, dict(model.get("init_args") or {})
     except Exception as error:  # noqa: BLE001 — fall back to defaults, said in the row
         print(f"   could not read a recipe for {arch}: {error}", flush=True)
