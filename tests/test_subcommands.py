@@ -34,6 +34,38 @@ def test_an_unknown_subcommand_lists_every_one_and_the_closest(capsys):
     assert all(name in err for name in every_name())
 
 
+@pytest.mark.parametrize(
+    "argv, wrong",
+    [
+        (["--config", "x.yaml", "fitt"], "fitt"),
+        (["-c", "x.yaml", "--print_config", "exprt"], "exprt"),
+        (["--config=x.yaml", "vaildate", "--trainer.max_epochs", "1"], "vaildate"),
+    ],
+)
+def test_a_wrong_subcommand_after_leading_options_lists_every_one(argv, wrong, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"unknown subcommand {wrong!r}" in err
+    assert all(name in err for name in every_name())
+
+
+def test_options_before_a_package_subcommand_say_where_they_go(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--config", "x.yaml", "export", "--format", "onnx"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "'export' takes its options after its name: lit-vision export [options]" in err
+
+
+def test_the_word_after_leading_options_is_the_subcommand():
+    after = subcommands.subcommand_after_options
+    assert after(["--config", "fit.yaml", "fit", "--trainer.max_epochs", "1"]) == "fit"
+    assert after(["-c", "a.yaml", "--config=b.yaml", "--print_config", "test"]) == "test"
+    assert after(["--config", "a.yaml"]) is None
+
+
 def test_one_table_entry_adds_a_subcommand(tmp_path, monkeypatch, capsys):
     (tmp_path / "greet_command.py").write_text("def main(argv):\n    print('hello', *argv)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -61,7 +93,7 @@ def test_help_and_errors_load_no_lightning():
     # Lightning takes seconds to import: the help and a mistyped subcommand must not wait for it.
     code = (
         "import sys\nfrom lit_vision.cli import main\n"
-        "for argv in (['--help'], ['fitt']):\n"
+        "for argv in (['--help'], ['fitt'], ['--config', 'x.yaml', 'fitt']):\n"
         "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'torch')))\n"
     )

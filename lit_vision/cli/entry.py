@@ -35,9 +35,18 @@ def main(args: list[str] | None = None) -> None:
         from lit_vision.studies.seeds import main as seeds_main  # the same run once per seed, then a summary
 
         seeds_main(name, argv[1:])
-    elif name in subcommands.LIGHTNING_SUBCOMMANDS or name.startswith("-"):
-        # Options before the subcommand (`--config`, `--print_config`) are LightningCLI's too.
+    elif name in subcommands.LIGHTNING_SUBCOMMANDS:
         run_lightning(args)
+    elif name.startswith("-"):
+        # Options before the subcommand (`--config`, `--print_config`) are LightningCLI's too;
+        # a wrong word after them is answered here, with every subcommand, as without them.
+        after = subcommands.subcommand_after_options(argv)
+        if after is None or after in subcommands.LIGHTNING_SUBCOMMANDS:
+            run_lightning(args)
+        elif after in subcommands.COMMANDS:
+            _error(subcommands.misplaced_options_message(after))
+        else:
+            _error(subcommands.unknown_subcommand_message(after))
     else:
         _error(subcommands.unknown_subcommand_message(name))
 

@@ -62,6 +62,33 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+# LightningCLI's options that may precede the subcommand and take the next word as their value
+# (`--config FILE fit`); its other leading options (`--print_config[=flags]`, `-h`) take none.
+LEADING_OPTIONS_WITH_VALUE = ("-c", "--config")
+
+
+def subcommand_after_options(argv: list[str]) -> str | None:
+    """The word that leading options precede (`--config FILE fit` -> "fit"): the first that is
+    neither an option nor an option's value; None when there is none."""
+    takes_value = False
+    for token in argv:
+        if takes_value:
+            takes_value = False
+        elif token.startswith("-"):
+            takes_value = token in LEADING_OPTIONS_WITH_VALUE
+        else:
+            return token
+    return None
+
+
+def misplaced_options_message(name: str) -> str:
+    """One paragraph for options written before one of this package's subcommands."""
+    return (
+        f"options before the subcommand are read by {', '.join(LIGHTNING_SUBCOMMANDS)} only; {name!r} takes its "
+        f"options after its name: {PROGRAM} {name} [options] (`{PROGRAM} {name} --help` lists them)."
+    )
+
+
 def all_names() -> list[str]:
     """Every subcommand's name: Lightning's first, then this package's."""
     return [*LIGHTNING_SUBCOMMANDS, *COMMANDS]
