@@ -29,11 +29,33 @@ def test_recipes_are_found():
     assert PLACES365_RECIPES == {"resnet18_places365"}
 
 
-@pytest.mark.parametrize("piece", sorted(CONFIGS.glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
+# Shared pieces live in configs/data/ and configs/trainer/ (configs/spaces/ holds search spaces: below).
+SHARED_PIECES = sorted(p for folder in ("data", "trainer") for p in (CONFIGS / folder).glob("*.yaml"))
+SPACES = sorted((CONFIGS / "spaces").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("piece", SHARED_PIECES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_shared_piece_is_used(piece):
     """A piece no recipe names is dead weight (or a recipe repeats it inline)."""
     reference = f"{piece.parent.name}/{piece.name}"
     assert any(reference in recipe.read_text() for recipe in RECIPES), reference
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("space", SPACES, ids=lambda p: p.stem)
+def test_every_search_space_names_keys_its_recipe_takes(space):
+    """configs/spaces/X.yaml is a space for configs/X.yaml: every key parses through the CLI on it."""
+    from lit_vision.studies.space import check_against_cli, load_space
+
+    recipe = CONFIGS / space.name
+    assert recipe.is_file(), f"{space}: no recipe {recipe.name} beside it"
+    params = load_space(space).params
+    merged = check_against_cli(load_space(space), ["--config", str(recipe)])
+    for param in params:  # the CLI took each value (the check sets each key to its sample value)
+        value = merged
+        for part in param.key.split("."):
+            value = value[part]
+        assert value == param.sample_value(), param.key
 
 
 def test_num_classes_is_stated_once_per_recipe():
