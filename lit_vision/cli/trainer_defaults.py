@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from lit_vision import console
 from lit_vision.callbacks.checkpointing import LastCheckpoint, best_checkpoint
+from lit_vision.callbacks.evaluated_images import EvaluatedImages
 from lit_vision.callbacks.finite_loss import FiniteLossCheck
 from lit_vision.callbacks.image_predictions import ImagePredictions
 from lit_vision.callbacks.model_summary import SummaryWithoutZeroFlops
@@ -86,6 +87,8 @@ def trainer_kwargs(subcommand: str | None, config, kwargs: dict, parsed_loggers=
         callbacks.append(FiniteLossCheck())
     if trainer_config.get("logger") is not False and not has(callbacks, LearningRateMonitor):
         callbacks.append(LearningRateMonitor(logging_interval="step"))
+    if subcommand in ("validate", "test") and not has(callbacks, EvaluatedImages):
+        callbacks.append(EvaluatedImages())  # the image count behind the accuracies' intervals
     if subcommand == "predict":
         callbacks = prediction_writers(callbacks)
     kwargs["callbacks"] = callbacks

@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 
 import torch
-from lightning.pytorch import Callback
 
+from lit_vision.callbacks.evaluated_images import EvaluatedImages
 from lit_vision.utils.files import atomic_write_text
 
 
@@ -26,48 +26,13 @@ def _as_number(value) -> float | None:
     return None
 
 
-class RunRecord(Callback):
+class RunRecord(EvaluatedImages):
     """Writes `path` (JSON) when fit / validate / test ends: stage, log_dir, checkpoint_dir,
     epoch, global_step, metrics and images (per evaluation stage, summed over ranks)."""
 
     def __init__(self, path: str) -> None:
+        super().__init__()
         self.path = path
-        self._images = {"val": 0, "test": 0}
-        self._counting: dict[str, int] = {}
-
-    # --------------------------------------------------------------- image counts
-    def _start(self, stage: str) -> None:
-        self._counting[stage] = 0
-
-    def _count(self, stage: str, batch) -> None:
-        labels = batch[1] if isinstance(batch, (list, tuple)) and len(batch) > 1 else None
-        if isinstance(labels, torch.Tensor):
-            self._counting[stage] = self._counting.get(stage, 0) + int(labels.shape[0])
-
-    def _finish(self, trainer, stage: str) -> None:
-        if trainer.sanity_checking:
-            return
-        count = torch.tensor(self._counting.get(stage, 0), dtype=torch.long)
-        # Each rank sees its share of the images; the metrics are synced over all of them.
-        self._images[stage] = int(trainer.strategy.reduce(count, reduce_op="sum"))
-
-    def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        self._start("val")
-
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._count("val", batch)
-
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        self._finish(trainer, "val")
-
-    def on_test_epoch_start(self, trainer, pl_module) -> None:
-        self._start("test")
-
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._count("test", batch)
-
-    def on_test_epoch_end(self, trainer, pl_module) -> None:
-        self._finish(trainer, "test")
 
     # --------------------------------------------------------------- the record
     def on_fit_end(self, trainer, pl_module) -> None:
@@ -92,7 +57,7 @@ class RunRecord(Callback):
             "epoch": trainer.current_epoch,
             "global_step": trainer.global_step,
             "metrics": {name: value for name, value in sorted(metrics.items()) if value is not None},
-            "images": {name: n for name, n in self._images.items() if n},
+            "images": {name: n for name, n in self.images.items() if n},
         }
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.path, json.dumps(record, indent=2) + "\n")

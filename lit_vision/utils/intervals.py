@@ -6,8 +6,8 @@
 - `t_interval`: a figure measured over several seeds (independent runs) is a sample mean; its
   interval uses Student's t with n - 1 degrees of freedom (n is small: 3 seeds, not 30).
 
-Both come from scipy (`binomtest(...).proportion_ci(method="wilson")`, `t.ppf`), imported when
-called so that importing this module costs nothing.
+Wilson's is closed-form (the standard library's normal quantile); the t quantile comes from scipy
+(`t.ppf`, the `[tune]` extra), imported when called so that importing this module costs nothing.
 """
 
 from __future__ import annotations
@@ -29,13 +29,16 @@ class Interval:
 
 
 def wilson_interval(correct: int, n: int, confidence: float = CONFIDENCE) -> Interval:
-    """The Wilson score interval of `correct` successes out of `n` (n ≥ 1)."""
+    """The Wilson score interval of `correct` successes out of `n` (n ≥ 1), without continuity
+    correction (scipy's `binomtest(...).proportion_ci(method="wilson")`). Closed form with the
+    normal quantile from the standard library, so every `validate`/`test` can print it."""
     if n < 1 or not 0 <= correct <= n:
         raise ValueError(f"wilson_interval needs 0 <= correct <= n and n >= 1, got correct={correct}, n={n}")
-    from scipy.stats import binomtest
-
-    ci = binomtest(int(correct), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
-    return Interval(float(ci.low), float(ci.high))
+    z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
+    p, z2 = correct / n, z * z
+    center = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return Interval(max(0.0, center - half), min(1.0, center + half))
 
 
 def accuracy_interval(accuracy: float, n: int, confidence: float = CONFIDENCE) -> Interval:
