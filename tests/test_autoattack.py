@@ -177,9 +177,9 @@ def test_a_perturbation_outside_the_ball_is_refused_naming_the_attack(trained):
     suite = AttackSuite(4 / 255, "autoattack_lite", attacks=["apgd_ce", "apgd_t"], cascade=False, **FEW)
     build = suite._build
 
-    def broken(name, model, num_classes, seed):
+    def broken(name, model, num_classes, seed, device):
         if name != "apgd_t":
-            return build(name, model, num_classes, seed)
+            return build(name, model, num_classes, seed, device)
         return lambda images, labels: (images + 3 * suite.epsilon).clamp(0, 1)  # leaves the ball
 
     suite._build = broken

@@ -398,7 +398,10 @@ class AttackSuite:
                     _synchronize(device)
                     start = time.perf_counter()
                     attack = self._build(name, counted, num_classes, seed, device)
-                    x = attack(clean[index], labels[index]).detach()
+                    # The authors' AutoAttack runs its attacks under no_grad (they enable gradients
+                    # where they need them): Square's and FAB's many plain forwards then build no graph.
+                    with torch.no_grad() if self.engine == "autoattack" else contextlib.nullcontext():
+                        x = attack(clean[index], labels[index]).detach()
                     check_within_budget(x, clean[index], self.epsilon, attack=name)
                     with torch.no_grad():
                         held = counted(x).argmax(dim=1) == labels[index]
