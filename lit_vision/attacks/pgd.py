@@ -40,8 +40,6 @@ _MEAN_IMAGENET_STD = (0.229 + 0.224 + 0.225) / 3  # 0.226
 ASSIGNMENT_PGD_EPSILON = 0.1 * _MEAN_IMAGENET_STD  # 0.0226 ≈ 5.8/255
 ASSIGNMENT_PGD_STEP_SIZE = 0.01 * _MEAN_IMAGENET_STD  # 0.00226 ≈ 0.58/255
 ASSIGNMENT_PGD_STEPS = 10
-# The earlier names, for code not yet moved to the ones above (callbacks/adversarial_eval.py, bench/attack.py).
-COURSE_EPSILON, COURSE_STEP_SIZE, COURSE_NUM_STEPS = ASSIGNMENT_PGD_EPSILON, ASSIGNMENT_PGD_STEP_SIZE, ASSIGNMENT_PGD_STEPS
 # Slack of the ε-ball check: float32 rounding of clean ± epsilon.
 BUDGET_TOLERANCE = 1e-5
 

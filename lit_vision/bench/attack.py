@@ -11,12 +11,12 @@
    `AdversarialTraining(fraction, steps=(k, k))`, alternated `--epoch-repeats` times. The ratio
    depends on how many batches the seeded draw perturbed, so the table also gives the cost
    of one perturbed batch in clean batches and the ratio projected to exactly `fraction`.
-3. With `--recipes clean,course,robust,fast` (names of `lit_vision.bench.robustness`), one epoch
+3. With `--recipes clean,assignment,robust,fast` (names of `lit_vision.bench.robustness`), one epoch
    of each recipe's AdversarialTraining settings, round-robin `--epoch-repeats` times, and the
    median epoch of each relative to the clean one (instead of 1 and 2); on a CPU the clock is the
    process's CPU time on one thread, which other jobs on the machine do not inflate:
 
-       python -m lit_vision.bench attack --recipes clean,course,card_robust,robust,fast,weight0.25 \
+       python -m lit_vision.bench attack --recipes clean,assignment,robust_share20,robust,fast,weight0.25 \
            --image-size 16 --num-classes 10 --epoch-batches 20 --epoch-repeats 3
 
 4. With `--vs-authors CKPT` (a lit-vision checkpoint) and `--data-dir` (its data, MiniPlaces
@@ -39,7 +39,7 @@ import time
 import torch
 from torch.nn import functional as F
 
-from lit_vision.attacks.pgd import COURSE_EPSILON, PGDAttack, step_size_for
+from lit_vision.attacks.pgd import ASSIGNMENT_PGD_EPSILON, PGDAttack, step_size_for
 from lit_vision.errors import LitVisionError
 
 
@@ -98,14 +98,14 @@ def _attack_rows(args, device: torch.device) -> list[dict]:
     torch.manual_seed(0)
     model = SimpleNet(num_classes=args.num_classes).to(device)
     images = torch.randint(0, 256, (args.batch_size, 3, args.image_size, args.image_size), dtype=torch.uint8, device=device)
-    step_size = step_size_for(COURSE_EPSILON, args.steps, 1.0)
-    attack = PGDAttack(COURSE_EPSILON, step_size, args.steps, target="least_likely")
+    step_size = step_size_for(ASSIGNMENT_PGD_EPSILON, args.steps, 1.0)
+    attack = PGDAttack(ASSIGNMENT_PGD_EPSILON, step_size, args.steps, target="least_likely")
 
     def ours():
         return attack.perturb(model, images)
 
     def reference():
-        return reference_pgd(model, images, COURSE_EPSILON, step_size, args.steps)
+        return reference_pgd(model, images, ASSIGNMENT_PGD_EPSILON, step_size, args.steps)
 
     ours(), reference()  # warm-up
     times: dict[str, list[float]] = {"ours": [], "reference": []}
@@ -226,7 +226,7 @@ def _epoch_rows(args, device: torch.device) -> list[dict]:
         adv = None
         if adversarial:
             adv = AdversarialTraining(
-                fraction=args.fraction, epsilon=(COURSE_EPSILON, COURSE_EPSILON), steps=(args.steps, args.steps), seed=args.seed
+                fraction=args.fraction, epsilon=(ASSIGNMENT_PGD_EPSILON, ASSIGNMENT_PGD_EPSILON), steps=(args.steps, args.steps), seed=args.seed
             )
             callbacks.append(adv)
         trainer = L.Trainer(
@@ -371,7 +371,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         return _vs_authors_rows(args, device)
     print(
         f"SimpleNet, {args.num_classes} classes, batch {args.batch_size}, {args.image_size}px, "
-        f"epsilon {COURSE_EPSILON:.4f} (≈{COURSE_EPSILON * 255:.2f}/255), {args.steps} steps, device {device}",
+        f"epsilon {ASSIGNMENT_PGD_EPSILON:.4f} (≈{ASSIGNMENT_PGD_EPSILON * 255:.2f}/255), {args.steps} steps, device {device}",
         flush=True,
     )
     if args.recipes:

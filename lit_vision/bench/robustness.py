@@ -60,8 +60,8 @@ FAST_ATTACK = dict(epsilon=(EPS8, EPS8), steps=(1, 1), step_scale=1.25, target="
 EVERY_BATCH = dict(fraction=1.0, epsilon_ramp_epochs=2)
 SETTINGS = {
     "clean": None,
-    "course": ASSIGNMENT,  # setting names are the recorded tables' (docs/adversarial.md)
-    "card_robust": dict(fraction=0.2, **ROBUST_ATTACK),
+    "assignment": ASSIGNMENT,  # setting names are the recorded tables' (docs/adversarial.md)
+    "robust_share20": dict(fraction=0.2, **ROBUST_ATTACK),
     "robust": dict(EVERY_BATCH, adversarial_weight=0.5, **ROBUST_ATTACK),
     "fast": dict(EVERY_BATCH, adversarial_weight=0.5, **FAST_ATTACK),
     "madry": dict(EVERY_BATCH, adversarial_weight=1.0, **PGD5_ATTACK),

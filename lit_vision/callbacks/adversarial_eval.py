@@ -59,8 +59,8 @@ from lit_vision.attacks.autoattack import SUITE_ATTACKS, AttackSuite, float32, r
 from lit_vision.attacks.autoattack_checks import apgd_zero_gradient_check, model_checks, square_check
 from lit_vision.attacks.masking import above_clean_check, masking_checks
 from lit_vision.attacks.pgd import (
-    COURSE_EPSILON,
-    COURSE_NUM_STEPS,
+    ASSIGNMENT_PGD_EPSILON,
+    ASSIGNMENT_PGD_STEPS,
     PGDAttack,
     eval_mode,
     gradients_enabled,
@@ -99,10 +99,10 @@ class AdversarialEvaluation(Callback):
 
     Args:
         epsilon: L∞ radius of the main attacks, pixel units of (0, 1] (default ≈ 5.8/255,
-            the course's 0.1 in ImageNet-normalised units).
+            the assignment's 0.1 in ImageNet-normalised units).
         num_steps: PGD steps of the main attacks.
         step_size: pixel units; None means step_scale × epsilon / num_steps.
-        step_scale: step size rule when step_size is None (1.0: the course's 0.01 × 10 = 0.1).
+        step_scale: step size rule when step_size is None (1.0: the assignment's 0.01 × 10 = 0.1).
         targets: attacks to run, in order; the first one is logged as test/adv_top1.
         random_start: start from a random point of the ε-ball.
         restarts: runs per main attack from independent random starts (needs random_start).
@@ -146,8 +146,8 @@ class AdversarialEvaluation(Callback):
 
     def __init__(
         self,
-        epsilon: float = COURSE_EPSILON,
-        num_steps: int = COURSE_NUM_STEPS,
+        epsilon: float = ASSIGNMENT_PGD_EPSILON,
+        num_steps: int = ASSIGNMENT_PGD_STEPS,
         step_size: float | None = None,
         step_scale: float = 1.0,
         targets: list[Target] = ["least_likely"],  # noqa: B006 (jsonargparse shows it as the default)
