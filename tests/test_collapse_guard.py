@@ -91,7 +91,8 @@ def test_guard_stays_quiet_while_a_model_learns_from_chance(digits, tmp_path):
     first, later = guard.readings[0], guard.readings[1:]
     # The situation the earlier rule got wrong: near chance at epoch 0, then clean accuracy rises while robust
     # accuracy dips from its near-chance start to below chance.
-    assert first.clean < 0.3 and first.robust > 0.1
+    # "Near chance": within 3 points of 1/10 (the exact start moves with the data order: 0.095-0.098 now).
+    assert first.clean < 0.3 and abs(first.robust - 0.1) < 0.03
     assert all(r.clean > first.clean + 0.2 for r in later)
     assert min(r.robust for r in later) < first.robust - 0.025
     # Past the ramp robust accuracy is still below chance, yet FGSM breaks the model about as
