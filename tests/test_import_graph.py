@@ -3,6 +3,12 @@ level or inside a function, is an arrow, and no chain of arrows leads back to wh
 
 A circle hidden inside a function works until someone moves that import to the top of its
 file; this test reads the source (an AST walk, nothing is imported), so it sees both kinds.
+
+`from P import x`, where P is a package, is also an arrow to P's `__init__` (even when `x` is a
+submodule): Python runs that `__init__` first, and import-graph tools draw the line to P. So a
+submodule that names a sibling through its own package (`from lit_vision.cli import
+run_folders` inside `lit_vision.cli.entry`) closes a circle whenever the package's `__init__`
+imports that submodule; naming the sibling directly (`lit_vision.cli.run_folders`) does not.
 """
 
 from __future__ import annotations
@@ -13,20 +19,22 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "lit_vision"
 
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+def module_name(path: Path, package: Path = PACKAGE) -> str:
+    parts = list(path.relative_to(package.parent).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
-def imported_modules(path: Path, modules: set[str]) -> set[str]:
-    """The lit_vision modules `path` imports anywhere in its body (`from a import b` counts
-    as an arrow to a.b when a.b is a module, else to a)."""
-    name = module_name(path)
+def imported_modules(path: Path, modules: set[str], packages: set[str], root: Path = PACKAGE) -> set[str]:
+    """The modules of `modules` that `path` imports anywhere in its body. `from a import b`
+    is an arrow to a.b when a.b is a module, and to a when a.b is not a module or a is one
+    of `packages` (a package's __init__ runs before any name is taken from it)."""
+    name = module_name(path, root)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -37,8 +45,10 @@ def imported_modules(path: Path, modules: set[str]) -> set[str]:
             for alias in node.names:
                 child = f"{base}.{alias.name}"
                 found.add(child if child in modules else base)
+            if base in packages:
+                found.add(base)
     # importlib.import_module("lit_vision.x") with a literal name is an import too.
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
         if (
             isinstance(node, ast.Call)
             and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module"
@@ -50,10 +60,11 @@ def imported_modules(path: Path, modules: set[str]) -> set[str]:
     return {module for module in found if module in modules and module != name}
 
 
-def import_graph() -> dict[str, set[str]]:
-    paths = sorted(PACKAGE.rglob("*.py"))
-    modules = {module_name(path) for path in paths}
-    return {module_name(path): imported_modules(path, modules) for path in paths}
+def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
+    paths = sorted(root.rglob("*.py"))
+    modules = {module_name(path, root) for path in paths}
+    packages = {module_name(path, root) for path in paths if path.name == "__init__.py"}
+    return {module_name(path, root): imported_modules(path, modules, packages, root) for path in paths}
 
 
 def find_circle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -89,6 +100,45 @@ def test_graph_sees_the_package():
 def test_finder_reports_a_circle():
     assert find_circle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_circle({"a": {"b"}, "b": set()}) is None
+
+
+def _write_package(root: Path, files: dict[str, str]) -> Path:
+    for relative, text in files.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_text(text)
+    return root / "pkg"
+
+
+def test_from_package_import_submodule_is_an_arrow_to_the_package(tmp_path):
+    # pkg/__init__ imports pkg.a; pkg.a takes its sibling b through the package: the arrow
+    # a -> pkg closes pkg -> a -> pkg, though a names only b.
+    through_package = _write_package(
+        tmp_path / "through",
+        {
+            "pkg/__init__.py": "from pkg.a import f\n",
+            "pkg/a.py": "def f():\n    from pkg import b\n    return b\n",
+            "pkg/b.py": "",
+            "pkg/sub/__init__.py": "from pkg.sub import c\n",
+            "pkg/sub/c.py": "from .. import b\n",  # relative: an arrow to pkg as well
+        },
+    )
+    graph = import_graph(through_package)
+    assert graph["pkg.a"] == {"pkg", "pkg.b"}
+    assert graph["pkg.sub.c"] == {"pkg", "pkg.b"}
+    assert find_circle(graph) == ["pkg", "pkg.a", "pkg"]
+
+    # Naming the submodule directly draws no arrow to the package.
+    direct = _write_package(
+        tmp_path / "direct",
+        {
+            "pkg/__init__.py": "from pkg.a import f\n",
+            "pkg/a.py": "def f():\n    import pkg.b as b\n    from pkg.b import g\n    return b, g\n",
+            "pkg/b.py": "def g():\n    pass\n",
+        },
+    )
+    graph = import_graph(direct)
+    assert graph["pkg.a"] == {"pkg.b"}
+    assert find_circle(graph) is None
 
 
 def test_no_import_circle():

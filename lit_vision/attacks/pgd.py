@@ -1,6 +1,6 @@
 """Projected gradient descent (PGD) under an L∞ budget, in pixel space.
 
-    from lit_vision.attacks import PGDAttack
+    from lit_vision.attacks.pgd import PGDAttack
     attack = PGDAttack(epsilon=8 / 255, step_size=2 / 255, num_steps=10, target="true_label")
     adversarial = attack.perturb(model, images, labels)   # images in [0, 1] (or uint8)
 

@@ -214,9 +214,7 @@ class ClassReport(Callback):
         return {key: value[order] for key, value in padded.items()}
 
     def _write(self, trainer, log_dir: Path, stage: str, counts, names, pairs, pair_images, hardest) -> None:
-        from lit_vision.callbacks import (
-            class_report_figures as figures,  # matplotlib only here
-        )
+        import lit_vision.callbacks.class_report_figures as figures  # matplotlib only here
 
         rows = self.report["classes"]
         csv_text = io.StringIO()

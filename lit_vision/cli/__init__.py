@@ -37,7 +37,7 @@ __all__ = ["main", "build_cli", "LitVisionCLI"]
 def __getattr__(name: str):
     # Lazily, so that `lit-vision --help` never imports Lightning.
     if name in ("build_cli", "LitVisionCLI"):
-        from lit_vision.cli import lightning_cli
+        import lit_vision.cli.lightning_cli as lightning_cli
 
         return getattr(lightning_cli, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,7 +27,7 @@ import lit_vision.models  # noqa: F401  (registers every architecture for --mode
 from lit_vision import console
 from lit_vision.callbacks.adversarial_validation import AdversarialValidation
 from lit_vision.callbacks.evaluated_images import EvaluatedImages
-from lit_vision.cli import run_folders
+import lit_vision.cli.run_folders as run_folders
 from lit_vision.cli.ckpt_path import CKPT_PATH_HELP, DEFAULT_MODEL, checkpoint_model_settings
 from lit_vision.cli.class_count_check import check_model_classes
 from lit_vision.cli.config_files import flag_values

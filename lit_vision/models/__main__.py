@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import sys
 
-from lit_vision.models import create_model, list_models, list_wrappers
+from lit_vision.models.registry import create_model, list_models, list_wrappers
 
 
 def architecture_table(num_classes: int = 100) -> str:

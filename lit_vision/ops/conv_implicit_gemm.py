@@ -35,7 +35,7 @@ import triton
 from torch import Tensor
 
 from lit_vision.errors import LitVisionError
-from lit_vision.ops import conv_implicit_gemm_kernels as kernels
+import lit_vision.ops.conv_implicit_gemm_kernels as kernels
 from lit_vision.ops.conv_geometry import IntPair, output_hw
 
 # The decorator looked at TRITON_INTERPRET when the kernels' module was imported; what it chose

@@ -30,7 +30,7 @@ import torch
 import triton
 from torch import nn
 
-from lit_vision.ops import conv_implicit_gemm as launcher
+import lit_vision.ops.conv_implicit_gemm as launcher
 from lit_vision.ops.conv_geometry import output_hw
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}

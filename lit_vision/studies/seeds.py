@@ -12,7 +12,8 @@ from pathlib import Path
 
 from lit_vision import console
 from lit_vision.errors import LitVisionError
-from lit_vision.studies import runner, summary
+import lit_vision.studies.runner as runner
+import lit_vision.studies.summary as summary
 
 SUBCOMMANDS = ("fit", "validate", "test")
 

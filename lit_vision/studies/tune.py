@@ -26,7 +26,8 @@ import optuna  # at the top: `lit-vision tune` without it says which extra insta
 from lit_vision import console
 from lit_vision.cli.run_folders import LOG_ROOT
 from lit_vision.errors import LitVisionError
-from lit_vision.studies import report, runner
+import lit_vision.studies.report as report
+import lit_vision.studies.runner as runner
 from lit_vision.studies.pruning import OptunaPruning
 from lit_vision.studies.seeds import parse_seeds
 from lit_vision.studies.space import Space, check_against_cli, flag, load_space
