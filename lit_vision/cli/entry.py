@@ -31,7 +31,7 @@ def main(args: list[str] | None = None) -> None:
     name = argv[0]
     if name in subcommands.COMMANDS:
         run_command(subcommands.COMMANDS[name], name, argv[1:])
-    elif name in ("fit", "validate", "test") and any(a == "--seeds" or a.startswith("--seeds=") for a in argv[1:]):
+    elif name in subcommands.SEEDS_SUBCOMMANDS and any(a == "--seeds" or a.startswith("--seeds=") for a in argv[1:]):
         from lit_vision.studies.seeds import main as seeds_main  # the same run once per seed, then a summary
 
         seeds_main(name, argv[1:])

@@ -14,10 +14,14 @@ import difflib
 import re
 
 from lit_vision.cli.loggers import missing_save_dir
+from lit_vision.cli.subcommands import missing_subcommand_message
 
 SUGGESTIONS = 3
 _UNRECOGNIZED = "unrecognized arguments: "
 # jsonargparse's message when a class (the model, a callback) has no such __init__ argument.
+# jsonargparse's message for leading options (`--config FILE`) that no subcommand follows: it
+# names Lightning's four only, not this package's own.
+_NO_SUBCOMMAND = re.compile(r'expected "subcommand" to be one of .*but it was not provided')
 _NOT_ACCEPTED = re.compile(r"Problem with given class_path '([\w.]+)':\s*Option '([\w.]+)' is not accepted")
 # A value of the wrong type: 'Parser key "trainer.max_epochs": ... Expected a <class 'int'> ... Given value: abc'.
 _BAD_VALUE = re.compile(r'Parser key "([\w.]+)":')
@@ -63,6 +67,8 @@ def flag_error_message(error: argparse.ArgumentError, subcommand: str | None, pa
     text = str(error).strip()
     command = f"lit-vision {subcommand}" if subcommand else "lit-vision"
     help_hint = f"`{command} --help` lists every option."
+    if subcommand is None and _NO_SUBCOMMAND.search(text):
+        return missing_subcommand_message()
     if text.startswith(_UNRECOGNIZED):
         tokens = text[len(_UNRECOGNIZED) :].split()
         flags = [token.split("=", 1)[0] for token in tokens if token.startswith("--")]

@@ -33,6 +33,7 @@ from lit_vision.cli.class_count_check import check_model_classes
 from lit_vision.cli.config_files import flag_values
 from lit_vision.cli.flag_errors import flag_error_message
 from lit_vision.cli.loggers import add_default_save_dirs, check_logger_packages, describe_other_loggers, logger_failure
+from lit_vision.cli.subcommands import SEEDS_HELP, SEEDS_SUBCOMMANDS
 from lit_vision.cli.timm_flags import expand_model_shorthand, fill_timm_img_size
 from lit_vision.cli.trainer_defaults import trainer_kwargs
 from lit_vision.data import MiniPlacesDataModule
@@ -218,6 +219,8 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> LitVisionCLI:
         subclass_mode_model=True,
         auto_configure_optimizers=False,  # each model owns its optimiser and schedule
         save_config_kwargs={"overwrite": True},
+        # `--seeds` is read before LightningCLI parses (lit_vision.studies.seeds): its help says so.
+        parser_kwargs={name: {"epilog": SEEDS_HELP} for name in SEEDS_SUBCOMMANDS},
         args=args,
         run=run,
     )

@@ -45,6 +45,14 @@ LIGHTNING_SUBCOMMANDS = {
     "predict": "predict the test split (the challenge submission file) or a folder of images",
 }
 
+# Lightning's subcommands that `--seeds` repeats (`lit_vision.studies.seeds` takes the flag off the
+# command line before LightningCLI parses it, so Lightning's own help would never mention it).
+SEEDS_SUBCOMMANDS = ("fit", "validate", "test")
+SEEDS_HELP = (
+    "--seeds 0,1,2: run this command once per seed (--seed_everything S, each run in its own folder), then print "
+    "and save one summary over the runs (mean, standard deviation, 95% interval) under the experiment's log folder."
+)
+
 # Subcommands of this package: one entry each.
 COMMANDS: dict[str, Command] = {
     "export": Command(
@@ -108,6 +116,15 @@ def help_text() -> str:
         lines.append(f"  {name:<{width}}  {summary}")
     lines += ["", f"e.g. {PROGRAM} fit --config configs/quickstart.yaml"]
     return "\n".join(lines)
+
+
+def missing_subcommand_message() -> str:
+    """One paragraph for leading options (`--config FILE`) that no subcommand follows."""
+    return (
+        f"a subcommand is expected after the options: one of {', '.join(all_names())} "
+        f"(e.g. {PROGRAM} --config FILE fit, or {PROGRAM} fit --config FILE; options before the subcommand are "
+        f"read by {', '.join(LIGHTNING_SUBCOMMANDS)} only). `{PROGRAM} --help` says what each does."
+    )
 
 
 def unknown_subcommand_message(given: str) -> str:
