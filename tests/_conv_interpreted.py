@@ -26,8 +26,8 @@ import torch.nn.functional as F  # noqa: E402
 from conv_cases import GRADCHECK_CASES  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
-from lit_vision.ops import conv_implicit_gemm  # noqa: E402
-from lit_vision.ops.conv import Im2colConv2d, conv2d  # noqa: E402
+import lit_vision.ops.conv_implicit_gemm as conv_implicit_gemm  # noqa: E402
+from lit_vision.ops.conv import HandWrittenConv2d, conv2d  # noqa: E402
 
 # float32 against F.conv2d: (c_in, c_out, kernel, stride, padding, dilation, groups, size), batch 2.
 FLOAT32_CASES = [
@@ -152,7 +152,7 @@ def trace_check():
     The module runs the convolution as custom ops, which a dispatch trace sees whole (it does not
     look inside an op), so the ops inside are traced through the functions the ops call."""
     torch.manual_seed(2)
-    conv = Im2colConv2d(4, 6, 3, stride=2, padding=1, groups=2, algorithm="implicit_gemm")
+    conv = HandWrittenConv2d(4, 6, 3, stride=2, padding=1, groups=2, algorithm="implicit_gemm")
     x = torch.randn(2, 4, 9, 9, requires_grad=True)
     with _OpNames() as outer:
         y = conv(x)
@@ -215,10 +215,10 @@ def determinism_check():
 
 
 def module_check():
-    """Im2colConv2d(algorithm="implicit_gemm"): needs_input_grad, layouts, unbatched input."""
+    """HandWrittenConv2d(algorithm="implicit_gemm"): needs_input_grad, layouts, unbatched input."""
     torch.manual_seed(4)
     ref = torch.nn.Conv2d(4, 6, 3, padding=1)
-    ours = Im2colConv2d(4, 6, 3, padding=1, algorithm="implicit_gemm")
+    ours = HandWrittenConv2d(4, 6, 3, padding=1, algorithm="implicit_gemm")
     ours.load_state_dict(ref.state_dict())
     result: dict[str, object] = {}
     ours.bias.requires_grad_(False)

@@ -33,7 +33,7 @@ from conv_cases import GRADCHECK_CASES
 
 import lit_vision.ops.conv as conv_module
 from lit_vision.errors import LitVisionError
-from lit_vision.ops.conv import Im2colConv2d, choose_algorithm, conv2d
+from lit_vision.ops.conv import HandWrittenConv2d, choose_algorithm, conv2d
 
 TESTS = Path(__file__).parent
 WORKER = TESTS / "_conv_interpreted.py"
@@ -176,12 +176,12 @@ def test_without_triton_auto_keeps_im2col_and_says_so_once(monkeypatch: pytest.M
     messages = [str(w.message) for w in caught]
     assert len(messages) == 1 and "Triton is not installed" in messages[0] and "'im2col'" in messages[0]
     with pytest.raises(LitVisionError, match="'implicit_gemm' needs Triton"):
-        Im2colConv2d(4, 6, 3, algorithm="implicit_gemm")
+        HandWrittenConv2d(4, 6, 3, algorithm="implicit_gemm")
 
 
 @NEEDS_TRITON
 def test_cpu_tensors_are_refused_outside_the_interpreter() -> None:
-    conv = Im2colConv2d(4, 6, 3, padding=1, algorithm="implicit_gemm")
+    conv = HandWrittenConv2d(4, 6, 3, padding=1, algorithm="implicit_gemm")
     assert "algorithm=implicit_gemm" in repr(conv)
     with pytest.raises(LitVisionError, match=r"'implicit_gemm' runs Triton kernels on a CUDA device; got a tensor on cpu"):
         conv(torch.randn(1, 4, 7, 7))
@@ -195,7 +195,7 @@ SIMPLENET_LIKE = [(3, 64, 7, 2, 3, 64), (64, 64, 1, 1, 0, 32), (64, 64, 3, 1, 1,
 def _cuda_pair(c_in, c_out, kernel, stride, padding, size, dtype):
     torch.manual_seed(0)
     ref = torch.nn.Conv2d(c_in, c_out, kernel, stride, padding).cuda().to(dtype)
-    ours = Im2colConv2d(c_in, c_out, kernel, stride, padding, algorithm="implicit_gemm").cuda().to(dtype)
+    ours = HandWrittenConv2d(c_in, c_out, kernel, stride, padding, algorithm="implicit_gemm").cuda().to(dtype)
     ours.load_state_dict(ref.state_dict())
     x = torch.randn(8, c_in, size, size, device="cuda", dtype=dtype, requires_grad=True)
     return ref, ours, x
@@ -261,7 +261,7 @@ def _compile_forward_for_sm90(dtype: str, ieee: bool) -> str:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from lit_vision.ops import conv_implicit_gemm_kernels as kernels
+    import lit_vision.ops.conv_implicit_gemm_kernels as kernels
 
     kernel = kernels.conv_forward_kernel
     n, c, h, w, k = 8, 64, 32, 32, 9 * 64

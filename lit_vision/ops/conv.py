@@ -199,7 +199,4 @@ class HandWrittenConv2d(nn.Conv2d):
         return conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups, self.algorithm)
 
 
-# The earlier name (it ran more than im2col): kept for code that still imports it.
-Im2colConv2d = HandWrittenConv2d
-
 __all__ = ["ALGORITHMS", "Algorithm", "HandWrittenConv2d", "choose_algorithm", "conv2d", "triton_available"]
