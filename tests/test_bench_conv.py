@@ -50,7 +50,7 @@ def test_cuda_bench_without_a_gpu_says_so_and_fails(monkeypatch) -> None:
 def test_layer_comparison_times_and_checks_every_operator() -> None:
     """The per-layer comparison behind the CUDA table (and bench gpu's ops rows), on the CPU:
     errors against float64 for both sides, ratios for each algorithm asked for."""
-    from lit_vision.bench._conv_compare import compare_layer, public
+    from lit_vision.bench.conv_layer import compare_layer, public
 
     layer = simplenet_layers(16)[2]  # conv3 3x3 at 4x4
     for dtype, tolerance in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):

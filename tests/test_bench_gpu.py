@@ -16,9 +16,10 @@ import time
 import pytest
 import torch
 
-from lit_vision.bench import _gpu_pipeline, _gpu_resident, gpu
+from lit_vision.bench import gpu
 from lit_vision.bench.__main__ import main
-from lit_vision.bench._gpu_allowance import COMPILE_EXPECTED_S, Allowance, allowance
+from lit_vision.bench.gpu import fits, resident
+from lit_vision.bench.gpu.budget import COMPILE_EXPECTED_S, Allowance, allowance
 from lit_vision.models.registry import list_models
 
 
@@ -186,18 +187,18 @@ def test_a_failing_fit_turns_the_sync_debug_mode_back_off(tmp_path, monkeypatch)
     turned off, or every later section would run with it."""
     modes = []
     monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
-    monkeypatch.setattr(_gpu_pipeline, "synchronize", lambda device: None)
+    monkeypatch.setattr(fits, "synchronize", lambda device: None)
 
     def failing_fit(*args, timer, **kwargs):
-        timer.on_train_batch_start(argparse.Namespace(global_step=_gpu_pipeline.SKIPPED_STEPS), None, None, 0)
+        timer.on_train_batch_start(argparse.Namespace(global_step=fits.SKIPPED_STEPS), None, None, 0)
         raise RuntimeError("CUDA out of memory in the middle of a fit")
 
-    monkeypatch.setattr(_gpu_resident, "measure_fit", failing_fit)
+    monkeypatch.setattr(fits, "measure_fit", failing_fit)
     args = gpu_arguments(["--smoke", "--out", str(tmp_path)])
     gpu.resolve_defaults(args)
     args.device = "cuda"
     rows: list = []
-    _gpu_resident.resident_rows(args, {"sections": {}}, time.monotonic() + 600, rows, [])
+    resident.resident_rows(args, {"sections": {}}, time.monotonic() + 600, rows, [])
     assert modes == ["warn", 0] * len(rows)  # on, then off again, for every fit
     assert len(rows) == 5 and all("CUDA out of memory" in row["error"] for row in rows)
 
@@ -218,17 +219,17 @@ def test_each_fit_gets_its_start_up_allowance_beside_its_timed_window():
 def test_the_timer_closes_the_window_after_its_seconds_not_counting_the_start_up(monkeypatch):
     # A clock the test moves (no sleeps: a loaded machine cannot make it flaky).
     clock = [1000.0]
-    monkeypatch.setattr(_gpu_pipeline, "time", argparse.Namespace(perf_counter=lambda: clock[0]))
-    monkeypatch.setattr(_gpu_pipeline, "synchronize", lambda device: None)
-    timer = _gpu_pipeline.FitTimer(torch.device("cpu"), timed_s=10.0)
+    monkeypatch.setattr(fits, "time", argparse.Namespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(fits, "synchronize", lambda device: None)
+    timer = fits.FitTimer(torch.device("cpu"), timed_s=10.0)
     trainer = argparse.Namespace(global_step=0, should_stop=False)
-    for step in range(_gpu_pipeline.SKIPPED_STEPS):  # a long start-up (a compile) before the window
+    for step in range(fits.SKIPPED_STEPS):  # a long start-up (a compile) before the window
         trainer.global_step = step
         timer.on_train_batch_start(trainer, None, None, step)
         clock[0] += 60.0
         timer.on_train_batch_end(trainer, None, None, None, step)
     assert not trainer.should_stop and not timer.steps
-    trainer.global_step = _gpu_pipeline.SKIPPED_STEPS
+    trainer.global_step = fits.SKIPPED_STEPS
     timer.on_train_batch_start(trainer, None, None, 0)
     clock[0] += 9.0
     timer.on_train_batch_end(trainer, None, None, None, 0)

@@ -9,8 +9,8 @@ import warnings
 
 import torch
 
-from lit_vision.bench import _gpu_speed
-from lit_vision.bench._gpu_ops import simplenet_conv_rows
+from lit_vision.bench.gpu import recipes
+from lit_vision.bench.gpu.ops import simplenet_conv_rows
 
 
 def test_a_recipe_names_its_shared_pieces_and_a_missing_one_is_said(tmp_path, monkeypatch, capsys):
@@ -18,9 +18,9 @@ def test_a_recipe_names_its_shared_pieces_and_a_missing_one_is_said(tmp_path, mo
     (tmp_path / "data" / "small.yaml").write_text("batch_size: 48\n")
     (tmp_path / "simplenet.yaml").write_text("model:\n  class_path: SimpleNet\n  init_args: {lr: 0.5}\ndata: data/small.yaml\n")
     (tmp_path / "vit.yaml").write_text("model: {class_path: ViT}\ndata: data/missing.yaml\n")
-    monkeypatch.setattr(_gpu_speed, "CONFIG_DIR", tmp_path)
-    assert _gpu_speed.recipe("SimpleNet") == (48, {"lr": 0.5})
-    assert _gpu_speed.recipe("ViT") == (256, {})
+    monkeypatch.setattr(recipes, "CONFIG_DIR", tmp_path)
+    assert recipes.recipe("SimpleNet") == (48, {"lr": 0.5})
+    assert recipes.recipe("ViT") == (256, {})
     said = capsys.readouterr().out
     assert "could not read a recipe for ViT" in said and f"{tmp_path / 'vit.yaml'} names data: data/missing.yaml" in said
 

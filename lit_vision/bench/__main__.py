@@ -9,15 +9,16 @@ import pkgutil
 import sys
 
 import lit_vision.bench as bench_package
-from lit_vision.bench.table import hardware_description
+from lit_vision.bench.conditions import hardware_description
 from lit_vision.utils.tables import format_table
 
 
 def discover() -> dict:
-    """Map sub-benchmark name -> module, for every module of this package that has `run`."""
+    """Map sub-benchmark name -> module (or subpackage), for every one of this package that has
+    `run` and `add_arguments`; the shared helpers (`conditions`, `timing`, `conv_layer`) have not."""
     found = {}
     for info in pkgutil.iter_modules(bench_package.__path__):
-        if info.name.startswith("_") or info.name == "table":
+        if info.name.startswith("_"):
             continue
         module = importlib.import_module(f"lit_vision.bench.{info.name}")
         if hasattr(module, "run") and hasattr(module, "add_arguments"):

@@ -5,7 +5,7 @@
     python -m lit_vision.bench conv --clock wall --threads 2
     python -m lit_vision.bench conv --device cuda          # GPU: implicit GEMM vs cuDNN (below)
 
-On CUDA (`--device cuda`) the table is another one, built by `lit_vision/bench/_conv_compare.py`:
+On CUDA (`--device cuda`) the table is another one, built by `lit_vision/bench/conv_layer.py`:
 every SimpleNet layer at batch 128 and 256 (`--batch-size 128,256`), in fp32 with TF32 off on
 both sides and in bf16 on both sides (`--dtypes float32,bfloat16`), forward + backward,
 wall-clock time (device-synchronised) of "auto" (the implicit-GEMM Triton kernels where Triton
@@ -38,12 +38,14 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from lit_vision.bench._conv_compare import compare_layer, median_seconds, peak_bytes, public
-from lit_vision.bench.table import torch_threads
+from lit_vision.bench.conditions import torch_threads
+from lit_vision.bench.conv_layer import compare_layer, forward_backward, peak_bytes, public
+from lit_vision.bench.timing import median_seconds
 from lit_vision.ops.conv import HandWrittenConv2d, choose_algorithm
 
 # SimpleNet: 7x7/2 stem, maxpool k3 s2 p1, three convs at 1/4 resolution, maxpool, three at 1/8.
@@ -98,17 +100,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--layers", default="", help="comma-separated substrings of layer names to run (default all)"
     )
-
-
-def _step(module: nn.Module, x: Tensor, grad_y: Tensor) -> Callable[[], list[Tensor]]:
-    """One forward + backward; returns the gradients (kept alive, as a training step would)."""
-    inputs = [p for p in module.parameters()] + ([x] if x.requires_grad else [])
-
-    def run() -> list[Tensor]:
-        y = module(x)
-        return list(torch.autograd.grad(y, inputs, grad_y))
-
-    return run
 
 
 def _median_ms(steps: dict[str, Callable[[], object]], args: argparse.Namespace, device: torch.device) -> dict[str, float]:
@@ -185,7 +176,7 @@ def _run(args: argparse.Namespace, device: torch.device, batch: int) -> list[dic
         x = torch.randn(batch, c_in, size, size, device=device, requires_grad=needs_dx)
         with torch.no_grad():
             grad_y = torch.randn_like(ref(x))
-        steps = {"torch": _step(ref, x, grad_y)} | {a: _step(m, x, grad_y) for a, m in ours.items()}
+        steps = {name: partial(forward_backward, m, x, grad_y) for name, m in {"torch": ref, **ours}.items()}
         ms = _median_ms(steps, args, device)
         mem_auto = peak_bytes(steps[auto], device)
         mem_ref = peak_bytes(steps["torch"], device)

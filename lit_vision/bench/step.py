@@ -28,7 +28,7 @@ import lightning as L
 import torch
 from torch.nn import functional as F
 
-from lit_vision.bench.table import quiet_lightning, torch_threads
+from lit_vision.bench.conditions import quiet_lightning, torch_threads
 from lit_vision.models.classifier import WarmupCosine
 from lit_vision.models.simplenet import SimpleNet
 

@@ -44,7 +44,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from lit_vision.bench.table import quiet_lightning
+from lit_vision.bench.conditions import quiet_lightning
 from lit_vision.data import MiniPlacesDataModule
 from lit_vision.data.augment_settings import Augmentation
 from lit_vision.data.listing import read_labelled_list

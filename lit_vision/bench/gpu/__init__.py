@@ -16,10 +16,10 @@ cut short still leaves every finished section on disk):
    loader path, for SimpleNet, ResNet18 and simplenet_robust, with the projected 60-epoch time.
    Every fit of 2 and 2b reports its start-up (compilation and warm-up included) on its own row,
    outside the timed window; a compiling fit may take `--compile-reserve-s` to start up (see
-   `_gpu_allowance.py`).
+   `budget.py`).
 3. ops — hand-written convolution (implicit-GEMM Triton kernels on CUDA) vs cuDNN per SimpleNet
-   layer in fp32 and bf16, SimpleNet's training step with `conv: im2col` vs `conv: torch`,
-   hand-written attention vs SDPA at ViT's shapes.
+   layer in fp32 and bf16, SimpleNet's training step with `conv: hand_written`
+   (`conv_algorithm: auto`) vs `conv: torch`, hand-written attention vs SDPA at ViT's shapes.
 4. attack — PGD images/s and an adversarial-training epoch vs a clean one
    (`python -m lit_vision.bench attack`, run from here).
 `--budget-s` is shared among the sections (unspent time flows to the later ones); rows stop
@@ -29,30 +29,32 @@ finished rows are kept and its status says so. Without a GPU (`--device auto` fi
 says so at once and measures nothing: `--smoke` checks the code paths on the CPU, `--device cpu`
 runs the full sizes on the CPU on purpose. No jsonargparse is imported (the GPU machine has none).
 See docs/gpu-benchmark.md for what each column means.
+
+Files, one a section: `model_speed.py` (1), `pipeline.py` (2), `resident.py` (2b), `ops.py` (3),
+`attack.py` (4); shared by 2 and 2b: `fits.py` (one timed `Trainer.fit`) and `recipes.py` (an
+architecture as its recipe builds it); `budget.py` (how the budget is shared and enforced),
+`report.py` (the header and the written files). This file: the options and the section loop.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
-import threading
 import time
 import traceback
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
-from lit_vision.bench._gpu_ops import attack_section_rows, ops_rows
-from lit_vision.bench._gpu_pipeline import pipeline_rows
-from lit_vision.bench._gpu_report import collect_header, write_results
-from lit_vision.bench._gpu_resident import resident_rows
-from lit_vision.bench._gpu_speed import model_speed_rows
+from lit_vision.bench.gpu.attack import attack_section_rows
+from lit_vision.bench.gpu.budget import SectionTimeUp, hard_stop, section_stop
+from lit_vision.bench.gpu.model_speed import model_speed_rows
+from lit_vision.bench.gpu.ops import ops_rows
+from lit_vision.bench.gpu.pipeline import pipeline_rows
+from lit_vision.bench.gpu.report import collect_header, write_results
+from lit_vision.bench.gpu.resident import resident_rows
 
-# A section still running this long after its share ends is cut (at most this share of its time).
-GRACE_S, GRACE_SHARE = 20.0, 0.1
 NO_GPU = (
     "bench gpu: no GPU here (torch.cuda.is_available() is False), so nothing was measured; it times CUDA "
     "kernels, bf16 autocast and cuDNN on a GPU. To check every code path on this CPU (minutes): "
@@ -60,11 +62,11 @@ NO_GPU = (
     "bounded by --budget-s): `--device cpu`."
 )
 
-# (section name, title, share of the budget, function(args, results, deadline) -> (rows, notes))
+# (section name, title, share of the budget, function(args, results, deadline, rows, notes) that appends its rows and notes)
 SECTIONS = [
     ("models", "Training speed per architecture (in-memory batch, no Trainer)", 0.40, model_speed_rows),
     ("pipeline", "End to end: Trainer.fit through MiniPlacesDataModule (bf16)", 0.30, pipeline_rows),
-    # The largest share: 9 fits, 3 of them compiling their step (see _gpu_allowance.py).
+    # The largest share: 9 fits, 3 of them compiling their step (see budget.py).
     ("resident", "End to end: data resident on the device, compiled step, vs the loader (bf16)", 0.50, resident_rows),
     ("ops", "Operators: hand-written conv vs cuDNN, manual attention vs SDPA", 0.10, ops_rows),
     ("attack", "PGD images/s and the cost of adversarial training", 0.05, attack_section_rows),
@@ -130,33 +132,6 @@ def resolve_defaults(args: argparse.Namespace) -> None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class SectionTimeUp(BaseException):
-    """Raised by the section timer. A BaseException, so that the rows' own `except Exception`
-    (one failing row must not stop the others) cannot swallow it and run on."""
-
-
-@contextlib.contextmanager
-def hard_stop(seconds: float) -> Iterator[None]:
-    """Raise SectionTimeUp in this (the main) thread after `seconds` of wall time, unless the
-    block ended first. Python runs the handler between bytecodes, so a long C call (one
-    training step) finishes first."""
-
-    def time_up(signum, frame) -> None:
-        raise SectionTimeUp()
-
-    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
-        # Windows, or a caller's thread (signals reach the main thread only): the sections' own deadlines only.
-        yield
-        return
-    previous = signal.signal(signal.SIGALRM, time_up)
-    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def run(args: argparse.Namespace) -> list[dict]:
     if args.device == "auto" and not args.smoke and not torch.cuda.is_available():
         print(NO_GPU, flush=True)
@@ -202,7 +177,7 @@ def _run_sections(args: argparse.Namespace, results: dict, out: Path, end: float
         print(f"== {name}: {title} ({deadline - time.monotonic():.0f} s)", flush=True)
         section_start = time.monotonic()
         share_s = max(0.0, deadline - section_start)
-        stop_at = min(deadline + min(GRACE_S, GRACE_SHARE * share_s), end)
+        stop_at = section_stop(deadline, share_s, end)
         try:
             with hard_stop(stop_at - time.monotonic()):
                 function(args, results, deadline, section["rows"], section["notes"])
@@ -228,11 +203,3 @@ def _release_memory(device: str) -> None:
     if device.startswith("cuda") and torch.cuda.is_available():
         torch.cuda.empty_cache()
 
-
-if __name__ == "__main__":
-    # `python -m lit_vision.bench.gpu` works too, without importing the other benchmarks.
-    from lit_vision.utils.tables import format_table
-
-    parser = argparse.ArgumentParser(prog="python -m lit_vision.bench.gpu", description=__doc__)
-    add_arguments(parser)
-    print(format_table(run(parser.parse_args())), flush=True)

@@ -2,8 +2,8 @@
 
 One step = the LightningModule's own forward (normalisation included) + cross-entropy + backward
 + optimiser step, on one in-memory uint8 batch already on the device; no Trainer, no data
-loading, no metrics. Each architecture is built as its recipe in configs/ builds it (batch size
-and model arguments; ResNet18 from random weights: nothing can be downloaded on the GPU machine).
+loading, no metrics. Each architecture is built as its recipe in configs/ builds it
+(`recipes.py`).
 """
 
 from __future__ import annotations
@@ -11,19 +11,15 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
-import lit_vision
-import lit_vision.models
-from lit_vision.bench._gpu_report import progress
-from lit_vision.cli.config_files import CONFIG_SUFFIXES, config_file, read_config
-from lit_vision.errors import LitVisionError
+from lit_vision.bench.gpu.recipes import build_module
+from lit_vision.bench.gpu.report import progress
+from lit_vision.bench.timing import one_call_seconds, time_calls
 from lit_vision.models.registry import list_models
 
-CONFIG_DIR = Path(lit_vision.__file__).resolve().parent.parent / "configs"
 # (row name, bf16 autocast, channels_last, torch.compile)
 VARIANTS = [
     ("fp32", False, False, False),
@@ -39,67 +35,6 @@ def architectures(args: argparse.Namespace) -> list[str]:
         return registered
     wanted = {a.strip().lower() for a in args.archs.split(",") if a.strip()}
     return [name for name in registered if name.lower() in wanted]
-
-
-def recipe(arch: str) -> tuple[int, dict]:
-    """(batch size, model init_args) of the recipe in configs/ for `arch`: the file named after
-    it if there is one, else the first whose model is `arch`. (256, {}) when none is readable."""
-    try:
-        candidates = sorted(CONFIG_DIR.glob("*.yaml"), key=lambda p: (p.stem != arch.lower(), p.name))
-
-        def section(config: dict, key: str, recipe_file: Path) -> dict:
-            # A recipe names a shared piece by its path (`data: data/miniplaces.yaml`) or inlines it.
-            value = config.get(key) or {}
-            if isinstance(value, str) and value.endswith(CONFIG_SUFFIXES):
-                piece = config_file(value, recipe_file.parent)
-                if piece is None:
-                    raise LitVisionError(f"{recipe_file} names {key}: {value}, which is not a file beside it or here")
-                value = read_config(piece) or {}
-            return {"class_path": value} if isinstance(value, str) else value
-
-        for path in candidates:
-            config = read_config(path) or {}
-            model = section(config, "model", path)
-            if str(model.get("class_path", "")).rsplit(".", 1)[-1] == arch:
-                batch = int(section(config, "data", path).get("batch_size", 256))
-                return batch, dict(model.get("init_args") or {})
-    except Exception as error:  # noqa: BLE001 — fall back to defaults, said in the row
-        print(f"   could not read a recipe for {arch}: {error}", flush=True)
-    return 256, {}
-
-
-def build_module(arch: str, args: argparse.Namespace, num_classes: int, **options) -> tuple[torch.nn.Module, int]:
-    """The architecture's LightningModule as its recipe builds it (on the CPU) and its batch size."""
-    batch, init_args = recipe(arch)
-    init_args.update(num_classes=num_classes, **options)
-    if "weights" in init_args:
-        init_args["weights"] = "none"
-    if "img_size" in init_args:
-        init_args["img_size"] = args.image_size
-    init_args.pop("freeze_backbone_epochs", None)
-    module = getattr(lit_vision.models, arch)(**init_args)
-    return module, args.batch_size or batch
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_calls(fn: Callable[[], object], device: torch.device, warmup: int, steps: int, deadline: float) -> tuple[float, int]:
-    """Seconds per call of `fn` over up to `steps` timed calls after `warmup` untimed ones,
-    fewer (at least one) once `deadline` (time.monotonic) has passed. Device-synchronised."""
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    start, done = time.perf_counter(), 0
-    while done < steps:
-        fn()
-        done += 1
-        if time.monotonic() > deadline:
-            break
-    synchronize(device)
-    return (time.perf_counter() - start) / done, done
 
 
 def random_batch(batch: int, size: int, num_classes: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,11 +75,7 @@ def measure_variant(arch: str, variant: tuple, args: argparse.Namespace, deadlin
     row = {"arch": arch, "variant": name, "batch": batch}
     if compile_:
         # The first call compiles (forward and backward graphs); its time is the compile cost.
-        synchronize(device)
-        start = time.perf_counter()
-        step()
-        synchronize(device)
-        row["compile s"] = time.perf_counter() - start
+        row["compile s"] = one_call_seconds(step, device)
     seconds, steps = time_calls(step, device, args.warmup, args.steps, deadline)
     row.update({"images/s": batch / seconds, "ms/step": seconds * 1e3, "steps timed": steps})
     if device.type == "cuda":

@@ -1,5 +1,6 @@
-"""What every benchmark shares: the hardware header printed above it, and running with a given
-number of torch threads (tables: `lit_vision.utils.tables`)."""
+"""The conditions every benchmark runs under: the hardware line printed above its table, a given
+number of torch threads, Lightning's info lines off (tables: `lit_vision.utils.tables`; timing:
+`timing.py`)."""
 
 from __future__ import annotations
 

@@ -11,13 +11,12 @@ are from each other.
 from __future__ import annotations
 
 import contextlib
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
+from lit_vision.bench.timing import median_seconds, one_call_seconds
 from lit_vision.ops.conv import HandWrittenConv2d, choose_algorithm
 
 
@@ -31,34 +30,6 @@ def full_fp32():
         yield
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def median_seconds(
-    fns: dict[str, Callable[[], object]],
-    device: torch.device,
-    warmup: int,
-    repeats: int,
-    clock: Callable[[], float] = time.perf_counter,
-) -> dict[str, float]:
-    """Median seconds per call of each function (wall clock by default, device-synchronised),
-    alternated call by call so that all see the same machine state."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            _sync(device)
-            start = clock()
-            fn()
-            _sync(device)
-            times[name].append(clock() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
@@ -130,13 +101,7 @@ def compare_layer(
     calls = {"torch": lambda: forward_backward(reference, x, grad_y)}
     calls |= {name: (lambda m=m: forward_backward(m, x, grad_y)) for name, m in ours.items()}
     with full_fp32() if dtype == torch.float32 else contextlib.nullcontext():
-        first = {}
-        for name, call in calls.items():
-            _sync(device)
-            start = time.perf_counter()
-            call()
-            _sync(device)
-            first[name] = time.perf_counter() - start
+        first = {name: one_call_seconds(call, device) for name, call in calls.items()}
         seconds = median_seconds(calls, device, warmup, repeats)
         results = {name: call() for name, call in calls.items()}
         exact = nn.Conv2d(*geometry).to(device, torch.float64)
@@ -169,4 +134,4 @@ def public(row: dict) -> dict:
     return {key: value for key, value in row.items() if not key.startswith("_")}
 
 
-__all__ = ["compare_layer", "forward_backward", "full_fp32", "median_seconds", "peak_bytes", "public", "relative_error"]
+__all__ = ["compare_layer", "forward_backward", "full_fp32", "peak_bytes", "public", "relative_error"]

@@ -1,34 +1,32 @@
-"""`bench gpu`, section "ops": hand-written operators against torch's, and the attack's cost.
+"""`bench gpu`, section "ops": hand-written operators against torch's.
 
 - conv: `HandWrittenConv2d` (algorithm "auto": the implicit-GEMM Triton kernels on CUDA where Triton
   imports) vs `nn.Conv2d` (cuDNN on a GPU) with the same weights, per SimpleNet layer (shapes
   from `lit_vision.bench.conv`), fp32 with TF32 off on both sides and bf16 on both sides,
   forward + backward (no input gradient for the stem, as in training); max |difference| of
   outputs and of all gradients, and each side's relative error against float64
-  (`lit_vision/bench/_conv_compare.py`).
+  (`lit_vision/bench/conv_layer.py`).
 - SimpleNet end to end: a whole training step (forward, loss, backward, SGD/AdamW step as the
   recipe builds it) with `conv: hand_written` (`conv_algorithm: auto`) vs `conv: torch`, fp32
   (TF32 off) and bf16 autocast.
 - attention: `attention(impl="manual")` vs `impl="sdpa"` at the ViT recipe's shapes (global
   blocks: all tokens; windowed blocks: window² tokens per window), fp32 and bf16 autocast,
   forward + backward; max |difference| of outputs and of the q/k/v gradients.
-Section "attack": `python -m lit_vision.bench attack` run from here (PGD images/s, ours vs a textbook
-  loop; a Trainer epoch with AdversarialTraining(fraction 0.2) vs a clean one), fp32.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import time
 from functools import partial
 
 import torch
 
-from lit_vision.bench._conv_compare import compare_layer, full_fp32
-from lit_vision.bench._conv_compare import median_seconds as alternate
-from lit_vision.bench._gpu_speed import build_module, random_batch, recipe, time_calls, training_step_fn
 from lit_vision.bench.conv import simplenet_layers
+from lit_vision.bench.conv_layer import compare_layer, full_fp32
+from lit_vision.bench.gpu.model_speed import random_batch, training_step_fn
+from lit_vision.bench.gpu.recipes import build_module, recipe
+from lit_vision.bench.timing import median_seconds, time_calls
 from lit_vision.ops.attention import attention
 
 
@@ -127,7 +125,7 @@ def attention_rows(args, batch: int, device: torch.device) -> list[dict]:
                 grad_out = torch.randn(shape, device=device)
 
                 calls = {impl: partial(attention_step, impl, q, k, v, grad_out, bf16) for impl in ("manual", "sdpa")}
-                seconds = alternate(calls, device, 2, args.repeats)
+                seconds = median_seconds(calls, device, 2, args.repeats)
                 out_manual, out_sdpa = calls["manual"](), calls["sdpa"]()
                 rows.append(
                     {
@@ -143,21 +141,6 @@ def attention_rows(args, batch: int, device: torch.device) -> list[dict]:
             except Exception as error:  # noqa: BLE001
                 rows.append({"op": f"attention {label}", "error": f"{type(error).__name__}: {error}"[:500]})
     return rows
-
-
-def attack_rows(args, batch: int, device: torch.device) -> list[dict]:
-    from lit_vision.bench import attack
-
-    parser = argparse.ArgumentParser()
-    attack.add_arguments(parser)
-    attack_args = parser.parse_args(
-        [
-            "--batch-size", str(batch), "--image-size", str(args.image_size), "--device", str(device),
-            "--steps", "2" if args.smoke else "10", "--repeats", str(args.repeats),
-            "--epoch-batches", "5" if args.smoke else "20", "--epoch-repeats", "1" if args.smoke else "2",
-        ]
-    )  # fmt: skip
-    return [{"op": f"PGD: {row.pop('measure')}", **row} for row in attack.run(attack_args)]
 
 
 def ops_rows(args, results: dict, deadline: float, rows: list, notes: list) -> None:
@@ -177,12 +160,3 @@ def ops_rows(args, results: dict, deadline: float, rows: list, notes: list) -> N
         except Exception as error:  # noqa: BLE001 — each part on its own
             rows.append({"op": name, "error": f"{type(error).__name__}: {error}"[:500]})
         print(f"   {name} done", flush=True)
-
-
-def attack_section_rows(args, results: dict, deadline: float, rows: list, notes: list) -> None:
-    batch = args.batch_size or 256
-    notes.append(
-        f"`python -m lit_vision.bench attack`, SimpleNet, batch {batch}, fp32 (see lit_vision/bench/attack.py); "
-        "ratio at exactly 0.2 = an adversarial-training epoch's cost in clean epochs"
-    )
-    rows.extend(attack_rows(args, batch, torch.device(args.device)))

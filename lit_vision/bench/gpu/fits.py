@@ -1,13 +1,14 @@
-"""`bench gpu`, section "pipeline": a real `Trainer.fit` through `MiniPlacesDataModule`.
+"""`bench gpu`, sections "pipeline" and "resident": one timed `Trainer.fit`, and the loop over a
+section's fits that both sections share.
 
-SimpleNet and ResNet18 (their recipes' batch sizes), bf16-mixed, `--workers` DataLoader workers,
-without and with `data.cache` (decoded uint8 memory-mapped splits). Data: a stand-in generated
-into a temporary folder (100 classes × `--standin-per-class` 128-px JPEGs; ~400 images/s on one
-core), or the MiniPlaces folder given with `--data-dir`. Each fit is reported on two rows: its
-start-up with the first `SKIPPED_STEPS` steps (compilation included), then its timed window, which
-closes after the fit's allowance (see `_gpu_allowance.py`: `--fit-seconds` at most; Lightning's
-`max_time` caps the whole fit at start-up allowance + window).
-No logger, no checkpoints, no progress bar, no validation.
+Each fit: bf16-mixed, `--workers` DataLoader workers, on a stand-in generated into a temporary
+folder (100 classes, smoke 4, × `--standin-per-class` 128-px JPEGs; ~400 images/s on one core) or
+the MiniPlaces folder given with `--data-dir`; no logger, no checkpoints, no progress bar, no
+validation. It is reported on two rows: its start-up with the first `SKIPPED_STEPS` steps
+(compilation included), then its timed window, which closes after the fit's allowance (see
+`budget.py`: `--fit-seconds` at most; Lightning's `max_time` caps the whole fit at start-up
+allowance + window). A fit that fails is reported on one row with its error, and the next one
+runs.
 
 GPU busy, two ways: "GPU busy (NVML)" is the mean of `torch.cuda.utilization()` (NVML's share
 of time a kernel was running) sampled every 50 ms during the timed steps; "GPU busy (derived)"
@@ -16,23 +17,27 @@ is (pure-model bf16 step time from section "models" × timed steps) / timed wall
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import lightning as L
 import torch
 from lightning.pytorch.profilers import SimpleProfiler
 
-from lit_vision.bench._gpu_allowance import Allowance, allowance
-from lit_vision.bench._gpu_report import progress
-from lit_vision.bench._gpu_speed import build_module, synchronize
+from lit_vision.bench.gpu.budget import Allowance, allowance
+from lit_vision.bench.gpu.recipes import build_module
+from lit_vision.bench.gpu.report import progress
+from lit_vision.bench.timing import synchronize
 from lit_vision.data import MiniPlacesDataModule, generate_standin
 
-PIPELINE_ARCHS = ("SimpleNet", "ResNet18")
 SKIPPED_STEPS = 5  # untimed first steps: worker start-up, cuDNN autotuning, cache warm-up
 
 
@@ -128,29 +133,89 @@ def pure_step_seconds(results: dict, arch: str) -> float | None:
     return None
 
 
+@dataclass(frozen=True)
+class Fit:
+    """One end-to-end fit of a section: `label` names it on each of its rows (skipped and failed
+    ones too) and `name` in the progress line; `data_options` go to the DataModule (`cache`,
+    `placement`); `callbacks` builds the Trainer's extra callbacks when the fit runs."""
+
+    label: dict
+    name: str
+    arch: str
+    model_options: dict = field(default_factory=dict)
+    data_options: dict = field(default_factory=dict)
+    callbacks: Callable[[], tuple] = tuple
+
+
+class FitData(NamedTuple):
+    workdir: Path  # temporary: the stand-in, the decoded cache
+    data_dir: Path
+    num_classes: int
+
+
+@contextlib.contextmanager
+def fit_data(args, notes: list, prefix: str) -> Iterator[FitData]:
+    """A temporary folder with the data every fit of a section reads; removed afterwards."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        data_dir, num_classes = prepare_data(args, notes, workdir)
+        yield FitData(workdir, data_dir, num_classes)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_fits(
+    fits: list[Fit], args, results: dict, deadline: float, rows: list, data: FitData, section: str,
+    timer_type: type[FitTimer] = FitTimer, finish: Callable[[Fit, dict, FitTimer], None] | None = None,
+) -> None:
+    """Each fit in turn within its allowance of the time left before `deadline`, on two rows
+    appended to `rows` (start-up, then timed) or on one row that says why it was skipped or
+    failed. `finish` adds a section's own columns to the timed row (its timer closed)."""
+    for index, fit in enumerate(fits):
+        share = allowance(
+            [compiles(f.model_options) for f in fits], index, deadline - time.monotonic(), args.fit_seconds,
+            args.compile_reserve_s,
+        )  # fmt: skip
+        if isinstance(share, str):
+            rows.append({**fit.label, "skipped": share})
+            continue
+        timer = timer_type(torch.device(args.device))
+        try:
+            row, startup = measure_fit(fit, args, results, data, share, timer=timer, section=section)
+            timer.close()  # before `finish` reads it (on_train_end closed it already)
+            if finish is not None:
+                finish(fit, row, timer)
+            rows.extend([startup, row])
+        except Exception as error:  # noqa: BLE001 — one failing fit must not stop the others
+            row = {**fit.label, "error": f"{type(error).__name__}: {error}"[:500]}
+            rows.append(row)
+        finally:
+            timer.close()  # whatever happened (SectionTimeUp included)
+        print(f"   {fit.name}: {progress(row)}", flush=True)
+
+
 def measure_fit(
-    arch: str, cache: bool, options: dict, args, results: dict, data_dir: Path, num_classes: int, workdir: Path,
-    allowance: Allowance, data_options: dict | None = None, callbacks: tuple = (), timer: FitTimer | None = None,
-    section: str = "pipeline",
+    fit: Fit, args, results: dict, data: FitData, allowance: Allowance, timer: FitTimer, section: str
 ) -> tuple[dict, dict]:
-    """One timed fit within `allowance`: (the timed row, the start-up row). `data_options` go to
-    the DataModule (e.g. placement), `callbacks` to the Trainer (e.g. adversarial training),
-    `timer` replaces the plain `FitTimer` (its `timed_s` is set here); `section` names the profile
-    file (`--profile`). The caller closes the timer in a `finally`."""
+    """One timed fit within `allowance`: (the timed row, the start-up row). `timer` times it (its
+    `timed_s` is set here); `section` names the profile file (`--profile`). The caller closes
+    the timer in a `finally`."""
     device = torch.device(args.device)
+    callbacks = fit.callbacks()  # before the seed, as the module's initial weights depend on it
     torch.manual_seed(0)
-    module, batch = build_module(arch, args, num_classes, **options)
+    options = fit.model_options
+    module, batch = build_module(fit.arch, args, data.num_classes, **options)
     crop = args.image_size
+    data_options = {"cache": False, **fit.data_options}
     datamodule = MiniPlacesDataModule(
-        data_dir=str(data_dir), batch_size=batch, num_workers=args.workers, num_classes=num_classes,
-        crop_size=crop, resize_size=max(crop, round(crop * 144 / 128)), cache=cache,
-        cache_dir=str(workdir / "cache"), **(data_options or {}),
+        data_dir=str(data.data_dir), batch_size=batch, num_workers=args.workers, num_classes=data.num_classes,
+        crop_size=crop, resize_size=max(crop, round(crop * 144 / 128)), cache_dir=str(data.workdir / "cache"),
+        **data_options,
     )  # fmt: skip
-    pure = pure_step_seconds(results, arch)
+    pure = pure_step_seconds(results, fit.arch)
     # The timer closes the window after `allowance.timed_s` (smoke: after `--steps` steps);
     # max_time is only the cap of the whole fit, start-up allowance included.
     max_steps = SKIPPED_STEPS + (args.steps if args.smoke else 100_000)
-    timer = timer or FitTimer(device)
     timer.timed_s = None if args.smoke else allowance.timed_s
     profiler = SimpleProfiler() if args.profile else None
     trainer = L.Trainer(
@@ -172,14 +237,13 @@ def measure_fit(
     if profiler is not None:
         # Host seconds per Lightning hook: on an accelerator that runs asynchronously, the hooks
         # that wait (a synchronisation) or that cost Python time show up here.
-        resident = (data_options or {}).get("placement") == "resident"
-        where = "resident" if resident else "cache" if cache else "jpeg"
-        name = f"profile_{section}_{arch}_{where}_{describe(options)}{'_adv' if callbacks else ''}.txt"
+        resident = data_options.get("placement") == "resident"
+        where = "resident" if resident else "cache" if data_options["cache"] else "jpeg"
+        name = f"profile_{section}_{fit.arch}_{where}_{describe(options)}{'_adv' if callbacks else ''}.txt"
         (Path(args.out) / name).write_text(profiler.summary())
+    head = {**fit.label, "model options": describe(options)}
     row = {
-        "arch": arch,
-        "cache": "yes" if cache else "no",
-        "model options": describe(options),
+        **head,
         "phase": "timed",
         "workers": args.workers,
         "batch": batch,
@@ -194,7 +258,7 @@ def measure_fit(
     if pure:
         row["GPU busy (derived)"] = min(1.0, pure * timer.steps / wall)
     startup = {
-        **{k: row[k] for k in ("arch", "cache", "model options")},
+        **head,
         "phase": f"start-up + {SKIPPED_STEPS} warm-up steps (untimed)",
         "set-up s": timer.first_step - called,
         "first steps s": timer.start - timer.first_step,
@@ -208,49 +272,5 @@ def compiles(options: dict) -> bool:
     return bool(options.get("compile"))
 
 
-FAST_OPTIONS = {"channels_last": True, "compile": True}
-
-
 def describe(options: dict) -> str:
     return "+".join(name if on is True else f"{name}={on}" for name, on in options.items() if on) or "recipe"
-
-
-def pipeline_rows(args, results: dict, deadline: float, rows: list, notes: list) -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="lit_vision_gpu_bench_"))
-    try:
-        data_dir, num_classes = prepare_data(args, notes, workdir)
-        # The recipes as written, from JPEGs and from the cache; then the cached run with the
-        # model options that the pure-speed section shows paying off on a GPU.
-        runs = [(arch, cache, {}) for arch in PIPELINE_ARCHS for cache in (False, True)]
-        if not args.smoke:
-            runs += [(arch, True, FAST_OPTIONS) for arch in PIPELINE_ARCHS]
-        notes.append(
-            f"bf16-mixed, {args.workers} workers, device augmentation, {args.image_size}px crops; each fit on two rows: "
-            f"its start-up (set-up s = fit() to the first step, cache build included; first steps s = the first "
-            f"{SKIPPED_STEPS} steps, compilation included) and its timed window"
-        )
-        for index, (arch, cache, options) in enumerate(runs):
-            label = {"arch": arch, "cache": "yes" if cache else "no", "model options": describe(options)}
-            share = allowance(
-                [compiles(run[2]) for run in runs], index, deadline - time.monotonic(), args.fit_seconds,
-                args.compile_reserve_s,
-            )  # fmt: skip
-            if isinstance(share, str):
-                rows.append({**label, "skipped": share})
-                continue
-            timer = FitTimer(torch.device(args.device))
-            try:
-                # The loader path, named: this section times it whatever data.placement: auto picks.
-                row, startup = measure_fit(
-                    arch, cache, options, args, results, data_dir, num_classes, workdir, share,
-                    data_options={"placement": "loader"}, timer=timer,
-                )  # fmt: skip
-                rows.extend([startup, row])
-            except Exception as error:  # noqa: BLE001 — one failing fit must not stop the others
-                row = {**label, "error": f"{type(error).__name__}: {error}"[:500]}
-                rows.append(row)
-            finally:
-                timer.close()
-            print(f"   {arch} cache={cache} {describe(options)}: {progress(row)}", flush=True)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)

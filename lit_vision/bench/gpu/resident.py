@@ -1,6 +1,6 @@
 """`bench gpu`, section "resident": end to end with the data on the device and one compiled step.
 
-The same `Trainer.fit` as section "pipeline" (`measure_fit`: bf16-mixed, stand-in or `--data-dir`,
+The same `Trainer.fit` as section "pipeline" (`fits.py`: bf16-mixed, stand-in or `--data-dir`,
 no logger, checkpoints, progress bar or validation), side by side for SimpleNet, ResNet18 and the
 adversarial-training recipe `simplenet_robust` (configs/simplenet_robust.yaml: its model options
 and its `AdversarialTraining` callback, read from the file):
@@ -18,25 +18,19 @@ the synchronising calls `torch.cuda.set_sync_debug_mode("warn")` reports during 
 (epoch ends included), per 100 steps. "GPU busy (derived)" compares with the pure bf16 step of
 section "models" (uncompiled), so a compiled row can exceed what it means: read NVML's figure.
 Each fit is reported on two rows, its start-up (compilation and warm-up included) and its timed
-window; a compiling fit may take `--compile-reserve-s` to start up (see `_gpu_allowance.py`).
+window; a compiling fit may take `--compile-reserve-s` to start up (see `budget.py`).
 In `--smoke`, SimpleNet's three paths (its compiled step included, compiled for the CPU: tens
 of seconds) and simplenet_robust's two uncompiled ones; ResNet18's are left out.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-import time
 import warnings
-from pathlib import Path
 
 import torch
 
-from lit_vision.bench._gpu_allowance import allowance
-from lit_vision.bench._gpu_pipeline import SKIPPED_STEPS, FitTimer, compiles, measure_fit, prepare_data
-from lit_vision.bench._gpu_report import progress
-from lit_vision.bench._gpu_speed import CONFIG_DIR
+from lit_vision.bench.gpu.fits import SKIPPED_STEPS, Fit, FitTimer, fit_data, run_fits
+from lit_vision.bench.gpu.recipes import robust_recipe
 
 MINIPLACES_TRAIN = 100_000  # images in MiniPlaces' training split
 EPOCHS = 60  # the CNN recipes' schedule (configs/trainer/gpu.yaml)
@@ -89,16 +83,6 @@ class SyncCountingTimer(FitTimer):
         super().close()
 
 
-def robust_recipe() -> tuple[dict, dict]:
-    """configs/simplenet_robust.yaml's model init_args and AdversarialTraining init_args."""
-    from lit_vision.cli.config_files import read_config
-
-    config = read_config(CONFIG_DIR / "simplenet_robust.yaml")
-    model = dict(config["model"].get("init_args") or {})
-    (training,) = [c for c in config["trainer"]["callbacks"] if c["class_path"].endswith("AdversarialTraining")]
-    return model, dict(training["init_args"])
-
-
 def adversarial_callback(init_args: dict):
     from lit_vision.callbacks.adversarial_training import AdversarialTraining
 
@@ -117,12 +101,33 @@ def chosen_runs(args) -> list[tuple]:
     return runs
 
 
+def resident_fit(
+    label: str, arch: str, robust: bool, data_options: dict, options: dict, robust_model: dict, robust_attack: dict
+) -> Fit:
+    """One run of `RUNS`; the adversarial recipe's model options first, the path's on top."""
+    recipe_name = "simplenet_robust" if robust else arch
+    return Fit(
+        label={"recipe": recipe_name, "path": label},
+        name=f"{recipe_name} {label}",
+        arch=arch,
+        model_options={**(robust_model if robust else {}), **options},
+        data_options=data_options,
+        callbacks=(lambda: (adversarial_callback(robust_attack),)) if robust else tuple,
+    )
+
+
+def add_projection(fit: Fit, row: dict, timer: SyncCountingTimer) -> None:
+    """The resident section's own columns on a fit's timed row."""
+    if fit.data_options["placement"] == "resident":
+        row["workers"] = "none"
+    row["60-epoch min"] = EPOCHS * MINIPLACES_TRAIN / row["images/s"] / 60
+    if timer.syncs is not None:
+        row["host syncs /100 steps"] = 100 * timer.syncs / timer.steps
+
+
 def resident_rows(args, results: dict, deadline: float, rows: list, notes: list) -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="lit_vision_gpu_resident_"))
-    try:
-        data_dir, num_classes = prepare_data(args, notes, workdir)
+    with fit_data(args, notes, "lit_vision_gpu_resident_") as data:
         robust_model, robust_attack = robust_recipe()
-        runs = chosen_runs(args)
         notes.append(
             f"bf16-mixed, {args.image_size}px crops, device augmentation; loader rows: {args.workers} workers reading "
             f"the decoded cache. Each fit on two rows: its start-up (set-up s = fit() to the first step: cache "
@@ -131,39 +136,5 @@ def resident_rows(args, results: dict, deadline: float, rows: list, notes: list)
             "steps only). simplenet_robust = configs/simplenet_robust.yaml's model and AdversarialTraining "
             f"({robust_attack.get('steps')} PGD steps on every batch)"
         )
-        for index, (label, arch, robust, data_options, options) in enumerate(runs):
-            recipe_name = "simplenet_robust" if robust else arch
-            head = {"recipe": recipe_name, "path": label}
-            share = allowance(
-                [compiles(run[4]) for run in runs], index, deadline - time.monotonic(), args.fit_seconds,
-                args.compile_reserve_s,
-            )  # fmt: skip
-            if isinstance(share, str):
-                rows.append({**head, "skipped": share})
-                continue
-            model_options = {**(robust_model if robust else {}), **options}
-            callbacks = (adversarial_callback(robust_attack),) if robust else ()
-            timer = SyncCountingTimer(torch.device(args.device))
-            try:
-                row, startup = measure_fit(
-                    arch, data_options.get("cache", False), model_options, args, results, data_dir, num_classes,
-                    workdir, share, data_options={k: v for k, v in data_options.items() if k != "cache"},
-                    callbacks=callbacks, timer=timer, section="resident",
-                )  # fmt: skip
-                timer.close()  # before reading its count (on_train_end closed it already)
-                row = {**head, **{k: v for k, v in row.items() if k not in ("arch", "cache")}}
-                startup = {**head, **{k: v for k, v in startup.items() if k not in ("arch", "cache")}}
-                if data_options["placement"] == "resident":
-                    row["workers"] = "none"
-                row["60-epoch min"] = EPOCHS * MINIPLACES_TRAIN / row["images/s"] / 60
-                if timer.syncs is not None:
-                    row["host syncs /100 steps"] = 100 * timer.syncs / timer.steps
-                rows.extend([startup, row])
-            except Exception as error:  # noqa: BLE001 — one failing fit must not stop the others
-                row = {**head, "error": f"{type(error).__name__}: {error}"[:500]}
-                rows.append(row)
-            finally:
-                timer.close()  # the sync debug mode, whatever happened (SectionTimeUp included)
-            print(f"   {recipe_name} {label}: {progress(row)}", flush=True)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        fits = [resident_fit(*run, robust_model, robust_attack) for run in chosen_runs(args)]
+        run_fits(fits, args, results, deadline, rows, data, "resident", timer_type=SyncCountingTimer, finish=add_projection)
