@@ -123,16 +123,22 @@ def time_batched_augment(count: int, size: int, crop: int, batch: int = 256) -> 
     return batches * batch / (time.perf_counter() - start)
 
 
-def time_loader(dataset: Dataset, workers: int, epochs: int) -> float:
-    loader = DataLoader(dataset, batch_size=256, shuffle=True, num_workers=workers, persistent_workers=workers > 0)
-    for _ in loader:  # warm-up: start workers, fill caches
+def images_per_second(loader, passes: int) -> float:
+    """Images/s of `passes` passes over `loader`, after one untimed pass (it starts the workers,
+    fills the caches, opens a stream's chunks)."""
+    for _ in loader:
         pass
     start = time.perf_counter()
     count = 0
-    for _ in range(epochs):
+    for _ in range(passes):
         for images, _ in loader:
             count += len(images)
-    rate = count / (time.perf_counter() - start)
+    return count / (time.perf_counter() - start)
+
+
+def time_loader(dataset: Dataset, workers: int, epochs: int) -> float:
+    loader = DataLoader(dataset, batch_size=256, shuffle=True, num_workers=workers, persistent_workers=workers > 0)
+    rate = images_per_second(loader, epochs)
     del loader
     return rate
 
@@ -144,14 +150,7 @@ def time_stream_loader(stream_dir: Path, crop: int, workers: int, passes: int) -
     loader = StreamingDataLoader(
         StreamedImages(str(stream_dir / "train"), SquareResize(crop), shuffle=True), batch_size=256, num_workers=workers
     )
-    for _ in loader:  # warm-up: the first epoch opens the chunks
-        pass
-    start = time.perf_counter()
-    count = 0
-    for _ in range(passes):
-        for images, _ in loader:
-            count += len(images)
-    return count / (time.perf_counter() - start)
+    return images_per_second(loader, passes)
 
 
 def stream_of(root: Path, tmp: str) -> Path | None:
