@@ -490,3 +490,79 @@ def test_square_check_flags_a_black_box_win_only():
     assert square_check({"clean": 0.9, "apgd_ce": 0.5, "apgd_t": 0.45, "square": 0.40})["passed"] is False
     assert square_check({"clean": 0.9, "apgd_ce": 0.5, "apgd_t": 0.45, "square": 0.45})["passed"] is True
     assert square_check({"clean": 0.9, "apgd_ce": 0.5})["passed"] is None
+
+
+# ------------------------------------------- the cascade across test batches: suite_batch_size
+def spy_on_suite_calls(monkeypatch) -> list[int]:
+    """The number of images of every AttackSuite.run call, in order."""
+    calls: list[int] = []
+    run = AttackSuite.run
+
+    def counted(self, model, images, labels, *args, **kwargs):
+        calls.append(int(labels.shape[0]))
+        return run(self, model, images, labels, *args, **kwargs)
+
+    monkeypatch.setattr(AttackSuite, "run", counted)
+    return calls
+
+
+def test_queued_survivors_get_the_verdicts_of_per_batch_calls(trained):
+    """The same images attacked 8 at a time or queued 64 at a time: the same verdict per image
+    (this tiny model's verdicts hinge on no random draw), the same counts, 1 call instead of 8."""
+    from lit_vision.attacks.suite_buffer import SuiteBuffer
+
+    x, y = brightness_data(64, seed=4)
+    suite = AttackSuite(12 / 255, "autoattack_lite", **FEW)
+    per_batch = [suite.run(trained, x[i : i + 8], y[i : i + 8], key=(i,)) for i in range(0, 64, 8)]
+    buffer = SuiteBuffer(suite, batch_size=64)
+    queued = [d.result for i in range(0, 64, 8) for d in buffer.add(trained, x[i : i + 8], y[i : i + 8])]
+    assert len(queued) == 1 and buffer.calls == 1 and not buffer.flush(trained)
+    assert 0 < queued[0].robust.sum() < queued[0].clean.sum()  # some images fooled, some robust
+    assert torch.equal(torch.cat([r.robust for r in per_batch]), queued[0].robust)
+    for name in ("apgd_ce", "apgd_t", "fab_t", "square"):
+        assert torch.equal(torch.cat([r.correct[name] for r in per_batch]), queued[0].correct[name])
+        assert sum(o.fooled for r in per_batch for o in r.outcomes if o.name == name) == next(
+            o.fooled for o in queued[0].outcomes if o.name == name
+        )
+
+
+@pytest.mark.parametrize(
+    "cascade, attacks",
+    # Standalone, Square meets images the gradient attacks fool: whether its 30 random squares do
+    # too hinges on the draws, which differ with the batch; in the cascade it meets only survivors.
+    [(True, ["apgd_ce", "apgd_t", "fab_t", "square"]), (False, ["apgd_ce", "apgd_t", "fab_t"])],
+)
+def test_suite_batch_size_leaves_every_figure_as_it_was_in_fewer_calls(tmp_path, trained, monkeypatch, cascade, attacks):
+    """Through AdversarialEvaluation, test batches of 8: the suite per test batch (None), queued
+    across batches 5 at a time (flushed inside the loop and at the end) or 256 at a time (all at
+    the end of the test): the same logged metrics and table but the seconds, in fewer calls."""
+    x, y = brightness_data(64, seed=4)
+    calls = spy_on_suite_calls(monkeypatch)
+    options = dict(epsilon=12 / 255, num_steps=1, step_scale=0.5, targets=["true_label"], masking_checks=False,
+                   num_images=0, suite="autoattack_lite", suite_steps=5, suite_queries=30, suite_cascade=cascade,
+                   suite_attacks=attacks)  # fmt: skip
+    runs = {}
+    for size in (None, 5, 256):
+        calls.clear()
+        callback = AdversarialEvaluation(**options, suite_batch_size=size)
+        (results,) = make_trainer(tmp_path / str(size), [callback]).test(Wrapped(trained), dataloaders=loader(x, y, 8))
+        untimed = [{k: v for k, v in row.items() if k != "seconds"} for row in callback.rows]
+        runs[size] = (results, untimed, list(calls))
+        with open(callback.paths["json"]) as handle:
+            assert json.load(handle)["suite_batch_size"] == size
+    (base, rows, per_batch_calls), entering = runs[None], runs[None][1][4]["images"]
+    assert per_batch_calls == [8] * 8 and 5 < entering <= 64  # standalone: every clean-correct image
+    for size in (5, 256):
+        results, table, queued_calls = runs[size]
+        assert {k: v for k, v in results.items() if k != "test/suite_seconds"} == {
+            k: v for k, v in base.items() if k != "test/suite_seconds"
+        }
+        assert table == rows
+        assert sum(queued_calls) == entering  # only the entering images are queued
+        assert queued_calls == ([5] * (entering // 5) + ([entering % 5] if entering % 5 else []) if size == 5 else [entering])
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, True])
+def test_bad_suite_batch_size_is_refused(value):
+    with pytest.raises(LitVisionError, match="suite_batch_size must be an integer >= 1 or null"):
+        AdversarialEvaluation(suite="autoattack_lite", suite_batch_size=value)

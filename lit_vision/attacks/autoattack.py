@@ -47,7 +47,8 @@ the settings makes the suite's label `custom`.
 
 Cost. `forwards` counts images passed through the model, `gradient_forwards` those that
 carried an input gradient (≈ the backward passes; FAB's targeted step takes one backward per
-forward), `seconds` is wall time (synchronised on CUDA).
+forward), `seconds` is wall time (synchronised on CUDA), `cpu_seconds` this process's CPU time
+(on one intra-op thread, the work done, whatever else the machine runs).
 """
 
 from __future__ import annotations
@@ -169,6 +170,7 @@ class AttackOutcome:
     forwards: int = 0  # images passed through the model
     gradient_forwards: int = 0  # of those, with an input gradient (≈ backward passes)
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # this process's CPU time: what a benchmark on a shared CPU compares
 
 
 @dataclass
@@ -396,7 +398,7 @@ class AttackSuite:
                 if index.numel():
                     counted.forwards = counted.gradient_forwards = 0
                     _synchronize(device)
-                    start = time.perf_counter()
+                    start, cpu_start = time.perf_counter(), time.process_time()
                     attack = self._build(name, counted, num_classes, seed, device)
                     # The authors' AutoAttack runs its attacks under no_grad (they enable gradients
                     # where they need them): Square's and FAB's many plain forwards then build no graph.
@@ -407,6 +409,7 @@ class AttackSuite:
                         held = counted(x).argmax(dim=1) == labels[index]
                     _synchronize(device)
                     outcome.seconds = time.perf_counter() - start
+                    outcome.cpu_seconds = time.process_time() - cpu_start
                     outcome.forwards, outcome.gradient_forwards = counted.forwards, counted.gradient_forwards
                     outcome.fooled = int((~held).sum())
                     still[index] = held

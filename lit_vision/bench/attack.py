@@ -24,10 +24,16 @@
    (package pyautoattack) on the same first `--images` validation images at 8/255, side by side:
    per attack of the cascade the images it ran on, the robust accuracy after it, seconds and
    images/s, for each engine of `--engines` and for the authors' code, and per engine how many
-   images' verdicts differ from the authors' (instead of 1 and 2):
+   images' verdicts differ from the authors' (instead of 1 and 2). Each engine runs the way
+   `lit-vision test` runs it, on test batches of `--test-batch-size`: `per-batch`, the suite on
+   each test batch's clean-correct images as they come (suite_batch_size: null), and `queued`,
+   those images queued across test batches and attacked `--suite-batch-size` at a time (the
+   evaluation's default); the authors' code takes all the images at once, batching them itself
+   (its default batch of 250). The last row totals the seconds, the suite calls and each
+   column's time relative to the authors':
 
        python -m lit_vision.bench attack --vs-authors checkpoints/quickstart_adv/version_0/last.ckpt \
-           --data-dir data/standin --image-size 64 --num-classes 10 --images 64 --engines autoattack,torchattacks
+           --data-dir data/standin --image-size 64 --num-classes 10 --images 64 --test-batch-size 16
 """
 
 from __future__ import annotations
@@ -59,6 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="with --vs-authors: the checkpoint's data (MiniPlaces layout)")
     parser.add_argument("--images", type=int, default=64, help="with --vs-authors: first validation images attacked")
     parser.add_argument("--engines", default="autoattack", help="with --vs-authors: suite engines, comma-separated")
+    parser.add_argument("--test-batch-size", type=int, default=64, help="with --vs-authors: the test batches the suite sees")
+    parser.add_argument("--suite-batch-size", type=int, default=256, help="with --vs-authors: images per queued suite call")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="with --vs-authors: wall time, or this process's CPU time (with --threads 1: the work done on a shared CPU)")
+    parser.add_argument("--modes", default="per_batch,queued", help="with --vs-authors: per_batch and/or queued, comma-separated")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
 
 
@@ -286,24 +297,62 @@ def _validation_images(args) -> tuple[torch.Tensor, torch.Tensor]:
     return to_unit_float(images).float().contiguous(), labels
 
 
-def _authors_timed(authors, model) -> dict[str, list[float]]:
+def _authors_timed(authors, model, clock=time.perf_counter) -> dict[str, list[float]]:
     """Per attack of the authors' AutoAttack: [images given, seconds, images fooled], by wrapping
-    the perturb method of each attack object their cascade calls (their log has running totals)."""
+    the perturb method of each attack object their cascade calls (their log has running totals);
+    `clock` as the suite's columns are timed."""
     spent: dict[str, list[float]] = {}
     for name, attack in (("apgd_ce", authors.apgd), ("apgd_t", authors.apgd_targeted), ("fab_t", authors.fab),
                          ("square", authors.square)):  # fmt: skip
         def timed(x, y, *rest, _name=name, _perturb=attack.perturb, **kwargs):
-            start = time.perf_counter()
+            start = clock()
             out = _perturb(x, y, *rest, **kwargs)
             entry = spent.setdefault(_name, [0, 0.0, 0])
             entry[0] += x.shape[0]
-            entry[1] += time.perf_counter() - start
+            entry[1] += clock() - start
             with torch.no_grad():
                 entry[2] += int((model(out).argmax(dim=1) != y).sum())
             return out
 
         attack.perturb = timed
     return spent
+
+
+MODES = {"per_batch": "per-batch", "queued": "queued"}
+
+
+def _suite_as_tested(suite, model, images: torch.Tensor, labels: torch.Tensor, args, mode: str):
+    """The suite as `lit-vision test` runs it on test batches of --test-batch-size: per test batch
+    (mode per_batch) or queued across them, --suite-batch-size per call (mode queued). Returns
+    per image the robust verdict, per attack {images, robust, seconds} summed over calls, and the
+    number of calls."""
+    from lit_vision.attacks.suite_buffer import SuiteBuffer
+
+    robust = torch.zeros_like(labels, dtype=torch.bool)
+    column = {name: {"images": 0, "robust": 0, "seconds": 0.0} for name in suite.attacks}
+    results = []  # (result, the images' indices)
+    buffer = SuiteBuffer(suite, args.suite_batch_size, key=(0,)) if mode == "queued" else None
+    calls = 0
+    for batch, start in enumerate(range(0, len(labels), args.test_batch_size)):
+        index = torch.arange(start, min(start + args.test_batch_size, len(labels)), device=labels.device)
+        if buffer is None:  # the callback's key: (batch index, dataloader index, rank)
+            results.append((suite.run(model, images[index], labels[index], key=(batch, 0, 0)), index))
+            calls += 1
+            continue
+        with torch.no_grad():  # the callback queues the images that enter the cascade
+            entering = index[model(images[index]).argmax(dim=1) == labels[index]]
+        results += [(d.result, d.carry) for d in buffer.add(model, images[entering], labels[entering], carry=entering)]
+    if buffer is not None:
+        results += [(d.result, d.carry) for d in buffer.flush(model)]
+        calls = buffer.calls
+    for result, index in results:
+        robust[index] = result.robust
+        for o in result.outcomes:
+            cell = column[o.name]
+            cell["images"] += o.attacked
+            cell["robust"] += int(result.correct[o.name].sum())
+            cell["seconds"] += o.cpu_seconds if args.clock == "cpu" else o.seconds
+    return robust, column, calls
 
 
 def _vs_authors_rows(args, device: torch.device) -> list[dict]:
@@ -314,6 +363,12 @@ def _vs_authors_rows(args, device: torch.device) -> list[dict]:
 
     if not args.data_dir:
         raise LitVisionError("python -m lit_vision.bench attack --vs-authors needs --data-dir, the checkpoint's data folder.")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or any(m not in MODES for m in modes):
+        raise LitVisionError(f"python -m lit_vision.bench attack --modes {args.modes!r}: give per_batch and/or queued, comma-separated.")
+    for flag, value in (("--test-batch-size", args.test_batch_size), ("--suite-batch-size", args.suite_batch_size), ("--images", args.images)):
+        if value < 1:
+            raise LitVisionError(f"python -m lit_vision.bench attack {flag} {value}: give a number of images >= 1.")
     require_autoattack()
     from pyautoattack import AutoAttack
 
@@ -322,15 +377,15 @@ def _vs_authors_rows(args, device: torch.device) -> list[dict]:
     images, labels = (t.to(device) for t in _validation_images(args))
     columns: dict[str, dict] = {}
     verdicts: dict[str, torch.Tensor] = {}
+    calls: dict[str, int] = {}
     for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
-        result = AttackSuite(eps, "autoattack", seed=0, engine=engine).run(model, images, labels)
-        verdicts[engine] = result.robust
-        columns[engine] = {
-            o.name: {"images": o.attacked, "robust": int(result.correct[o.name].sum()), "seconds": o.seconds} for o in result.outcomes
-        }
+        for mode in modes:
+            who = f"{'suite' if engine == 'autoattack' else engine} {MODES[mode]}"
+            suite = AttackSuite(eps, "autoattack", seed=0, engine=engine)
+            verdicts[who], columns[who], calls[who] = _suite_as_tested(suite, model, images, labels, args, mode)
     logging.getLogger("auto-attack").setLevel(logging.ERROR)  # their progress lines
     authors = AutoAttack(model, norm="Linf", eps=eps, version="standard", device=device, seed=0)
-    spent = _authors_timed(authors, model)
+    spent = _authors_timed(authors, model, time.process_time if args.clock == "cpu" else time.perf_counter)
     adversarial, _ = authors.run_standard_evaluation(images, labels, batch_size=len(labels))
     with torch.no_grad():
         verdicts["authors"] = model(adversarial).argmax(dim=1) == labels
@@ -354,12 +409,19 @@ def _vs_authors_rows(args, device: torch.device) -> list[dict]:
             row[f"{who} img/s"] = cell["images"] / cell["seconds"] if cell.get("seconds") else float("nan")
         rows.append(row)
     final = {"measure": f"AutoAttack standard, {total} val images, 8/255", "attack": "all four (robust top-1)"}
+    authors_seconds = sum(c["seconds"] for c in columns["authors"].values())
     for who in columns:
+        seconds = sum(c["seconds"] for c in columns[who].values())
         final[f"{who} robust"] = verdicts[who].float().mean().item()
-        final[f"{who} s"] = sum(c["seconds"] for c in columns[who].values())
+        final[f"{who} s"] = seconds
         if who != "authors":
+            final[f"{who} calls"] = calls[who]
+            final[f"{who} x authors"] = seconds / authors_seconds if authors_seconds else float("nan")
             final[f"{who} differs on"] = int((verdicts[who] != verdicts["authors"]).sum())
     final["clean"] = clean / total
+    final["clock"] = "CPU s" if args.clock == "cpu" else "wall s"
+    final["test batch"] = args.test_batch_size
+    final["suite batch"] = args.suite_batch_size
     return rows + [final]
 
 

@@ -22,7 +22,11 @@ clean pass and every PGD target then go through the AutoAttack-grade cascade of
 mode, each attack only on the images still robust), which enters `test/robust_top1`; each
 suite attack's row gives the robust accuracy after it, the images it was run on and fooled,
 and its cost (model forward passes, gradient passes, seconds), and `test/suite_seconds` the
-cascade's total. The counts are summed over DDP ranks once, at the end.
+cascade's total. The counts are summed over DDP ranks once, at the end. The survivors of
+successive test batches are queued and attacked `suite_batch_size` at a time (the rest at the
+end of the test, before any figure is computed): a test batch leaves few survivors, and the
+targeted attacks and Square cost nearly as much per call on a handful of images as on hundreds.
+Under DDP each rank queues its own shard.
 
 Always (it needs no attack of its own), one more check: no attack may leave accuracy above the
 clean accuracy on the same images (by more than `above_clean_tolerance`). A least-likely-target
@@ -58,6 +62,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from lit_vision.attacks.autoattack import SUITE_ATTACKS, AttackSuite, float32, require_autoattack
 from lit_vision.attacks.autoattack_checks import apgd_zero_gradient_check, model_checks, square_check
 from lit_vision.attacks.masking import above_clean_check, masking_checks
+from lit_vision.attacks.suite_buffer import Flushed, SuiteBuffer
 from lit_vision.attacks.pgd import (
     ASSIGNMENT_PGD_EPSILON,
     ASSIGNMENT_PGD_STEPS,
@@ -130,6 +135,11 @@ class AdversarialEvaluation(Callback):
             target classes and Square queries (the suite is then labelled "custom").
         suite_engine: "autoattack" (the authors' code, package pyautoattack: the figure a paper
             compares with) or "torchattacks" (its port; not image-for-image the same).
+        suite_batch_size: images per suite call: the survivors of successive test batches are
+            queued and attacked this many at a time, the rest at the end of the test (the
+            authors' run_standard_evaluation batches 250 by default). None: the suite runs on
+            each test batch's survivors as they come (small calls; the earlier behaviour).
+            Memory: the queue holds up to this many images besides the test batch.
         autoattack_checks: with a suite, run the authors' checks (randomised defence, softmax
             outputs, dynamic defence, too few classes for the targeted attacks, zero gradients,
             Square beating the white-box attacks) on the first test batch and the cascade, and
@@ -170,6 +180,7 @@ class AdversarialEvaluation(Callback):
         suite_target_classes: int | None = None,
         suite_queries: int | None = None,
         suite_engine: Engine = "autoattack",
+        suite_batch_size: int | None = 256,
         autoattack_checks: bool = True,
         max_images: int | None = None,
         above_clean_tolerance: float = 0.0,
@@ -240,6 +251,15 @@ class AdversarialEvaluation(Callback):
                 target_classes=suite_target_classes, fab_steps=suite_steps, square_queries=suite_queries, seed=seed,
                 engine=suite_engine,
             )  # fmt: skip
+        if suite_batch_size is not None and (
+            isinstance(suite_batch_size, bool) or int(suite_batch_size) != suite_batch_size or suite_batch_size < 1
+        ):
+            raise LitVisionError(
+                f"AdversarialEvaluation suite_batch_size must be an integer >= 1 or null (each test batch's survivors "
+                f"as they come), got {suite_batch_size!r}: e.g. --trainer.callbacks.init_args.suite_batch_size 256."
+            )
+        self.suite_batch_size = None if suite_batch_size is None else int(suite_batch_size)
+        self.suite_buffer: SuiteBuffer | None = None  # this rank's queue of survivors, per test
         self.autoattack_checks = bool(autoattack_checks) and self.suite is not None
         if self.autoattack_checks:
             require_autoattack()  # the checks are the authors' functions, whatever the engine
@@ -284,6 +304,9 @@ class AdversarialEvaluation(Callback):
         self.model_checks = []
         if self.suite is not None:
             self.suite.log.messages.clear()
+        self.suite_buffer = None
+        if self.suite is not None and self.suite_batch_size is not None:
+            self.suite_buffer = SuiteBuffer(self.suite, self.suite_batch_size, key=(trainer.global_rank,))
         self.taken = 0
         self.budget = None
         if self.max_images is not None:
@@ -375,15 +398,21 @@ class AdversarialEvaluation(Callback):
             # Outside the precision context: the suite runs in fp32 whatever the training precision.
             # A cascade goes on from the PGD survivors; standalone, each attack takes every clean-correct image.
             entry = robust if self.suite.cascade else clean_logits.argmax(dim=1) == labels
-            key = (batch_idx, dataloader_idx, trainer.global_rank)
-            result = self.suite.run(pl_module, images, labels, robust=entry, key=key)
-            robust = robust & result.robust
-            for i, outcome in enumerate(result.outcomes):
-                robust_after = int(result.correct[outcome.name].sum())
-                counts = [outcome.attacked, outcome.fooled, robust_after, outcome.forwards, outcome.gradient_forwards, outcome.seconds]
-                self.suite_counts[i] += torch.tensor(counts, dtype=torch.float64, device=self.suite_counts.device)
+            if self.suite_buffer is None:
+                key = (batch_idx, dataloader_idx, trainer.global_rank)
+                result = self.suite.run(pl_module, images, labels, robust=entry, key=key)
+                self._count_suite(result)
+                robust = robust & result.robust
+            else:
+                # Only the entering images wait for the suite (with their PGD verdicts: standalone,
+                # a PGD-fooled image is attacked and still not robust); the others are settled now.
+                index = entry.nonzero().flatten()
+                for done in self.suite_buffer.add(pl_module, images[index], labels[index], carry=robust[index]):
+                    self._settle(done)
+                robust = robust[~entry]
         self.images_seen += labels.shape[0]
-        self.robust.update(robust.float())
+        if robust.numel():
+            self.robust.update(robust.float())
 
         if self.examples is None and self.num_images and dataloader_idx == 0:
             k = min(self.num_images, labels.shape[0])
@@ -395,7 +424,24 @@ class AdversarialEvaluation(Callback):
                 "adversarial_pred": main[0].logits[:k].argmax(1).cpu(),
             }
 
+    def _count_suite(self, result) -> None:
+        """Add one suite call's per-attack counts to this rank's totals."""
+        for i, outcome in enumerate(result.outcomes):
+            robust_after = int(result.correct[outcome.name].sum())
+            counts = [outcome.attacked, outcome.fooled, robust_after, outcome.forwards, outcome.gradient_forwards, outcome.seconds]
+            self.suite_counts[i] += torch.tensor(counts, dtype=torch.float64, device=self.suite_counts.device)
+
+    def _settle(self, done: Flushed) -> None:
+        """Queued images attacked: their counts, and their worst case (PGD and suite) into test/robust_top1."""
+        self._count_suite(done.result)
+        robust = done.carry.to(done.result.robust.device) & done.result.robust
+        self.robust.update(robust.float())
+
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.suite_buffer is not None:
+            # The survivors still queued, before any figure is computed (each rank its own).
+            for done in self.suite_buffer.flush(pl_module):
+                self._settle(done)
         if self.metrics is None:
             return
         # compute() synchronises across ranks: every rank must get here.
@@ -530,7 +576,8 @@ class AdversarialEvaluation(Callback):
         if self.checks:
             rank_zero_info("Gradient-masking and AutoAttack checks:\n" + format_table(self.checks))
         meta = {"checkpoint": trainer.ckpt_path, "attacks": [repr(a) for a in self.attacks], "transfer_from": self.transfer_from,
-                "suite": repr(self.suite) if self.suite is not None else None, "max_images": self.max_images}  # fmt: skip
+                "suite": repr(self.suite) if self.suite is not None else None, "max_images": self.max_images,
+                "suite_batch_size": self.suite_batch_size if self.suite is not None else None}  # fmt: skip
         self.paths = write_tables(log_dir, self.rows, self.checks, meta)
         if self.examples is not None:
             picture = render_examples(self.examples, self.attack.epsilon, class_names(trainer))
