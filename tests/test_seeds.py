@@ -100,13 +100,29 @@ def test_fit_over_seeds_gives_n_runs_and_their_summary(tiny_config, tmp_path, ru
 
 
 @pytest.mark.slow
-def test_validate_over_seeds(tiny_config, tmp_path, run_cli, capsys, monkeypatch):
+def test_validate_over_seeds_evaluates_each_seeds_own_model(tiny_config, tmp_path, run_cli, capsys, monkeypatch):
+    """`fit --seeds 0,1` then `validate --seeds 0,1 --ckpt_path last`: seed S's evaluation reads
+    the model trained with seed S (not the newest run twice); a checkpoint file is evaluated
+    once per seed; a seed that was never trained is one paragraph naming it."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    assert run_cli("fit", "--config", tiny_config) == 0
+    assert run_cli("fit", "--config", tiny_config, "--seeds", "1,0") == 0  # seed 0's run is the newest
+    trained = {1: tmp_path / "logs" / "tiny" / "version_0", 0: tmp_path / "logs" / "tiny" / "version_1"}
+    capsys.readouterr()
     assert run_cli("validate", "--config", tiny_config, "--ckpt_path", "last", "--seeds", "0,1") == 0
-    eval_runs = sorted((tmp_path / "logs" / "tiny" / "eval").glob("version_*"))
-    assert len(eval_runs) == 2
-    result = json.loads((tmp_path / "logs" / "tiny" / "eval" / "seeds" / "version_0+1" / "summary.json").read_text())
+    evaluated = dict(zip((0, 1), sorted((tmp_path / "logs" / "tiny" / "eval").glob("version_*"))))
+    for seed, run in evaluated.items():
+        assert f"tiny/version_{trained[seed].name[-1]}/last.ckpt" in (run / "config.yaml").read_text()
+        # The same weights on the same images: the evaluation repeats the fit's last validation.
+        assert last_scalar(run, "val/loss") == pytest.approx(last_scalar(trained[seed], "val/loss"), abs=1e-5)
+    assert last_scalar(evaluated[0], "val/loss") != last_scalar(evaluated[1], "val/loss")
+
+    checkpoint = tmp_path / "checkpoints" / "tiny" / "version_0" / "last.ckpt"
+    assert run_cli("validate", "--config", tiny_config, "--ckpt_path", str(checkpoint), "--seeds", "0,1") == 0
+    result = json.loads((tmp_path / "logs" / "tiny" / "eval" / "seeds" / "version_2+3" / "summary.json").read_text())
     # Validation of one checkpoint without randomness: both seeds measure the same.
     assert result["summary"]["val/top1"]["std"] == pytest.approx(0.0)
     assert result["runs"][0]["images"] == {"val": 16}
+
+    capsys.readouterr()
+    assert run_cli("validate", "--config", tiny_config, "--ckpt_path", "best", "--seeds", "0,2") == 2
+    assert "run trained with seed 2" in capsys.readouterr().err

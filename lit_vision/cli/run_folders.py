@@ -94,20 +94,38 @@ def checkpoint_folder(experiment: str, version: int | None) -> str:
     return f"{CHECKPOINT_ROOT}/{experiment}/version_{'pending' if version is None else version}"
 
 
-def newest_checkpoint(experiment: str, keyword: str) -> Path:
+def newest_checkpoint(experiment: str, keyword: str, seed: int | None = None) -> Path:
     """For `--ckpt_path last|best`: last.ckpt (or the best-*.ckpt) of the newest version of
-    `experiment` that holds one."""
+    `experiment` that holds one — with `seed`, of the newest trained with `seed_everything: seed`
+    (as its logs/<experiment>/version_N/config.yaml records; `--seeds` on validate / test)."""
     root = Path(CHECKPOINT_ROOT) / experiment
     pattern = "last.ckpt" if keyword == "last" else "best-*.ckpt"
     for version in sorted(versions_in(root), reverse=True):
+        if seed is not None and trained_seed(Path(LOG_ROOT) / experiment / f"version_{version}") != seed:
+            continue
         found = sorted((root / f"version_{version}").glob(pattern), key=lambda p: p.stat().st_mtime)
         if found:
             return found[-1]
+    which = f"any {root}/version_N/ folder" if seed is None else f"any {root}/version_N/ folder of a run trained with seed {seed}"
     raise LitVisionError(
-        f"--ckpt_path {keyword}: no {pattern} in any {root}/version_N/ folder (experiment {experiment!r}). "
-        f"Train that run first (`lit-vision fit` with the same --config), check --experiment (the run was "
-        "started with the same name), or pass the checkpoint's path."
+        f"--ckpt_path {keyword}: no {pattern} in {which} (experiment {experiment!r}). "
+        f"Train that run first (`lit-vision fit` with the same --config{'' if seed is None else ' and --seeds'}), "
+        "check --experiment (the run was started with the same name), or pass the checkpoint's path."
     )
+
+
+def trained_seed(log_folder: Path) -> int | None:
+    """The `seed_everything` a fit run's folder records in its config.yaml (None: no such file or
+    no integer seed). A plain line scan: the file is the CLI's own dump, one key per line."""
+    try:
+        lines = (log_folder / "config.yaml").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith("seed_everything:"):
+            value = line.split(":", 1)[1].strip()
+            return int(value) if value.lstrip("-").isdigit() else None
+    return None
 
 
 def resolve_ckpt_keyword(experiment: str, keyword: str) -> Path:

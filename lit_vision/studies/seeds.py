@@ -3,6 +3,10 @@ S`), each run an ordinary one in its own folder, then one summary over them (`su
 and written to <experiment's log folder>/seeds/<the runs' versions>/summary.{json,csv}.
 
     lit-vision fit --config configs/quickstart.yaml --seeds 0,1,2
+    lit-vision test --config configs/quickstart.yaml --seeds 0,1,2 --ckpt_path last
+
+On validate / test, `--ckpt_path last|best` means each seed's own model: the newest run of the
+experiment trained with that seed. A checkpoint file is evaluated once per seed instead.
 """
 
 from __future__ import annotations
@@ -10,10 +14,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import yaml
+
 from lit_vision import console
+from lit_vision.cli.run_folders import newest_checkpoint
 from lit_vision.errors import LitVisionError
 import lit_vision.studies.runner as runner
 import lit_vision.studies.summary as summary
+from lit_vision.studies.space import resolved_config
 
 SUBCOMMANDS = ("fit", "validate", "test")
 
@@ -56,18 +64,66 @@ def summary_folder(records: list[dict]) -> Path:
     return experiment / "seeds" / f"version_{versions}"
 
 
-def run_seeds(subcommand: str, args: list[str], seeds: list[int], extra_flags: list[str] = ()) -> tuple[list[dict], int]:
-    """Run `lit-vision SUBCOMMAND ARGS --seed_everything S` for each seed, one after another.
-    Returns the runs' records and 0, or the records so far and the exit code of the run that
-    did not finish (a signal, an error): the remaining seeds are not run."""
+def run_seeds(
+    subcommand: str, args: list[str], seeds: list[int], extra_flags: list[str] = (), checkpoints: dict[int, str] | None = None
+) -> tuple[list[dict], int]:
+    """Run `lit-vision SUBCOMMAND ARGS --seed_everything S` for each seed, one after another
+    (with `checkpoints`, each seed's own `--ckpt_path`). Returns the runs' records and 0, or the
+    records so far and the exit code of the run that did not finish (a signal, an error): the
+    remaining seeds are not run."""
     records = []
     for seed in seeds:
         console.say(f"seed {seed} ({len(records) + 1} of {len(seeds)}): lit-vision {subcommand} ... --seed_everything {seed}")
-        result = runner.run(subcommand, args, [*extra_flags, "--seed_everything", str(seed)])
+        seed_args = args if checkpoints is None else [*without_flag(args, "--ckpt_path"), "--ckpt_path", checkpoints[seed]]
+        result = runner.run(subcommand, seed_args, [*extra_flags, "--seed_everything", str(seed)])
         if result.exit_code != 0 or result.record is None:
             return records, result.exit_code or 1
         records.append(result.record)
     return records, 0
+
+
+def flag_value(args: list[str], flag: str) -> str | None:
+    """The value of the last `FLAG X` / `FLAG=X` in `args` (None if absent)."""
+    value = None
+    for i, token in enumerate(args):
+        if token == flag and i + 1 < len(args):
+            value = args[i + 1]
+        elif token.startswith(flag + "="):
+            value = token.split("=", 1)[1]
+    return value
+
+
+def without_flag(args: list[str], flag: str) -> list[str]:
+    """`args` less every `FLAG X` / `FLAG=X`."""
+    rest, skip = [], False
+    for token in args:
+        if skip:
+            skip = False
+        elif token == flag:
+            skip = True
+        elif not token.startswith(flag + "="):
+            rest.append(token)
+    return rest
+
+
+def checkpoints_of_seeds(subcommand: str, args: list[str], seeds: list[int]) -> dict[int, str] | None:
+    """For validate / test with `--ckpt_path last|best`: each seed's own checkpoint — of the
+    newest run of the experiment trained with that seed (what `fit --seeds` left) — so the
+    summary spreads over the trained models, not over one model's evaluation seeds. None
+    otherwise (a checkpoint file is evaluated once per seed: the spread of the evaluation's own
+    randomness, such as the attacks' random starts)."""
+    keyword = flag_value(args, "--ckpt_path")
+    if subcommand == "fit" or keyword not in ("last", "best"):
+        return None
+    code, printed, errors = resolved_config(args, [], subcommand)
+    if code != 0:
+        raise LitVisionError(f"lit-vision {subcommand} {' '.join(args)}: the CLI refused the command line:\n{errors.strip()}")
+    experiment = yaml.safe_load(printed).get("experiment")
+    checkpoints = {}
+    for seed in seeds:
+        checkpoints[seed] = str(newest_checkpoint(experiment, keyword, seed=seed))
+        console.say(f"seed {seed}: --ckpt_path {keyword} is {checkpoints[seed]} (the newest run of {experiment!r} trained with seed {seed}).")
+    return checkpoints
 
 
 def wants_seeds(argv: list[str]) -> bool:
@@ -107,7 +163,7 @@ def run(subcommand: str, argv: list[str]) -> int:
             "fit --seeds starts one new run per seed; --ckpt_path resumes one run. Resume each run on its own "
             "(lit-vision fit ... --ckpt_path FILE) or drop --ckpt_path."
         )
-    records, code = run_seeds(subcommand, args, seeds)
+    records, code = run_seeds(subcommand, args, seeds, checkpoints=checkpoints_of_seeds(subcommand, args, seeds))
     records = [r for r in records if r.get("log_dir")]
     if records:
         result = summary.summarise(records, seeds[: len(records)])

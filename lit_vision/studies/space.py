@@ -175,10 +175,10 @@ def load_space(path: str | Path) -> Space:
     return Space(path, params, str(content.get("metric", "val/top1")), direction)
 
 
-def resolved_config(recipe_args: list[str], flags: list[str]) -> tuple[int, str, str]:
-    """`lit-vision fit RECIPE_ARGS FLAGS --print_config` in a child process: (exit code, the
+def resolved_config(recipe_args: list[str], flags: list[str], subcommand: str = "fit") -> tuple[int, str, str]:
+    """`lit-vision SUBCOMMAND RECIPE_ARGS FLAGS --print_config` in a child process: (exit code, the
     merged config as YAML, stderr). The CLI's parser is the judge of every key and value."""
-    command = [sys.executable, "-m", "lit_vision", "fit", *recipe_args, *flags, "--print_config"]
+    command = [sys.executable, "-m", "lit_vision", subcommand, *recipe_args, *flags, "--print_config"]
     done = subprocess.run(command, capture_output=True, text=True)
     return done.returncode, done.stdout, done.stderr
 
