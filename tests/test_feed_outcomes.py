@@ -260,7 +260,7 @@ def test_a_killed_stream_epoch_on_another_worker_count_is_refused_before_a_step(
     assert not after.by_step  # refused before its first step
     # Negative control: LitData's own resume on the changed grid does not train each sample once.
     monkeypatch.setattr(stream_position, "check_stream_grid", lambda *args: None)
-    monkeypatch.setattr("lit_vision.data.datamodule.check_stream_grid", lambda *args: None)
+    monkeypatch.setattr("lit_vision.data.train_position.check_stream_grid", lambda *args: None)
     unguarded = resumed(one_per_class, tmp_path, stream=str(named_stream), num_workers=2)
     with pytest.raises(AssertionError, match="trained more than once|never trained"):
         assert_exactly_once(interrupted_epoch(before, unguarded))

@@ -34,7 +34,7 @@ exactly where it stopped on every path: the folder and cache paths through
 the other's checkpoint), the stream through LitData's loader state, on the worker grid it was
 saved on (`lit_vision.data.stream_position`; another grid is refused, a checkpoint of the stream
 on the folders or the reverse too); either state travels in this DataModule's `state_dict` (see
-there for why). docs/scale.md.
+`lit_vision.data.train_position` for why). docs/scale.md.
 
 Where the decoded images live (`data.placement`):
 - `auto` (default): `loader` on every accelerator: it is the path measured on a GPU (docs/gpu-benchmark.md);
@@ -63,7 +63,6 @@ from lit_vision.data.batch_augment import BatchAugment
 from lit_vision.data.cache import CachedImages, build_cache, cache_path
 from lit_vision.data.collate import WorkerBatchAugment, channels_last_collate
 from lit_vision.data.dataset import MiniPlacesImages
-from lit_vision.data.epoch_order import is_stream_state, saved_position
 from lit_vision.data.download import cifar_instructions, download_cifar, download_miniplaces, manual_instructions
 from lit_vision.data.epoch_size import warn_dropped_images
 from lit_vision.data.layout import LAYOUT_NAMES, DataLayout, LayoutName, detect_layout, no_layout_message
@@ -74,7 +73,7 @@ from lit_vision.data.preflight import verify_images
 from lit_vision.data.resumable import resumable_loader, run_seed
 from lit_vision.data.resident import ResidentLoader, ResidentOrder, load_resident
 from lit_vision.data.standin import generate_standin_for_run
-from lit_vision.data.stream_position import check_stream_grid, stream_loader_complete, stream_position_complete
+from lit_vision.data.train_position import restore_train_position, saved_train_position, train_position_state
 from lit_vision.data.transforms import SquareResize, eval_transform, train_transform
 from lit_vision.errors import LitVisionError
 from lit_vision.signals import leave_stops_to_the_main_process
@@ -510,58 +509,23 @@ class MiniPlacesDataModule(L.LightningDataModule):
 
     def _restore_train_position(self, loader) -> None:
         """Hand a checkpoint's training position to this run's new training loader once, or
-        refuse (before the first step) a mid-epoch position this run cannot continue exactly."""
+        refuse it (`lit_vision.data.train_position`)."""
         state, self._train_loader_state = self._train_loader_state, None
         if state is None:
             return
-        stream = self.hparams.stream
-        if is_stream_state(state) != (stream is not None):  # another order: LitData's vs the epoch order
-            if stream is None and not stream_position_complete(state):
-                saved_position(state)  # raises, naming the stream's order
-            if stream is not None and not saved_position(state)["complete"]:
-                raise LitVisionError(
-                    f"The checkpoint was saved in the middle of an epoch read from image folders (data.placement "
-                    f"loader or resident), but this run reads data.stream {stream}, whose order is LitData's: "
-                    "continuing would train some samples twice and others never. Resume without data.stream, or "
-                    "from a checkpoint saved at an epoch's end."
-                )
-            return  # an epoch-end position: the next epoch starts afresh on any path
-        if stream is None:
-            loader.load_state_dict(state)  # either placement's position (lit_vision.data.epoch_order)
-            return
-        saved_seed = state.get("dataset", {}).get("seed")
-        if saved_seed is not None:
-            # The saved seed wins, as on the folder placements: a resumed run whose seed was drawn
-            # anew (seed_everything: true) continues the interrupted order (LitData refuses another).
-            loader.dataset.seed = int(saved_seed)
-        if stream_position_complete(state):
-            loader.current_epoch = int(state["current_epoch"])  # the next epoch's LitData order, nothing to skip
-            return
         trainer = getattr(self, "trainer", None)
-        check_stream_grid(state, stream, max(1, self.num_workers), getattr(trainer, "world_size", 1), self.hparams.batch_size)
-        loader.load_state_dict({key: value for key, value in state.items() if key != "complete"})
+        restore_train_position(
+            loader, state, stream=self.hparams.stream, num_workers=max(1, self.num_workers),
+            world_size=getattr(trainer, "world_size", 1), batch_size=self.hparams.batch_size,
+        )  # fmt: skip
 
-    # Lightning saves a stateful train loader's state in the checkpoint itself, but drops it on
-    # resume when configure_optimizers has sized the loader through
-    # trainer.estimated_stepping_batches (Lightning issue 20550; ours does): the loader then
-    # exists before the loop state is restored. The DataModule's own state is restored
-    # before that, so it carries the loader's position across.
-    # Either placement's position has one form (lit_vision.data.epoch_order), so a mid-epoch
-    # checkpoint of one continues on the other; a stream's is LitData's own.
+    # The training loader's position travels in the DataModule's own state: Lightning would
+    # drop the loader's (why: lit_vision.data.train_position).
     def state_dict(self) -> dict:
-        state = {}
-        loader = self._train_loader
-        if self._resident_train is not None:
-            state["train_loader"] = self._resident_train.state_dict()
-        elif hasattr(loader, "state_dict"):
-            state["train_loader"] = loader.state_dict()
-            if self.hparams.stream is not None:
-                state["train_loader"]["complete"] = stream_loader_complete(loader)
-        return state
+        return train_position_state(self._train_loader, self._resident_train, self.hparams.stream)
 
     def load_state_dict(self, state_dict: dict) -> None:
-        # "resident_train_order": where older checkpoints kept the resident placement's position.
-        self._train_loader_state = state_dict.get("train_loader", state_dict.get("resident_train_order"))
+        self._train_loader_state = saved_train_position(state_dict)
         loader = self._resident_train if self._resident_train is not None else self._train_loader
         if loader is not None and self._train_loader_state is not None:
             self._restore_train_position(loader)
