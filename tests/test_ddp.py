@@ -76,7 +76,16 @@ def scalars(run: Path, tag: str) -> list[float]:
 
 
 @pytest.mark.timeout(300)
-def test_two_process_ddp_fit_then_single_process_validate(tiny_config, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("model", "class_path"),
+    [
+        ("CustomNet1", "lit_vision.models.CustomNet1"),
+        # Any timm architecture goes through the same strategy (a BatchNorm ResNet here).
+        ("timm:resnet10t", "lit_vision.models.Timm"),
+    ],
+    ids=["CustomNet1", "timm"],
+)
+def test_two_process_ddp_fit_then_single_process_validate(model, class_path, tiny_config, tmp_path, monkeypatch):
     (tmp_path / "probe.py").write_text(textwrap.dedent(PROBE))
     probe = tmp_path / "probe.yaml"
     probe.write_text(yaml.safe_dump({"trainer": {"callbacks": [
@@ -85,7 +94,7 @@ def test_two_process_ddp_fit_then_single_process_validate(tiny_config, tmp_path,
     env.pop("MASTER_PORT", None)  # Lightning picks a free port
     fit = run_group(
         [sys.executable, "-m", "lit_vision", "fit", "--config", str(tiny_config), "--config", str(probe),
-         "--model", "CustomNet1", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+         "--model", model, "--trainer.accelerator", "cpu", "--trainer.devices", "2",
          "--trainer.strategy", "ddp", "--trainer.max_epochs", "2"],
         cwd=tmp_path, env=env, timeout=240,
     )  # fmt: skip
@@ -106,7 +115,7 @@ def test_two_process_ddp_fit_then_single_process_validate(tiny_config, tmp_path,
 
     last = folder / "last.ckpt"
     checkpoint = torch.load(last, weights_only=True, map_location="cpu")
-    assert checkpoint["hyper_parameters"]["_class_path"] == "lit_vision.models.CustomNet1"
+    assert checkpoint["hyper_parameters"]["_class_path"] == class_path
     assert checkpoint["epoch"] == 1
     logged_top1, logged_loss = scalars(run, "val/top1")[-1], scalars(run, "val/loss")[-1]
     (best_state,) = [v for k, v in checkpoint["callbacks"].items() if k.startswith("ModelCheckpoint")]
@@ -115,7 +124,7 @@ def test_two_process_ddp_fit_then_single_process_validate(tiny_config, tmp_path,
 
     # One process, the full validation set: the same numbers (no sample lost or repeated).
     monkeypatch.chdir(tmp_path)
-    validate = build_cli(["validate", "--config", str(tiny_config), "--model", "CustomNet1",
+    validate = build_cli(["validate", "--config", str(tiny_config), "--model", model,
                           "--ckpt_path", str(last), "--trainer.logger", "false"])  # fmt: skip
     metrics = validate.trainer.callback_metrics
     assert metrics["val/top1"].item() == pytest.approx(logged_top1, abs=1e-6)
