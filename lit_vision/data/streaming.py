@@ -14,7 +14,7 @@ works as on the folder path. LitData shards the chunks across ranks and workers 
 chunks and items within them by (seed, epoch) — which mixes classes only because `optimize`
 wrote the training samples in a seeded random order (`check_trainable` refuses older streams); its `StreamingDataLoader` has a
 `state_dict` that counts the samples handed to the main process, which the DataModule
-carries across a resume (Lightning issue 20550, see `lit_vision.data.datamodule`).
+carries across a resume (Lightning issue 20550, see `lit_vision.data.train_position`).
 
 LitData reads the rank and world size when a dataset is constructed: build them in `setup`,
 after the process group exists. Nothing here touches the network unless the stream is a URL:
