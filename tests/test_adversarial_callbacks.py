@@ -24,6 +24,7 @@ from lit_vision.callbacks.adversarial_training import AdversarialTraining
 from lit_vision.callbacks.adversarial_validation import AdversarialValidation, CollapseRule, Reading
 from lit_vision.errors import LitVisionError
 from lit_vision.models.classifier import ImageClassifier
+from lit_vision.utils.intervals import wilson_interval
 
 NUM_CLASSES = 4
 SIZE = 12
@@ -353,12 +354,20 @@ def test_evaluation_logs_adversarial_metrics_and_writes_files(tmp_path, inferenc
     assert sweep[("true_label", 16.0, 5)] == pytest.approx(rows[2]["top1"])  # the same attack as the main one
     assert sweep[("true_label", 16.0, 5)] <= sweep[("true_label", 4.0, 5)]
     assert all(check["passed"] is not False for check in callback.checks), callback.checks
+    # Every figure over all evaluated images carries its Wilson 95% interval over their count.
+    images = len(loader(4, seed=1).dataset)
+    assert callback.images_evaluated == images
+    for r in rows[:4]:
+        interval = wilson_interval(round(r["top1"] * images), images)
+        assert r["top1_ci95"] == f"[{interval.low:.4f}, {interval.high:.4f}]", r
+    assert not any("top1_ci95" in r for r in rows if r["attack"].endswith("(sweep)"))
 
     with open(callback.paths["csv"]) as handle:
         assert len(list(csv.DictReader(handle))) == len(rows)
     with open(callback.paths["json"]) as handle:
         written = json.load(handle)
     assert written["rows"] == rows and written["checks"] == callback.checks
+    assert written["images_evaluated"] == images
     from PIL import Image
 
     picture = Image.open(callback.paths["png"])

@@ -13,6 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lit_vision.errors import LitVisionError
 from lit_vision.studies.seeds import take_seeds
+from lit_vision.studies.summary import accuracy_intervals
 from lit_vision.utils.intervals import accuracy_interval, t_interval, wilson_interval
 
 
@@ -42,6 +43,20 @@ def test_t_interval_over_seeds():
 
 
 # ---------------------------------------------------------------------- the flag
+def test_intervals_go_to_the_accuracies_over_every_evaluated_image():
+    """The test's adversarial accuracies cover every image the test saw (its max_images ends the
+    test); validation's cover only its first batches, so they get no interval over the split."""
+    record = {
+        "metrics": {"val/top1": 0.9, "val/adv_top1": 0.4, "test/top1": 0.8, "test/robust_top1": 0.5,
+                    "test/suite_top1_apgd_ce": 0.6, "test/adv_top1_least_likely": 0.7, "test/suite_seconds": 3.0},
+        "images": {"val": 200, "test": 100},
+    }  # fmt: skip
+    found = accuracy_intervals(record)
+    assert set(found) == {"val/top1", "test/top1", "test/robust_top1", "test/suite_top1_apgd_ce", "test/adv_top1_least_likely"}
+    robust = found["test/robust_top1"]
+    assert {"low": robust["low"], "high": robust["high"]} == wilson_interval(50, 100).as_dict() and robust["images"] == 100
+
+
 def test_seeds_flag_is_split_from_the_command_line():
     assert take_seeds(["--config", "a.yaml", "--seeds", "0,1,2", "--trainer.max_epochs", "2"]) == (
         [0, 1, 2], ["--config", "a.yaml", "--trainer.max_epochs", "2"],

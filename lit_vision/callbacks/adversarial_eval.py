@@ -82,6 +82,7 @@ from lit_vision.checkpoints import load_model_from_checkpoint
 from lit_vision.errors import LitVisionError
 from lit_vision.utils.generators import keyed_generator
 from lit_vision.utils.images import to_unit_float
+from lit_vision.utils.intervals import accuracy_interval
 from lit_vision.utils.metrics import accuracy_metrics
 from lit_vision.utils.tables import format_table
 
@@ -97,6 +98,24 @@ HEADLINE = "robust: worst case (clean and every attack within epsilon)"
 SUITE_COUNTS = ("attacked", "fooled", "robust", "forwards", "gradient_forwards", "seconds")
 # Madry et al.'s step rule for the checks' own attacks (large epsilon, white-box vs transfer).
 CHECK_STEP_SCALE = 2.5
+
+
+def over_every_image(row: dict) -> bool:
+    """Whether a table row's top-1 is a fraction of every evaluated image: the headline, clean,
+    each PGD target and each suite attack (not the cost rows, sweeps or checks)."""
+    return "top1" in row and not row["attack"].startswith(("cost:", "check:")) and not row["attack"].endswith("(sweep)")
+
+
+def with_interval(row: dict, images: int) -> dict:
+    """`row` with `top1_ci95` ("[low, high]", Wilson, over `images`) right after its top-1."""
+    interval = accuracy_interval(row["top1"], images) if images else None
+    cell = f"[{interval.low:.4f}, {interval.high:.4f}]" if interval else ""
+    out = {}
+    for key, value in row.items():
+        out[key] = value
+        if key == "top1":
+            out["top1_ci95"] = cell
+    return out
 
 
 class AdversarialEvaluation(Callback):
@@ -283,6 +302,7 @@ class AdversarialEvaluation(Callback):
         self.robust: MeanMetric | None = None
         self.examples: dict[str, torch.Tensor] | None = None
         self.rows: list[dict] = []  # the last test's table, also written to disk
+        self.images_evaluated = 0  # images the last test evaluated, over every rank
         self.checks: list[dict] = []  # the last test's masking checks
         self.paths: dict[str, str] = {}  # what rank 0 wrote
 
@@ -484,6 +504,9 @@ class AdversarialEvaluation(Callback):
         if suite_counts is not None:
             suite_rows = self._suite_rows(suite_counts, images_seen, epsilon, pl_module)
             self.rows += suite_rows
+        # The figures over every evaluated image carry their Wilson 95% interval over that count.
+        self.images_evaluated = int(images_seen)
+        self.rows = [with_interval(r, self.images_evaluated) if over_every_image(r) else r for r in self.rows]
         self.rows += [row(f"{a.target} (sweep)", a, f"sweep{i}") for i, a in enumerate(self.sweep)]
         self.rows += [row(f"check: {key}", a, key) for key, a in self.checks_attacks.items()]
         if "transfer" in values:
@@ -577,6 +600,7 @@ class AdversarialEvaluation(Callback):
             rank_zero_info("Gradient-masking and AutoAttack checks:\n" + format_table(self.checks))
         meta = {"checkpoint": trainer.ckpt_path, "attacks": [repr(a) for a in self.attacks], "transfer_from": self.transfer_from,
                 "suite": repr(self.suite) if self.suite is not None else None, "max_images": self.max_images,
+                "images_evaluated": self.images_evaluated,
                 "suite_batch_size": self.suite_batch_size if self.suite is not None else None}  # fmt: skip
         self.paths = write_tables(log_dir, self.rows, self.checks, meta)
         if self.examples is not None:

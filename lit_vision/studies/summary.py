@@ -15,8 +15,17 @@ from lit_vision.utils.intervals import accuracy_interval, t_interval
 from lit_vision.utils.tables import format_table
 
 EVALUATION_PREFIXES = ("val/", "test/")
-# Accuracies measured on every image of the stage (the Wilson interval needs that image count).
+# Accuracies measured on every image of the stage (the Wilson interval needs that image count):
+# top-1/top-5 anywhere; on test, also the adversarial evaluation's, which attacks every image the
+# test sees (its max_images ends the test). Validation's adversarial figures cover only its first
+# batches, so they get none.
 PLAIN_ACCURACIES = ("top1", "top5")
+TEST_ADVERSARIAL_ACCURACIES = ("robust_top1", "adv_top1", "adv_top5", "suite_top1_")
+
+
+def over_every_image(stage: str, metric: str) -> bool:
+    """Whether `stage/metric` is a fraction of every image the stage evaluated."""
+    return metric in PLAIN_ACCURACIES or (stage == "test" and metric.startswith(TEST_ADVERSARIAL_ACCURACIES))
 
 
 def final_metrics(record: dict) -> dict[str, float]:
@@ -30,7 +39,7 @@ def accuracy_intervals(record: dict) -> dict[str, dict]:
     for name, value in final_metrics(record).items():
         stage, _, metric = name.partition("/")
         images = record.get("images", {}).get(stage)
-        if metric in PLAIN_ACCURACIES and images:
+        if over_every_image(stage, metric) and images:
             interval = accuracy_interval(value, images)
             found[name] = {"value": value, "low": interval.low, "high": interval.high, "images": images}
     return found
