@@ -41,7 +41,7 @@ FLOAT32_CASES = [
 ]
 # Bigger float32 cases, marked slow in the test module (tens of seconds under the interpreter).
 SLOW_FLOAT32_CASES = [
-    (16, 32, 3, 1, 1, 1, 1, 16),  # the 4x16x16x16 -> 32 3x3 (batch 4 below)
+    (16, 32, 3, 1, 1, 1, 1, 16),  # 4x16x16x16 -> 32 3x3 (batch 4 below)
     (3, 64, 7, 2, 3, 1, 1, 16),  # SimpleNet's stem, scaled down
     (64, 64, 3, 1, 1, 1, 1, 8),  # SimpleNet's 64-channel 3x3 layer, scaled down
 ]

@@ -198,7 +198,7 @@ def reading(epoch=3, clean=0.9, robust=0.02, single_step=0.8, num_classes=10, ra
 
 def test_collapse_rule_reads_the_signature_of_catastrophic_overfitting_not_a_dip():
     rule = CollapseRule()
-    # The run: near chance, then learning while ε ramps — no verdict either epoch, even
+    # A real run's readings: near chance, then learning while ε ramps — no verdict either epoch, even
     # with a single-step accuracy as high as the training attack's own (0.286).
     for epoch, clean, robust in LEARNING_FROM_CHANCE:
         assert rule.verdict(reading(epoch, clean, robust, 0.286, num_classes=14, ramping=epoch < 2)) is None
