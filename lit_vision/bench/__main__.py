@@ -35,6 +35,11 @@ def main(argv: list[str] | None = None) -> None:
         sub_parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON here")
         module.add_arguments(sub_parser)
     args = parser.parse_args(argv)
+    if getattr(args, "threads", 0):
+        # Before the header, which names the thread count the figures were measured with.
+        import torch
+
+        torch.set_num_threads(args.threads)
     hardware = hardware_description()
     print(f"# {args.benchmark} — {hardware}", flush=True)
     rows = benchmarks[args.benchmark].run(args)
