@@ -7,8 +7,11 @@ file; this test reads the source (an AST walk, nothing is imported), so it sees 
 `from P import x`, where P is a package, is also an arrow to P's `__init__` (even when `x` is a
 submodule): Python runs that `__init__` first, and import-graph tools draw the line to P. So a
 submodule that names a sibling through its own package (`from lit_vision.cli import
-run_folders` inside `lit_vision.cli.entry`) closes a circle whenever the package's `__init__`
-imports that submodule; naming the sibling directly (`lit_vision.cli.run_folders`) does not.
+ckpt_path` inside `lit_vision.cli.entry`) closes a circle whenever the package's `__init__`
+imports that submodule; naming the sibling directly (`lit_vision.cli.ckpt_path`) does not.
+
+The same graph also keeps the layers in order: the command layer (`cli/`) and the benchmarks
+(`bench/`) sit on top, and no module below them imports them.
 """
 
 from __future__ import annotations
@@ -144,3 +147,25 @@ def test_from_package_import_submodule_is_an_arrow_to_the_package(tmp_path):
 def test_no_import_circle():
     circle = find_circle(import_graph())
     assert circle is None, "import circle: " + " -> ".join(circle)
+
+
+# The command layer and the benchmarks sit on top: nothing else may reach up into them.
+ENTRY_LAYERS = ("lit_vision.cli", "lit_vision.bench", "lit_vision.__main__")
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Arrows from a module below the entry layers into one of them, as 'a -> b'."""
+    def in_entry(module: str) -> bool:
+        return any(module == layer or module.startswith(layer + ".") for layer in ENTRY_LAYERS)
+
+    return sorted(f"{a} -> {b}" for a, targets in graph.items() if not in_entry(a) for b in targets if in_entry(b))
+
+
+def test_finder_reports_an_upward_import():
+    graph = {"lit_vision.studies.seeds": {"lit_vision.cli.ckpt_path"}, "lit_vision.cli.entry": {"lit_vision.studies.seeds"}}
+    assert upward_imports(graph) == ["lit_vision.studies.seeds -> lit_vision.cli.ckpt_path"]
+
+
+def test_nothing_below_the_command_layer_imports_it():
+    arrows = upward_imports(import_graph())
+    assert not arrows, "imports into the command layer from below: " + ", ".join(arrows)

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from lit_vision.cli.plot import find_runs
-from lit_vision.cli.run_folders import claim_version
+from lit_vision.run_folders import claim_version
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
 

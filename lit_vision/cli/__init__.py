@@ -13,8 +13,8 @@ One job per file:
   docstring says how); help, dispatch and the unknown-subcommand error read it;
 - `lightning_cli`: `LitVisionCLI` (the LightningCLI subclass) and `build_cli`;
 - `trainer_defaults`: the logger, checkpointing and callbacks every run gets unless configured;
-- `ckpt_path`: `--ckpt_path last|best|FILE`, read safely and checked against the config;
-- `run_folders`: checkpoints/<experiment>/version_N and logs/... owned by one run each;
+- `ckpt_path`: `--ckpt_path last|best|FILE`, read safely and checked against the config
+  (the run folders it reads are `lit_vision.run_folders`, shared with `studies/`);
 - `flag_errors`: a command-line mistake as one paragraph with "did you mean";
 - `config_files`: the one place that reads a run's YAML config files and finds them on the command line;
 - `class_count_check`: a model num_classes that disagrees with the data's is an error;

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from lit_vision import console
 from lit_vision.checkpoints import CKPT_PATH_KEYWORDS, check_checkpoint_matches, load_lightning_checkpoint
-import lit_vision.cli.run_folders as run_folders
+import lit_vision.run_folders as run_folders
 from lit_vision.cli.config_files import read_config
 from lit_vision.cli.resume import check_something_to_train
 from lit_vision.errors import LitVisionError

@@ -69,7 +69,7 @@ def run_lightning(args: list[str] | None) -> None:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from lit_vision import console, signals
-    import lit_vision.cli.run_folders as run_folders
+    import lit_vision.run_folders as run_folders
     from lit_vision.cli.lightning_cli import build_cli
     from lit_vision.cli.resume import NothingToTrain
 

@@ -1,6 +1,6 @@
 """`LitVisionCLI`: LightningCLI for fit, validate, test and predict, and `build_cli`.
 
-Every run is named by `--experiment NAME` and owns its folders (`lit_vision.cli.run_folders`):
+Every run is named by `--experiment NAME` and owns its folders (`lit_vision.run_folders`):
 each `fit` claims checkpoints/NAME/version_N/ (last.ckpt and the best by --checkpoint_monitor) and
 logs to logs/NAME/version_N/, the same N; validate/test/predict log to logs/NAME/eval/version_M/,
 so `lit-vision plot logs/NAME` shows training runs only. Two runs never share a folder.
@@ -27,7 +27,7 @@ import lit_vision.models  # noqa: F401  (registers every architecture for --mode
 from lit_vision import console
 from lit_vision.callbacks.adversarial_validation import AdversarialValidation
 from lit_vision.callbacks.evaluated_images import EvaluatedImages
-import lit_vision.cli.run_folders as run_folders
+import lit_vision.run_folders as run_folders
 from lit_vision.cli.ckpt_path import CKPT_PATH_HELP, DEFAULT_MODEL, checkpoint_model_settings
 from lit_vision.cli.class_count_check import check_model_classes
 from lit_vision.cli.config_files import flag_values

@@ -18,7 +18,7 @@ import bisect
 import sys
 from pathlib import Path
 
-from lit_vision.cli.run_folders import EVAL_FOLDER
+from lit_vision.run_folders import EVAL_FOLDER
 from lit_vision.errors import LitVisionError
 
 # matplotlib and TensorBoard's reader are imported where they are used: a mistyped flag or

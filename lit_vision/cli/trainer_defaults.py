@@ -21,9 +21,9 @@ from lit_vision.callbacks.model_summary import SummaryWithoutZeroFlops
 from lit_vision.callbacks.preemption import StopOnSignal
 from lit_vision.callbacks.submission import SubmissionWriter
 from lit_vision.checkpoints import AtomicCheckpointIO
-import lit_vision.cli.run_folders as run_folders
+import lit_vision.run_folders as run_folders
 from lit_vision.cli.loggers import has_file_logger, logger_settings, place_loggers
-from lit_vision.cli.run_folders import EVAL_FOLDER, LOG_ROOT
+from lit_vision.run_folders import EVAL_FOLDER, LOG_ROOT
 from lit_vision.errors import LitVisionError
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from lit_vision import console
-from lit_vision.cli.run_folders import newest_checkpoint
+from lit_vision.run_folders import newest_checkpoint
 from lit_vision.errors import LitVisionError
 import lit_vision.studies.runner as runner
 import lit_vision.studies.summary as summary

@@ -24,7 +24,7 @@ from pathlib import Path
 import optuna  # at the top: `lit-vision tune` without it says which extra installs it
 
 from lit_vision import console
-from lit_vision.cli.run_folders import LOG_ROOT
+from lit_vision.run_folders import LOG_ROOT
 from lit_vision.errors import LitVisionError
 import lit_vision.studies.report as report
 import lit_vision.studies.runner as runner
