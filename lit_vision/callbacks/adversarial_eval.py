@@ -40,7 +40,9 @@ are printed as warnings and stored in the JSON (see `lit_vision.attacks.masking`
 adversarial batch is checked to lie in its ε-ball and in [0, 1] (by the attack itself).
 
 Rank 0 prints the table and writes `adversarial_eval.csv`/`.json` and `adversarial_examples.png`
-into the run's log directory (see `adversarial_report`); the picture also goes to TensorBoard.
+into the run's log directory; the picture also goes to TensorBoard. This file runs the attacks
+and keeps the counts; the table's rows are built in `adversarial_rows`, the verdicts gathered
+in `adversarial_checks`, the files written by `adversarial_report`.
 Lightning runs `test` under inference mode; the attack leaves it for its own computation, so
 `trainer.inference_mode: false` (set in configs/adv_eval.yaml) is belt and braces.
 """
@@ -55,13 +57,13 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 
 from lit_vision.attacks.autoattack import SUITE_ATTACKS, AttackSuite, float32, require_autoattack
-from lit_vision.attacks.autoattack_checks import apgd_zero_gradient_check, model_checks, square_check
-from lit_vision.attacks.masking import above_clean_check, masking_checks
+from lit_vision.attacks.autoattack_checks import model_checks
+from lit_vision.attacks.masking import masking_checks
 from lit_vision.attacks.suite_buffer import Flushed, SuiteBuffer
 from lit_vision.attacks.pgd import (
     ASSIGNMENT_PGD_EPSILON,
@@ -71,6 +73,7 @@ from lit_vision.attacks.pgd import (
     gradients_enabled,
     step_size_for,
 )
+from lit_vision.callbacks.adversarial_checks import above_clean, authors_checks, warn_failed
 from lit_vision.callbacks.adversarial_report import (
     PICTURE_NAME,
     TABLE_NAME,
@@ -78,44 +81,31 @@ from lit_vision.callbacks.adversarial_report import (
     write_picture,
     write_tables,
 )
+from lit_vision.callbacks.adversarial_rows import (
+    HEADLINE,
+    SUITE_COUNTS,
+    headline_row,
+    over_every_image,
+    pgd_row,
+    suite_rows,
+    with_interval,
+)
+from lit_vision.callbacks.run_data import class_names
 from lit_vision.checkpoints import load_model_from_checkpoint
 from lit_vision.errors import LitVisionError
 from lit_vision.utils.generators import keyed_generator
 from lit_vision.utils.images import to_unit_float
-from lit_vision.utils.intervals import accuracy_interval
 from lit_vision.utils.metrics import accuracy_metrics
 from lit_vision.utils.tables import format_table
 
-__all__ = ["AdversarialEvaluation", "PICTURE_NAME", "TABLE_NAME"]
+__all__ = ["AdversarialEvaluation", "HEADLINE", "PICTURE_NAME", "TABLE_NAME"]
 
 Target = Literal["least_likely", "true_label"]
 Suite = Literal["none", "autoattack", "autoattack_lite"]
 SuiteAttack = Literal["apgd_ce", "apgd_t", "fab_t", "square"]
 Engine = Literal["autoattack", "torchattacks"]
-HEADLINE = "robust: worst case (clean and every attack within epsilon)"
-# Per suite attack, the per-rank counts summed once at the end: images attacked, fooled,
-# still robust after it, model forwards, gradient forwards, seconds.
-SUITE_COUNTS = ("attacked", "fooled", "robust", "forwards", "gradient_forwards", "seconds")
 # Madry et al.'s step rule for the checks' own attacks (large epsilon, white-box vs transfer).
 CHECK_STEP_SCALE = 2.5
-
-
-def over_every_image(row: dict) -> bool:
-    """Whether a table row's top-1 is a fraction of every evaluated image: the headline, clean,
-    each PGD target and each suite attack (not the cost rows, sweeps or checks)."""
-    return "top1" in row and not row["attack"].startswith(("cost:", "check:")) and not row["attack"].endswith("(sweep)")
-
-
-def with_interval(row: dict, images: int) -> dict:
-    """`row` with `top1_ci95` ("[low, high]", Wilson, over `images`) right after its top-1."""
-    interval = accuracy_interval(row["top1"], images) if images else None
-    cell = f"[{interval.low:.4f}, {interval.high:.4f}]" if interval else ""
-    out = {}
-    for key, value in row.items():
-        out[key] = value
-        if key == "top1":
-            out["top1_ci95"] = cell
-    return out
 
 
 class AdversarialEvaluation(Callback):
@@ -481,29 +471,20 @@ class AdversarialEvaluation(Callback):
         pl_module.log("test/robust_top1", robust_top1, sync_dist=False)
 
         def row(name: str, attack: PGDAttack | None, key: str) -> dict:
-            return {
-                "attack": name,
-                "target": attack.target if attack else "",
-                "epsilon": round(attack.epsilon, 6) if attack else 0.0,
-                "epsilon_255": round(attack.epsilon * 255, 3) if attack else 0.0,
-                "steps": attack.num_steps if attack else 0,
-                "step_size": round(attack.step_size, 6) if attack else 0.0,
-                "restarts": attack.restarts if attack else 0,
-                "top1": values[key]["top1"],
-                "top5": values[key]["top5"],
-            }
+            return pgd_row(name, attack, values[key]["top1"], values[key]["top5"])
 
         epsilon = {"epsilon": round(self.epsilon, 6), "epsilon_255": round(self.epsilon * 255, 3)}
         # The headline first: it cannot exceed clean or any attack's accuracy.
-        # Its blank cells keep the columns in the attack rows' order (the first row sets them).
-        self.rows = [{"attack": HEADLINE, "target": "", **epsilon, "steps": "", "step_size": "", "restarts": "", "top1": robust_top1}]
-        self.rows.append(row("clean", None, "clean"))
+        self.rows = [headline_row(robust_top1, epsilon), row("clean", None, "clean")]
         self.rows += [row(a.target, a, f"main{i}") for i, a in enumerate(self.attacks)]
         self.rows.append({"attack": "cost: PGD targets", **epsilon, "images": int(images_seen), "seconds": round(pgd_seconds, 3)})
-        suite_rows = []
+        suite_part = []
         if suite_counts is not None:
-            suite_rows = self._suite_rows(suite_counts, images_seen, epsilon, pl_module)
-            self.rows += suite_rows
+            suite_part = suite_rows(self.suite, suite_counts, images_seen, epsilon, self.num_classes)
+            for name, r in zip(self.suite.attacks, suite_part):
+                pl_module.log(f"test/suite_top1_{name}", r["top1"], sync_dist=False)
+            pl_module.log("test/suite_seconds", suite_part[-1]["seconds"], sync_dist=False)
+            self.rows += suite_part
         # The figures over every evaluated image carry their Wilson 95% interval over that count.
         self.images_evaluated = int(images_seen)
         self.rows = [with_interval(r, self.images_evaluated) if over_every_image(r) else r for r in self.rows]
@@ -513,9 +494,9 @@ class AdversarialEvaluation(Callback):
             self.rows.append(row("check: transfer from clean model", self.checks_attacks["whitebox"], "transfer"))
         self.checks = []
         if self.masking_checks:
-            sweep_rows = [r for r in self.rows if r["attack"].endswith("(sweep)")]
+            sweep = [r for r in self.rows if r["attack"].endswith("(sweep)")]
             self.checks = masking_checks(
-                sweep_rows,
+                sweep,
                 values["large"]["top1"],
                 self.checks_attacks["large"].epsilon,
                 self.large_epsilon_max_top1,
@@ -523,39 +504,11 @@ class AdversarialEvaluation(Callback):
                 values["transfer"]["top1"] if "transfer" in values else None,
                 self.tolerance,
             )
-        authors = []
-        if self.autoattack_checks:
-            authors = list(self.model_checks)
-            if self.suite.engine == "autoattack" and "apgd_t" in self.suite.attacks:
-                ran = any(r["images"] for r in suite_rows if r["attack"].startswith("apgd_t"))
-                authors.append(apgd_zero_gradient_check(self.suite.log.messages, ran))
-            if self.suite.cascade:
-                after = {"clean": values["clean"]["top1"]}
-                after.update({r["attack"].split()[0]: r["top1"] for r in suite_rows if "fooled" in r})
-                authors.append(square_check(after))
-        self.checks += authors
-        # Every standalone attack figure (a cascade's rows are running worst cases, never above clean).
-        standalone = [r for r in self.rows if r.get("target")]
-        if self.suite is not None and not self.suite.cascade:
-            standalone += [r for r in suite_rows if "fooled" in r]
-        self.checks.append(
-            above_clean_check(values["clean"]["top1"], [(attack_name(r), r["top1"]) for r in standalone], self.above_clean_tolerance)
-        )
-        failed = [c for c in self.checks if c["passed"] is False]
-        pl_module.log("test/masking_warnings", float(len(failed)), sync_dist=False)
-        for check in failed:
-            if check is self.checks[-1]:
-                rank_zero_warn(
-                    f"Check failed: {check['check']} ({check['detail']}). Such an attack helps the model instead of "
-                    "fooling it; its figure is no robustness figure — read test/robust_top1, the per-image worst case."
-                )
-            elif any(check is c for c in authors):
-                rank_zero_warn(f"The authors' AutoAttack check failed: {check['check']} — {check['detail']}")
-            else:
-                rank_zero_warn(
-                    f"Possible gradient masking — check failed: {check['check']} ({check['detail']}). The adversarial "
-                    "accuracies of this evaluation may overstate the model's robustness."
-                )
+        clean_top1 = values["clean"]["top1"]
+        authors = authors_checks(self.model_checks, self.suite, suite_part, clean_top1) if self.autoattack_checks else []
+        above = above_clean(clean_top1, self.rows, self.suite, suite_part, self.above_clean_tolerance)
+        self.checks += authors + [above]
+        pl_module.log("test/masking_warnings", float(warn_failed(self.checks, authors, above)), sync_dist=False)
         for metrics in self.metrics.values():
             metrics.reset()
         self.robust.reset()
@@ -563,34 +516,6 @@ class AdversarialEvaluation(Callback):
         log_dir = trainer.log_dir or trainer.default_root_dir
         if trainer.is_global_zero:
             self._write(trainer, log_dir)
-
-    def _suite_rows(self, counts: torch.Tensor, images_seen: float, epsilon: dict, pl_module: L.LightningModule) -> list[dict]:
-        """One row per suite attack (robust top-1 after it in a cascade, its standalone top-1
-        otherwise; the images it ran on and fooled; its cost) and the cascade's total cost."""
-        suite, settings = self.suite, self.suite.settings
-        how = "cascade" if suite.cascade else "standalone"
-        steps = {"apgd_ce": settings.apgd_steps, "apgd_t": settings.apgd_steps, "fab_t": settings.fab_steps,
-                 "square": settings.square_queries}  # fmt: skip
-        rows = []
-        for name, line in zip(suite.attacks, counts.tolist()):
-            c = dict(zip(SUITE_COUNTS, line))
-            top1 = c["robust"] / images_seen if images_seen else 0.0
-            targets = min(settings.target_classes, self.num_classes - 1) if name in ("apgd_t", "fab_t") else 0
-            rows.append({
-                "attack": f"{name} ({suite.label}, {how})", **epsilon, "steps": steps[name], "restarts": 1,
-                "targets": targets, "top1": top1, "images": int(c["attacked"]), "fooled": int(c["fooled"]),
-                "forwards": int(c["forwards"]), "gradient_passes": int(c["gradient_forwards"]),
-                "seconds": round(c["seconds"], 3),
-            })  # fmt: skip
-            pl_module.log(f"test/suite_top1_{name}", top1, sync_dist=False)
-        total = counts.sum(dim=0).tolist()
-        c = dict(zip(SUITE_COUNTS, total))
-        rows.append({
-            "attack": f"cost: suite ({suite.label}, {how})", **epsilon, "images": rows[0]["images"] if rows else 0,
-            "forwards": int(c["forwards"]), "gradient_passes": int(c["gradient_forwards"]), "seconds": round(c["seconds"], 3),
-        })  # fmt: skip
-        pl_module.log("test/suite_seconds", c["seconds"], sync_dist=False)
-        return rows
 
     # ---------------------------------------------------------------- output
     def _write(self, trainer: L.Trainer, log_dir: str) -> None:
@@ -610,18 +535,3 @@ class AdversarialEvaluation(Callback):
                 if isinstance(logger, TensorBoardLogger):
                     logger.experiment.add_image("test/adversarial_examples", picture, trainer.global_step, dataformats="HWC")
         rank_zero_info("Wrote " + ", ".join(self.paths.values()))
-
-
-def attack_name(row: dict) -> str:
-    """How a check names a table row's attack: its row name, ε and steps."""
-    text = row["attack"]
-    if row.get("epsilon_255"):
-        text += f" at {row['epsilon_255']:g}/255"
-    if row.get("steps"):
-        text += f", {row['steps']} steps"
-    return text
-
-
-def class_names(trainer: L.Trainer) -> list[str] | None:
-    names = getattr(getattr(trainer, "datamodule", None), "class_names", None)
-    return list(names) if names else None
