@@ -5,6 +5,9 @@ LightningCLI parses and so has no entry among Lightning's own options."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from lit_vision.cli import main, subcommands
@@ -30,6 +33,19 @@ def test_options_without_a_subcommand_list_every_subcommand(leading, tmp_path, c
     every = [*subcommands.LIGHTNING_SUBCOMMANDS, *subcommands.COMMANDS]
     assert {"export", "plot", "optimize", "tune"} <= set(every)
     assert f"one of {', '.join(every)} " in err
+
+
+def test_options_without_a_subcommand_are_answered_before_lightning_loads(tmp_path):
+    config = tmp_path / "x.yaml"
+    config.write_text("trainer:\n  max_epochs: 1\n")
+    probe = (
+        "import sys\nfrom lit_vision.cli import main\n"
+        f"try:\n    main(['--config', {str(config)!r}])\nexcept SystemExit as stop:\n    code = stop.code\n"
+        "print(code, 'lightning' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["2", "False"], done.stdout + done.stderr
+    assert "a subcommand is expected" in done.stderr
 
 
 @pytest.mark.parametrize("name", ["fit", "validate", "test"])

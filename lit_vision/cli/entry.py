@@ -41,7 +41,10 @@ def main(args: list[str] | None = None) -> None:
         # Options before the subcommand (`--config`, `--print_config`) are LightningCLI's too;
         # a wrong word after them is answered here, with every subcommand, as without them.
         after = subcommands.subcommand_after_options(argv)
-        if after is None or after in subcommands.LIGHTNING_SUBCOMMANDS:
+        if after is None and not any(a in HELP_FLAGS for a in argv):
+            # Answered before Lightning loads (seconds): nothing would run without a subcommand.
+            _error(subcommands.missing_subcommand_message())
+        elif after is None or after in subcommands.LIGHTNING_SUBCOMMANDS:
             run_lightning(args)
         elif after in subcommands.COMMANDS:
             _error(subcommands.misplaced_options_message(after))
