@@ -1,9 +1,11 @@
 """`--trainer.logger`: any Lightning logger, several at once, each in the run's version_N (the
 same N as its checkpoints); CSVLogger needs no save_dir; a missing package is one paragraph;
-MLflow against real local tracking stores (a file store, and a SQLite file where MLflow's SQL
-store can be imported). Also: a wrong value for a class's typed argument names that argument."""
+MLflow against real local tracking stores (a file store, SQLite files: the one named and the
+default logs/mlflow.db). Also: a wrong value for a class's typed argument names that argument."""
 
 from __future__ import annotations
+
+import os
 
 import importlib.util
 
@@ -16,20 +18,28 @@ QUICK = ["--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1
 
 
 # ------------------------------------------------------------------------------ parsing
-def test_a_file_logger_named_on_the_command_line_gets_a_save_dir():
-    from lit_vision.cli.loggers import add_default_save_dirs
+def test_a_file_logger_named_on_the_command_line_gets_a_save_dir(monkeypatch):
+    from lit_vision.cli.loggers import add_logger_defaults, default_mlflow_store
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
     add = ["--trainer.logger.init_args.save_dir", ROOT]
-    assert add_default_save_dirs(["fit", "--trainer.logger", "CSVLogger"], ROOT) == [
+    assert add_logger_defaults(["fit", "--trainer.logger", "CSVLogger"], ROOT) == [
         "fit", "--trainer.logger", "CSVLogger", *add]  # fmt: skip
-    assert add_default_save_dirs(["--trainer.logger=TensorBoardLogger", "--x", "1"], ROOT) == [
+    assert add_logger_defaults(["--trainer.logger=TensorBoardLogger", "--x", "1"], ROOT) == [
         "--trainer.logger=TensorBoardLogger", *add, "--x", "1"]  # fmt: skip
     both = ["--trainer.logger+=CSVLogger", "--trainer.logger+=MLFlowLogger"]
-    assert add_default_save_dirs(both, ROOT) == [both[0], *add, both[1]]  # MLflow's save_dir is optional
+    store = ["--trainer.logger.init_args.tracking_uri", default_mlflow_store(ROOT)]
+    assert add_logger_defaults(both, ROOT) == [both[0], *add, both[1], *store]  # MLflow's save_dir is optional
+    assert store[1] == "sqlite:///" + os.path.abspath(os.path.join(ROOT, "mlflow.db"))
+    named = ["--trainer.logger", "MLFlowLogger", "--trainer.logger.init_args.tracking_uri", "sqlite:///x.db"]
+    assert add_logger_defaults(named, ROOT) == named
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert add_logger_defaults(both[1:], ROOT) == both[1:]  # the environment names the store
     given = ["--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", "elsewhere"]
-    assert add_default_save_dirs(given, ROOT) == given
+    assert add_logger_defaults(given, ROOT) == given
     for untouched in (["--trainer.logger", "false"], ["--trainer.logger", "{class_path: CSVLogger}"], ["--trainer.logger"]):
-        assert add_default_save_dirs(untouched, ROOT) == untouched
+        assert add_logger_defaults(untouched, ROOT) == untouched
 
 
 def test_a_file_logger_without_save_dir_in_a_config_file_says_what_to_add(tiny_config, run_cli, capsys, tmp_path):
@@ -131,6 +141,18 @@ def test_mlflow_alone_logs_to_a_sqlite_store_and_the_run_folder_keeps_its_log(ti
     assert list((tmp_path / "logs" / "tracked" / "version_0").glob("events.out.tfevents.*"))
     assert (tmp_path / "checkpoints" / "tracked" / "version_0" / "last.ckpt").is_file()
     run = mlflow_runs(store, "tracked")["version_0"]
+    assert run.data.metrics["val/top1"] == pytest.approx(fit.trainer.callback_metrics["val/top1"].item())
+
+
+@pytest.mark.slow
+def test_mlflow_with_one_flag_logs_to_the_default_sqlite_store(tiny_config, run_cli, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    fit = build_cli(["fit", "--config", str(tiny_config), *QUICK, "--trainer.logger", "MLFlowLogger"])
+    store = f"sqlite:///{tmp_path / 'logs' / 'mlflow.db'}"
+    assert (tmp_path / "logs" / "mlflow.db").is_file()  # (MLflow still makes ./mlruns, its artifact root)
+    run = mlflow_runs(store, "tiny")["version_0"]
     assert run.data.metrics["val/top1"] == pytest.approx(fit.trainer.callback_metrics["val/top1"].item())
 
 

@@ -32,7 +32,7 @@ from lit_vision.cli.ckpt_path import CKPT_PATH_HELP, DEFAULT_MODEL, checkpoint_m
 from lit_vision.cli.class_count_check import check_model_classes
 from lit_vision.cli.config_files import flag_values
 from lit_vision.cli.flag_errors import flag_error_message
-from lit_vision.cli.loggers import add_default_save_dirs, check_logger_packages, describe_other_loggers, logger_failure
+from lit_vision.cli.loggers import add_logger_defaults, check_logger_packages, describe_other_loggers, logger_failure
 from lit_vision.cli.subcommands import SEEDS_HELP, SEEDS_SUBCOMMANDS
 from lit_vision.cli.timm_flags import expand_model_shorthand, fill_timm_img_size
 from lit_vision.cli.trainer_defaults import trainer_kwargs
@@ -100,7 +100,7 @@ class LitVisionCLI(LightningCLI):
     def parse_arguments(self, parser, args) -> None:
         self._raw_args = list(args) if isinstance(args, (list, tuple)) else (sys.argv[1:] if args is None else [])
         expanded = expand_model_shorthand(self._raw_args)  # --model timm:NAME
-        expanded = add_default_save_dirs(expanded, run_folders.LOG_ROOT)  # --trainer.logger CSVLogger
+        expanded = add_logger_defaults(expanded, run_folders.LOG_ROOT)  # --trainer.logger CSVLogger
         if expanded != self._raw_args:
             args, self._raw_args = expanded, expanded
             # Lightning warns when args are given while sys.argv has some: these are sys.argv's own.

@@ -2,13 +2,15 @@
 once), each writing into the run's own folder, the same version_N as its checkpoints.
 
     lit-vision fit --config configs/quickstart.yaml --trainer.logger CSVLogger
-    lit-vision fit --config configs/quickstart.yaml --trainer.logger MLFlowLogger \\
-        --trainer.logger.init_args.tracking_uri sqlite:///mlflow.db
+    lit-vision fit --config configs/quickstart.yaml --trainer.logger MLFlowLogger   # logs/mlflow.db
     lit-vision fit ... --trainer.logger+=CSVLogger --trainer.logger+=MLFlowLogger
 
 What the command line does with them:
 - `--trainer.logger CSVLogger` needs no `save_dir` (Lightning's file loggers require one): the
-  flag gets `save_dir: logs` before parsing (`add_default_save_dirs`), and the run sets it anyway;
+  flag gets `save_dir: logs` before parsing (`add_logger_defaults`), and the run sets it anyway;
+- `--trainer.logger MLFlowLogger` with no `tracking_uri` (nor `save_dir`, nor MLFLOW_TRACKING_URI)
+  logs to the SQLite store logs/mlflow.db, not to Lightning's ./mlruns file store (MLflow 3
+  refuses file stores unless told);
 - a logger whose package is not installed (mlflow, wandb, ...) is one paragraph naming the extra
   to install (`check_logger_packages`), before anything is built;
 - each logger is rebuilt for the run (`place_loggers`): file loggers (CSV, TensorBoard) write into
@@ -30,6 +32,8 @@ from lit_vision.errors import LitVisionError
 
 LOGGER_FLAGS = ("--trainer.logger", "--trainer.logger+")
 SAVE_DIR_FLAGS = ("--trainer.logger.save_dir", "--trainer.logger.init_args.save_dir")
+TRACKING_URI_FLAGS = ("--trainer.logger.tracking_uri", "--trainer.logger.init_args.tracking_uri")
+MLFLOW_STORE_FILE = "mlflow.db"  # under the log root: logs/mlflow.db
 # Logger class name -> (module it needs, the install command that brings it).
 PACKAGES = {
     "MLFlowLogger": ("mlflow", "pip install 'lit-vision[mlflow]'"),
@@ -66,9 +70,10 @@ def needs_save_dir(value: str) -> bool:
     return parameter is not None and parameter.default is inspect.Parameter.empty
 
 
-def add_default_save_dirs(args: list[str], root: str) -> list[str]:
+def add_logger_defaults(args: list[str], root: str) -> list[str]:
     """`args` with `--trainer.logger.init_args.save_dir ROOT` after each `--trainer.logger NAME`
-    (or `+=NAME`) whose class requires a save_dir and is not given one on the command line."""
+    (or `+=NAME`) whose class requires a save_dir and is not given one on the command line, and
+    the default SQLite store after an MLFlowLogger given no store (`default_mlflow_store`)."""
     out: list[str] = []
     i = 0
     while i < len(args):
@@ -93,7 +98,27 @@ def add_default_save_dirs(args: list[str], root: str) -> list[str]:
             following.append(later.split("=", 1)[0])
         if needs_save_dir(value) and not any(f in SAVE_DIR_FLAGS for f in following):
             out += ["--trainer.logger.init_args.save_dir", root]
+        if is_mlflow(value) and not os.environ.get("MLFLOW_TRACKING_URI") and not any(
+            f in TRACKING_URI_FLAGS + SAVE_DIR_FLAGS for f in following
+        ):
+            out += ["--trainer.logger.init_args.tracking_uri", default_mlflow_store(root)]
+            os.makedirs(root, exist_ok=True)  # SQLite creates the file, not its folder; the logger opens it when parsed
     return out
+
+
+def is_mlflow(value: str) -> bool:
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    cls = logger_class(value)
+    return inspect.isclass(cls) and issubclass(cls, MLFlowLogger)
+
+
+def default_mlflow_store(root: str) -> str:
+    """The store `--trainer.logger MLFlowLogger` logs to when nothing names one: an SQLite file
+    beside the run folders. Lightning's own default is the ./mlruns file store, which MLflow 3
+    refuses unless MLFLOW_ALLOW_FILE_STORE is set; an SQLite store works with MLflow 2 and 3
+    (`mlflow ui --backend-store-uri` this URI shows it)."""
+    return "sqlite:///" + os.path.abspath(os.path.join(root, MLFLOW_STORE_FILE))
 
 
 # ------------------------------------------------------------------------- after parsing
