@@ -100,7 +100,7 @@ class LitVisionCLI(LightningCLI):
     def parse_arguments(self, parser, args) -> None:
         self._raw_args = list(args) if isinstance(args, (list, tuple)) else (sys.argv[1:] if args is None else [])
         expanded = expand_model_shorthand(self._raw_args)  # --model timm:NAME
-        expanded = add_logger_defaults(expanded, run_folders.LOG_ROOT)  # --trainer.logger CSVLogger
+        expanded = add_logger_defaults(expanded, run_folders.LOG_ROOT)  # a file logger's save_dir, MLflow's store
         if expanded != self._raw_args:
             args, self._raw_args = expanded, expanded
             # Lightning warns when args are given while sys.argv has some: these are sys.argv's own.
