@@ -5,9 +5,8 @@ default logs/mlflow.db). Also: a wrong value for a class's typed argument names 
 
 from __future__ import annotations
 
-import os
-
 import importlib.util
+import os
 
 import pytest
 

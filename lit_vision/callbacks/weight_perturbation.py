@@ -80,7 +80,6 @@ class AdversarialWeightPerturbation(Callback):
             )
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        self._restore()  # nothing should be left; a skipped backward must not leave weights perturbed
         if trainer.current_epoch < self.start_epoch:
             return
         images, labels = batch[0], batch[1]
@@ -104,6 +103,8 @@ class AdversarialWeightPerturbation(Callback):
         self._restore()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        # A step whose training_step returned None ran no backward: the weights come back here,
+        # before ModelCheckpoint (always after this callback) can save them.
         self._restore()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
