@@ -108,6 +108,8 @@ def test_selection_is_reproducible_and_about_the_fraction():
         {"adversarial_weight": 1.5},
         {"epsilon_ramp_epochs": -1},
         {"target": "nope"},
+        {"measure_every_n_batches": 0},
+        {"measure_every_n_batches": 2.5},
     ],
 )
 def test_training_arguments_are_checked(kwargs):
@@ -175,6 +177,30 @@ def test_callback_doubles_about_a_fifth_of_the_batches(tmp_path):
     assert logged["train/adv_batches"].item() == len({i for e, i in expected if e == 1})  # last epoch's count
     assert 0 <= logged["train/adv_top1"].item() <= 1
     assert model.training  # the attack restored the train mode
+
+
+class ForwardCounter(TinyClassifier):
+    """Counts forward passes, in train and in eval mode."""
+
+    def forward(self, images):
+        self.forwards["train" if self.training else "eval"] += 1
+        return super().forward(images)
+
+
+@pytest.mark.parametrize("objective, every, eval_per_batch", [("mix", 1, 1), ("mix", 4, 1), ("trades", 4, 2)])
+def test_adversarial_accuracy_costs_a_forward_pass_only_on_the_batches_it_measures(tmp_path, objective, every, eval_per_batch):
+    # One FGSM step per batch: one eval-mode forward for the step (TRADES: one more for the clean
+    # logits it compares with), one more where train/adv_top1 is measured: the first perturbed
+    # batch of each epoch and every `every`-th after it.
+    model = ForwardCounter()
+    model.forwards = {"train": 0, "eval": 0}
+    callback = AdversarialTraining(fraction=1.0, epsilon=(EPS8 := 8 / 255, EPS8), steps=(1, 1), objective=objective,
+                                   target="true_label", measure_every_n_batches=every)  # fmt: skip
+    fit = trainer(tmp_path, [callback], max_epochs=2, limit_val_batches=0)
+    fit.fit(model, train_dataloaders=loader(8))
+    measured_per_epoch = -(-8 // every)
+    assert model.forwards == {"train": 16, "eval": 2 * (8 * eval_per_batch + measured_per_epoch)}
+    assert 0 <= fit.logged_metrics["train/adv_top1"].item() <= 1  # logged in the last epoch too
 
 
 def test_callback_rejects_tuple_batches(tmp_path):

@@ -39,10 +39,11 @@ def kl_attack(
     num_steps: int,
     random_start: bool = True,
     generator: torch.Generator | None = None,
+    return_logits: bool = True,
 ) -> PGDResult:
     """TRADES' inner maximisation: `num_steps` signed-gradient steps on KL(p(x) ‖ p(x')), in eval
-    mode and without touching the parameters' gradients. Returns the images and the model's
-    eval-mode logits on them (`target` is the clean prediction)."""
+    mode and without touching the parameters' gradients. Returns the images and (`return_logits`:
+    one more forward pass) the model's eval-mode logits on them (`target` is the clean prediction)."""
     with gradients_enabled(), eval_mode(model):
         clean = to_unit_float(images.detach()).clone()
         with torch.no_grad():
@@ -64,8 +65,10 @@ def kl_attack(
             with torch.no_grad():
                 x = torch.minimum(torch.maximum(x.detach() + step_size * grad.sign(), low), high)
         x = x.detach()
-        with torch.no_grad():
-            logits = model(x).detach()
+        logits = None
+        if return_logits:
+            with torch.no_grad():
+                logits = model(x).detach()
     check_within_budget(x, clean, epsilon, attack="TRADES KL-PGD")
     return PGDResult(images=x, logits=logits, target=clean_logits.argmax(dim=1))
 

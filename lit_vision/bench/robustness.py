@@ -22,10 +22,12 @@ training keeps its last epoch), and every figure comes from the validation batch
   APGD-T 100 steps × 9 targets, FAB-T, Square 5000 queries, as a cascade; lit_vision.attacks.
   autoattack, on the authors' code unless `--suite-engine torchattacks`; `--suite-attacks` a subset), per image correct under every attack of the suite; `worst@8`: correct under
   the suite and both PGDs; `AA s`: the suite's attack time;
-- `CPU s/epoch`: the median training epoch in this process's CPU time (validation excluded; one
-  thread: on a shared machine wall time measures the neighbours); `epoch vs clean` divides it
-  by the clean setting's (`python -m lit_vision.bench attack --recipes …` measures the ratio
-  round-robin).
+- `CPU s/epoch`: the median epoch in this process's CPU time, the selection attack included
+  (Lightning validates before an epoch ends; one thread: on a shared machine wall time measures
+  the neighbours); `select s/epoch`: the median of that spent in validation (the PGD-10 selection
+  subset, none for clean training), so `CPU s/epoch` minus it is the training alone;
+  `epoch vs clean` divides `CPU s/epoch` by the clean setting's, `train vs clean` the training
+  alone (`python -m lit_vision.bench attack --recipes …` measures the ratio round-robin).
 
 With `--plots DIR`, writes robustness_vs_epsilon_<data>.png and frontier_<data>.png there (the
 frontier: clean vs AA@8 per setting, with lines at +30 points over the clean model and at
@@ -125,6 +127,8 @@ def _callbacks():
     class EpochTimer(Callback):
         def __init__(self) -> None:
             self.seconds: list[float] = []
+            self.validation: list[float] = []
+            self.validating = 0.0
 
         # CPU time of this process: on a machine shared with other jobs, wall time would
         # measure the neighbours as much as the recipe.
@@ -133,6 +137,16 @@ def _callbacks():
 
         def on_train_epoch_end(self, trainer, pl_module):
             self.seconds.append(time.process_time() - self.start)
+            self.validation.append(self.validating)
+            self.validating = 0.0
+
+        # Lightning validates inside the training epoch, before on_train_epoch_end: the selection
+        # attack's share is timed on its own so that the training alone can be compared.
+        def on_validation_epoch_start(self, trainer, pl_module):
+            self.validation_start = time.process_time()
+
+        def on_validation_epoch_end(self, trainer, pl_module):
+            self.validating += time.process_time() - self.validation_start
 
     class KeepMostRobust(Callback):
         """The weights of the epoch with the highest val/adv_top1, put back when the fit ends."""
@@ -155,7 +169,7 @@ def _callbacks():
 
 
 def train(args, name: str, data):
-    """Fit one setting; return (model, CPU seconds per epoch, guard, selected epoch)."""
+    """Fit one setting; return (model, CPU seconds per epoch, of them in validation, guard, selected epoch)."""
     import lightning as L
 
     from lit_vision import models
@@ -182,7 +196,8 @@ def train(args, name: str, data):
         enable_progress_bar=False, enable_model_summary=False,
     )  # fmt: skip
     trainer.fit(model, datamodule=data)
-    return model, statistics.median(timer.seconds), guard, (keep.epoch if keep else None)
+    seconds, validation = statistics.median(timer.seconds), statistics.median(timer.validation)
+    return model, seconds, validation, guard, (keep.epoch if keep else None)
 
 
 def attack(args, model, data) -> dict:
@@ -303,16 +318,18 @@ def run(args: argparse.Namespace) -> list[dict]:
     rows = []
     for name in names:
         print(f"training {name} …", flush=True)
-        model, seconds, guard, selected = train(args, name, data)
-        row = {"setting": name, **attack(args, model, data), "CPU s/epoch": seconds}
+        model, seconds, validation, guard, selected = train(args, name, data)
+        row = {"setting": name, **attack(args, model, data), "CPU s/epoch": seconds, "select s/epoch": validation}
         if guard is not None:
             row["epoch kept"] = selected
             row["collapsed at"] = guard.collapsed_at if guard.collapsed_at is not None else "-"
         rows.append(row)
         print(rows[-1], flush=True)
-    clean = next((r["CPU s/epoch"] for r in rows if r["setting"] == "clean"), None)
+    clean = next((r for r in rows if r["setting"] == "clean"), None)
     for row in rows:
-        row["epoch vs clean"] = row["CPU s/epoch"] / clean if clean else float("nan")
+        row["epoch vs clean"] = row["CPU s/epoch"] / clean["CPU s/epoch"] if clean else float("nan")
+        training, clean_training = (r["CPU s/epoch"] - r["select s/epoch"] for r in (row, clean or row))
+        row["train vs clean"] = training / clean_training if clean else float("nan")
     if args.plots:
         for path in plot(rows, Path(args.plots), Path(args.data_dir).name):
             print(f"wrote {path}", flush=True)

@@ -6,7 +6,9 @@
           init_args: {fraction: 0.2, epsilon: [0.0113, 0.0226], steps: [5, 10]}
 
 Logged: `train/adv_batches` (perturbed batches per epoch, the same on every rank),
-`train/adv_top1` (accuracy on the adversarial part, from the attack's final eval-mode pass) and
+`train/adv_top1` (accuracy on the adversarial part, from an eval-mode pass over it on every
+`measure_every_n_batches`-th perturbed batch: the epoch's value is a sample of the batches, as
+that pass costs a third of a clean training step on every batch it measures) and
 `train/adv_epsilon_scale` (the ε ramp's factor).
 
 For each selected batch the callback attacks the model being trained (in eval mode, without
@@ -92,6 +94,8 @@ class AdversarialTraining(Callback):
             "trades" (CE on clean + trades_beta × KL(clean ‖ adversarial), KL-maximising attack;
             needs a lit_vision ImageClassifier).
         trades_beta: TRADES' weight of the KL term, > 0 (used with objective "trades").
+        measure_every_n_batches: `train/adv_top1` is measured on each epoch's first perturbed
+            batch and every n-th after it (1: on all of them, one extra forward pass each).
         seed: RNG seed of the choice of batches, the per-batch draws and the random starts.
     """
 
@@ -107,6 +111,7 @@ class AdversarialTraining(Callback):
         epsilon_ramp_epochs: float = 0.0,
         objective: Objective = "mix",
         trades_beta: float = 6.0,
+        measure_every_n_batches: int = 10,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -137,6 +142,10 @@ class AdversarialTraining(Callback):
         check_choice(objective, Objective, "AdversarialTraining objective")
         if not trades_beta > 0:
             raise LitVisionError(f"AdversarialTraining trades_beta must be > 0 (the weight of TRADES' KL term), got {trades_beta}.")
+        if isinstance(measure_every_n_batches, bool) or not 1 <= measure_every_n_batches == int(measure_every_n_batches):
+            raise LitVisionError(
+                f"AdversarialTraining measure_every_n_batches must be an integer >= 1, got {measure_every_n_batches}."
+            )
         if objective == "trades" and adversarial_weight != 0.5:
             raise LitVisionError(
                 f"AdversarialTraining adversarial_weight {adversarial_weight} has no meaning with objective 'trades': "
@@ -153,10 +162,12 @@ class AdversarialTraining(Callback):
         self.epsilon_ramp_epochs = float(epsilon_ramp_epochs)
         self.objective = objective
         self.trades_beta = float(trades_beta)
+        self.measure_every_n_batches = int(measure_every_n_batches)
         self.seed = int(seed)
         # Counters of the current fit (not checkpointed: they are for logs and tests).
         self.batches_seen = 0
         self.batches_perturbed = 0
+        self._perturbed_this_epoch = 0  # train/adv_top1 is measured on the first of each epoch
         # Pairs of the [clean ‖ adversarial] batch being trained on under objective 'trades'
         # (None: the batch was left clean); read by `trades_objective`.
         self._trades_pairs: int | None = None
@@ -235,6 +246,9 @@ class AdversarialTraining(Callback):
         if getattr(pl_module, "training_objective", None) == self.trades_objective:
             pl_module.training_objective = None
 
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._perturbed_this_epoch = 0
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         self._trades_pairs = None  # the record describes one batch only
 
@@ -262,20 +276,25 @@ class AdversarialTraining(Callback):
         if attack.random_start or self.objective == "trades":
             # Per-rank noise (each rank holds other images), reproducible from the seed.
             generator = keyed_generator(images.device, self.seed, trainer.current_epoch, batch_idx, trainer.global_rank)
+        # The accuracy on the adversarial images takes a forward pass of its own: a sample of the
+        # batches measures it without adding that pass to every step.
+        measure = self._perturbed_this_epoch % self.measure_every_n_batches == 0
         # Precision autocast wraps training_step, not callback hooks: enter the same context
         # so that the attack runs at the precision the model trains at.
         with trainer.precision_plugin.forward_context():
             if self.objective == "trades":
                 result = kl_attack(pl_module, images, attack.epsilon, attack.step_size, attack.num_steps,
-                                   attack.random_start, generator)  # fmt: skip
+                                   attack.random_start, generator, return_logits=measure)  # fmt: skip
                 self._trades_pairs = attacked  # what the model's objective reads for this batch
             else:
-                result = attack.attack(pl_module, images[:attacked], labels[:attacked], generator=generator)
+                result = attack.attack(
+                    pl_module, images[:attacked], labels[:attacked], generator=generator, return_logits=measure
+                )
         clean = to_unit_float(images[:kept])
         batch[0] = torch.cat([clean, result.images.to(clean.dtype)])
         batch[1] = torch.cat([labels[:kept], labels[:attacked]])
         self.batches_perturbed += 1
-
-        # Accuracy on the perturbed part, from the attack's final (eval-mode) forward pass.
-        adv_top1 = (result.logits.argmax(dim=1) == labels[:attacked]).float().mean()
-        pl_module.log("train/adv_top1", adv_top1, on_step=False, on_epoch=True, batch_size=attacked, sync_dist=True)
+        self._perturbed_this_epoch += 1
+        if measure:  # from the attack's final (eval-mode) forward pass
+            adv_top1 = (result.logits.argmax(dim=1) == labels[:attacked]).float().mean()
+            pl_module.log("train/adv_top1", adv_top1, on_step=False, on_epoch=True, batch_size=attacked, sync_dist=True)
