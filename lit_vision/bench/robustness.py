@@ -327,9 +327,11 @@ def run(args: argparse.Namespace) -> list[dict]:
         print(rows[-1], flush=True)
     clean = next((r for r in rows if r["setting"] == "clean"), None)
     for row in rows:
-        row["epoch vs clean"] = row["CPU s/epoch"] / clean["CPU s/epoch"] if clean else float("nan")
-        training, clean_training = (r["CPU s/epoch"] - r["select s/epoch"] for r in (row, clean or row))
-        row["train vs clean"] = training / clean_training if clean else float("nan")
+        row["epoch vs clean"] = row["train vs clean"] = float("nan")
+        if clean is not None:
+            row["epoch vs clean"] = row["CPU s/epoch"] / clean["CPU s/epoch"]
+            training = row["CPU s/epoch"] - row["select s/epoch"]
+            row["train vs clean"] = training / (clean["CPU s/epoch"] - clean["select s/epoch"])
     if args.plots:
         for path in plot(rows, Path(args.plots), Path(args.data_dir).name):
             print(f"wrote {path}", flush=True)
